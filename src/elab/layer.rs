@@ -1,0 +1,287 @@
+//! One source layer -> the IR ops it stands for. `conv 3x3 32` with batch norm and ReLU becomes
+//! three nodes (`NAME.conv`, `NAME.bn`, `NAME.relu`), so that parameter names follow the
+//! `BasicConv2d` convention of timm and TF-slim ports; a conv without batch norm is the node `NAME`.
+
+use super::eval::{eval_float, eval_nonnegative, eval_positive, Env};
+use crate::diag::Diagnostic;
+use crate::front::ast::{Flag, Layer, LayerKind, LayerOption, OptionKind};
+use crate::ir::ops::*;
+use crate::source::Span;
+
+/// The nodes of one layer, in order: (name suffix, op). `None` = the layer's own name.
+pub type LayerNodes = Vec<(Option<&'static str>, Op)>;
+
+/// Layer settings after applying the file's defaults, then the layer's own options.
+struct Settings {
+    stride: Option<[usize; 2]>,
+    padding: Option<Padding>,
+    bias: Option<bool>,
+    bn: Option<BatchNorm>,
+    relu: Option<bool>,
+    include_pad: Option<bool>,
+    /// Which option of the layer itself set each setting, to catch contradictions.
+    set_by: Vec<(&'static str, Span, &'static str)>,
+}
+
+const DEFAULT_EPS: f64 = 1e-5;
+const DEFAULT_MOMENTUM: f64 = 0.1;
+
+fn allowed(kind: LayerKind) -> &'static [&'static str] {
+    match kind {
+        LayerKind::Conv => &["stride", "pad", "valid", "same", "bias", "nobias", "bn", "nobn", "relu", "linear"],
+        LayerKind::MaxPool => &["stride", "pad", "valid", "same"],
+        LayerKind::AvgPool => &["stride", "pad", "valid", "same", "include_pad", "exclude_pad"],
+        LayerKind::Fc => &["bias", "nobias", "relu", "linear"],
+        _ => &[],
+    }
+}
+
+/// Checks that `option` applies to `kind`.
+pub fn check_option(kind: LayerKind, option: &LayerOption) -> Result<(), Diagnostic> {
+    let ok = allowed(kind);
+    if ok.contains(&option.keyword()) {
+        return Ok(());
+    }
+    let d = Diagnostic::error(format!("`{}` does not apply to {}", option.keyword(), kind.keyword()))
+        .at(option.span, "not an option of this layer");
+    Err(if ok.is_empty() {
+        d.note(format!("{} takes no options", kind.keyword()))
+    } else {
+        d.note(format!("options of {}: {}", kind.keyword(), ok.join(", ")))
+    })
+}
+
+impl Settings {
+    fn apply(&mut self, kind: LayerKind, o: &LayerOption, env: &Env, own: bool) -> Result<(), Diagnostic> {
+        check_option(kind, o)?;
+        let slot: &'static str = match &o.kind {
+            OptionKind::Stride(v) => {
+                let s = pair(v, env, o.span, "stride", true)?;
+                self.stride = Some(s);
+                "stride"
+            }
+            OptionKind::Pad(v) => {
+                let p = match v.len() {
+                    1 => {
+                        let p = eval_nonnegative(&v[0], env, "padding")?;
+                        [p; 4]
+                    }
+                    2 => {
+                        let [h, w] = pair(v, env, o.span, "padding", false)?;
+                        [h, w, h, w]
+                    }
+                    4 => {
+                        let mut p = [0; 4];
+                        for (i, e) in v.iter().enumerate() {
+                            p[i] = eval_nonnegative(e, env, "padding")?;
+                        }
+                        p
+                    }
+                    n => {
+                        return Err(Diagnostic::error(format!("padding takes 1, 2 or 4 values, found {n}"))
+                            .at(o.span, "write `pad 1`, `pad (h, w)` or `pad (top, left, bottom, right)`"));
+                    }
+                };
+                self.padding = Some(Padding::Explicit(p));
+                "padding"
+            }
+            OptionKind::Bn(args) => {
+                let mut bn = BatchNorm { eps: DEFAULT_EPS, momentum: DEFAULT_MOMENTUM };
+                for a in args {
+                    let Some(name) = &a.name else {
+                        return Err(Diagnostic::error("bn takes named arguments")
+                            .at(a.span, "name this argument")
+                            .note("write `bn(eps = 0.001, momentum = 0.1)`"));
+                    };
+                    let v = eval_float(&a.value, env, &name.name)?;
+                    match name.name.as_str() {
+                        "eps" if v > 0.0 => bn.eps = v,
+                        "momentum" if (0.0..=1.0).contains(&v) => bn.momentum = v,
+                        "eps" | "momentum" => {
+                            return Err(Diagnostic::error(format!("`{}` out of range: {v}", name.name))
+                                .at(a.value.span, "eps must be > 0, momentum in [0, 1]"));
+                        }
+                        other => {
+                            return Err(Diagnostic::error(format!("bn has no argument `{other}`"))
+                                .at(name.span, "unknown argument")
+                                .note("arguments of bn: eps, momentum"));
+                        }
+                    }
+                }
+                self.bn = Some(bn);
+                "batch norm"
+            }
+            OptionKind::Flag(f) => match f {
+                Flag::Valid => {
+                    self.padding = Some(Padding::Valid);
+                    "padding"
+                }
+                Flag::Same => {
+                    self.padding = Some(Padding::Same);
+                    "padding"
+                }
+                Flag::Bias | Flag::NoBias => {
+                    self.bias = Some(*f == Flag::Bias);
+                    "bias"
+                }
+                Flag::NoBn => {
+                    self.bn = None;
+                    "batch norm"
+                }
+                Flag::Relu | Flag::Linear => {
+                    self.relu = Some(*f == Flag::Relu);
+                    "activation"
+                }
+                Flag::IncludePad | Flag::ExcludePad => {
+                    self.include_pad = Some(*f == Flag::IncludePad);
+                    "padding count"
+                }
+            },
+        };
+        if own {
+            if let Some((_, span, kw)) = self.set_by.iter().find(|(s, _, _)| *s == slot) {
+                return Err(Diagnostic::error(format!(
+                    "conflicting options `{kw}` and `{}`: both set the {slot}",
+                    o.keyword()
+                ))
+                .at(o.span, "second setting")
+                .also(*span, "first setting"));
+            }
+            self.set_by.push((slot, o.span, o.keyword()));
+        }
+        Ok(())
+    }
+}
+
+fn pair(v: &[crate::front::ast::Expr], env: &Env, span: Span, what: &str, positive: bool) -> Result<[usize; 2], Diagnostic> {
+    let one = |e| if positive { eval_positive(e, env, what) } else { eval_nonnegative(e, env, what) };
+    match v {
+        [a] => {
+            let a = one(a)?;
+            Ok([a, a])
+        }
+        [a, b] => Ok([one(a)?, one(b)?]),
+        _ => Err(Diagnostic::error(format!("{what} takes 1 or 2 values, found {}", v.len()))
+            .at(span, format!("write `{what} 2` or `{what} (2, 1)`"))),
+    }
+}
+
+fn kernel(layer: &Layer) -> Result<[usize; 2], Diagnostic> {
+    match &layer.dims {
+        Some((d, span)) if d.len() == 2 => {
+            if d.iter().any(|&k| k == 0 || k > 1 << 20) {
+                return Err(Diagnostic::error("kernel sizes must be between 1 and 1048576").at(*span, "invalid kernel"));
+            }
+            Ok([d[0] as usize, d[1] as usize])
+        }
+        Some((d, span)) => Err(Diagnostic::error(format!(
+            "{} needs a kernel HxW, found {} sizes",
+            layer.kind.keyword(),
+            d.len()
+        ))
+        .at(*span, "write the kernel as `3x3` or `1x7`")),
+        None => Err(Diagnostic::error(format!("{} needs a kernel size", layer.kind.keyword()))
+            .at(layer.kind_span, "write the kernel after it, as in `3x3`")),
+    }
+}
+
+fn no_dims(layer: &Layer) -> Result<(), Diagnostic> {
+    match &layer.dims {
+        Some((_, span)) => Err(Diagnostic::error(format!("{} takes no sizes", layer.kind.keyword())).at(*span, "unexpected")),
+        None => Ok(()),
+    }
+}
+
+fn value<'a>(layer: &'a Layer, what: &str) -> Result<&'a crate::front::ast::Expr, Diagnostic> {
+    layer.value.as_ref().ok_or_else(|| {
+        Diagnostic::error(format!("{} needs {what}", layer.kind.keyword())).at(layer.kind_span, format!("{what} missing"))
+    })
+}
+
+fn no_value(layer: &Layer) -> Result<(), Diagnostic> {
+    match &layer.value {
+        Some(v) => Err(Diagnostic::error(format!("{} takes no value", layer.kind.keyword())).at(v.span, "unexpected")),
+        None => Ok(()),
+    }
+}
+
+/// Lowers a layer (not `input`, which the elaborator handles) to its ops.
+pub fn lower(layer: &Layer, defaults: &[LayerOption], env: &Env) -> Result<LayerNodes, Diagnostic> {
+    let mut s = Settings { stride: None, padding: None, bias: None, bn: None, relu: None, include_pad: None, set_by: vec![] };
+    for o in defaults {
+        s.apply(layer.kind, o, env, false)?;
+    }
+    for o in &layer.options {
+        s.apply(layer.kind, o, env, true)?;
+    }
+    let activation = |s: &Settings| if s.relu == Some(true) { vec![(Some("relu"), Op::Relu(Relu))] } else { vec![] };
+    Ok(match layer.kind {
+        LayerKind::Conv => {
+            let kernel = kernel(layer)?;
+            let out_channels = eval_positive(value(layer, "a number of filters")?, env, "number of filters")?;
+            let conv = Conv {
+                out_channels,
+                kernel,
+                stride: s.stride.unwrap_or([1, 1]),
+                padding: s.padding.unwrap_or(Padding::Valid),
+                bias: s.bias.unwrap_or(s.bn.is_none()),
+            };
+            let mut nodes = match &s.bn {
+                Some(bn) => vec![(Some("conv"), Op::Conv(conv)), (Some("bn"), Op::BatchNorm(bn.clone()))],
+                None => vec![(None, Op::Conv(conv))],
+            };
+            nodes.extend(activation(&s));
+            nodes
+        }
+        LayerKind::MaxPool | LayerKind::AvgPool => {
+            let kernel = kernel(layer)?;
+            no_value(layer)?;
+            let kind = if layer.kind == LayerKind::MaxPool { PoolKind::Max } else { PoolKind::Avg };
+            vec![(
+                None,
+                Op::Pool(Pool {
+                    kind,
+                    kernel,
+                    stride: s.stride.unwrap_or(kernel),
+                    padding: s.padding.unwrap_or(Padding::Valid),
+                    count_include_pad: s.include_pad.unwrap_or(true),
+                }),
+            )]
+        }
+        LayerKind::GlobalAvgPool | LayerKind::GlobalMaxPool => {
+            no_dims(layer)?;
+            no_value(layer)?;
+            let kind = if layer.kind == LayerKind::GlobalAvgPool { PoolKind::Avg } else { PoolKind::Max };
+            vec![(None, Op::GlobalPool(GlobalPool { kind }))]
+        }
+        LayerKind::Dropout => {
+            no_dims(layer)?;
+            let v = value(layer, "a drop probability")?;
+            let p = eval_float(v, env, "the drop probability")?;
+            if !(0.0..1.0).contains(&p) {
+                return Err(Diagnostic::error(format!("drop probability must be in [0, 1), found {p}"))
+                    .at(v.span, "out of range")
+                    .note("dropout takes the probability of dropping (keep 0.8 is `dropout 0.2`)"));
+            }
+            vec![(None, Op::Dropout(Dropout { p }))]
+        }
+        LayerKind::Fc => {
+            no_dims(layer)?;
+            let out_features = eval_positive(value(layer, "a number of outputs")?, env, "number of outputs")?;
+            let mut nodes = vec![(None, Op::Fc(Fc { out_features, bias: s.bias.unwrap_or(true) }))];
+            nodes.extend(activation(&s));
+            nodes
+        }
+        LayerKind::Flatten | LayerKind::Softmax | LayerKind::Relu => {
+            no_dims(layer)?;
+            no_value(layer)?;
+            let op = match layer.kind {
+                LayerKind::Flatten => Op::Flatten(Flatten),
+                LayerKind::Softmax => Op::Softmax(Softmax),
+                _ => Op::Relu(Relu),
+            };
+            vec![(None, op)]
+        }
+        LayerKind::Input => unreachable!("input is elaborated by the network"),
+    })
+}

@@ -1,0 +1,45 @@
+//! Fully connected layer on a flat vector.
+
+use super::{one_input, Cost, OpRule, ShapeError};
+use crate::ir::{ParamRole, ParamSpec, Shape};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fc {
+    pub out_features: usize,
+    pub bias: bool,
+}
+
+impl OpRule for Fc {
+    fn kind(&self) -> &'static str {
+        "fc"
+    }
+
+    fn describe(&self) -> String {
+        let bias = if self.bias { " +bias" } else { "" };
+        format!("-> {}{bias}", self.out_features)
+    }
+
+    fn infer(&self, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
+        let x = one_input("fc", inputs)?;
+        if x.0.len() != 1 {
+            return Err(ShapeError::new(format!(
+                "fc needs a flat vector, but its input is the feature map {x} (add `flatten` or `global avgpool` before it)"
+            ))
+            .at_input(0));
+        }
+        Ok(Shape(vec![self.out_features]))
+    }
+
+    fn params(&self, inputs: &[&Shape], _output: &Shape) -> Vec<ParamSpec> {
+        let mut params =
+            vec![ParamSpec { suffix: "weight", shape: vec![self.out_features, inputs[0].0[0]], role: ParamRole::Weight }];
+        if self.bias {
+            params.push(ParamSpec { suffix: "bias", shape: vec![self.out_features], role: ParamRole::Bias });
+        }
+        params
+    }
+
+    fn cost(&self, inputs: &[&Shape], output: &Shape) -> Cost {
+        Cost::linear((inputs[0].0[0] * self.out_features) as u64, output)
+    }
+}

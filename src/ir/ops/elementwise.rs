@@ -1,0 +1,94 @@
+//! Ops that keep their input's shape: activations, the residual sum and scale, dropout, softmax.
+
+use super::{fmt_float, one_input, OpRule, ShapeError};
+use crate::ir::Shape;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Relu;
+
+impl OpRule for Relu {
+    fn kind(&self) -> &'static str {
+        "relu"
+    }
+    fn describe(&self) -> String {
+        String::new()
+    }
+    fn infer(&self, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
+        Ok(one_input("relu", inputs)?.clone())
+    }
+}
+
+/// Multiplies by a constant: the residual branch's activation scaling (paper Fig 20).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scale {
+    pub factor: f64,
+}
+
+impl OpRule for Scale {
+    fn kind(&self) -> &'static str {
+        "scale"
+    }
+    fn describe(&self) -> String {
+        format!("x {}", fmt_float(self.factor))
+    }
+    fn infer(&self, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
+        Ok(one_input("scale", inputs)?.clone())
+    }
+}
+
+/// Elementwise sum of two tensors of one shape (the residual connection).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Add;
+
+impl OpRule for Add {
+    fn kind(&self) -> &'static str {
+        "add"
+    }
+    fn describe(&self) -> String {
+        String::new()
+    }
+    fn infer(&self, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
+        match inputs {
+            [a, b] if a == b => Ok((*a).clone()),
+            [a, b] => Err(ShapeError::new(format!("add needs two inputs of one shape, got {a} and {b}")).at_input(1)),
+            _ => Err(ShapeError::new(format!("add takes two inputs, got {}", inputs.len()))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dropout {
+    /// Probability of dropping an element in training.
+    pub p: f64,
+}
+
+impl OpRule for Dropout {
+    fn kind(&self) -> &'static str {
+        "dropout"
+    }
+    fn describe(&self) -> String {
+        fmt_float(self.p)
+    }
+    fn infer(&self, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
+        Ok(one_input("dropout", inputs)?.clone())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Softmax;
+
+impl OpRule for Softmax {
+    fn kind(&self) -> &'static str {
+        "softmax"
+    }
+    fn describe(&self) -> String {
+        String::new()
+    }
+    fn infer(&self, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
+        let x = one_input("softmax", inputs)?;
+        if x.0.len() != 1 {
+            return Err(ShapeError::new(format!("softmax needs a flat vector of scores, but its input is {x}")).at_input(0));
+        }
+        Ok(x.clone())
+    }
+}

@@ -1,0 +1,11 @@
+//! incc: a compiler from declarative descriptions of Inception-family networks (`.inc` files) to a
+//! typed graph IR with exact shapes and costs, and on to ONNX. See ARCHITECTURE.md for the map.
+
+pub mod diag;
+pub mod driver;
+pub mod elab;
+pub mod front;
+pub mod ir;
+pub mod passes;
+pub mod report;
+pub mod source;
