@@ -337,7 +337,11 @@ impl<'a> Elab<'a> {
         let frame = self.add_frame(name.clone(), FrameKind::Block { block: def.name.name.clone() }, span, cx.frame);
         let inner = Cx { env, file: self.block_file[def.name.name.as_str()], frame: Some(frame) };
         self.calls.push((&def.name.name, block.span));
+        let first_index = scope.next_index;
         let out = if inline { self.seq(&def.body, x, scope, &inner) } else { self.seq(&def.body, x, &mut Scope::module(name), &inner) };
+        if inline && scope.indexed && scope.next_index > first_index {
+            self.frames[frame.0].path = scope.path(&format!("{first_index}-{}", scope.next_index - 1));
+        }
         self.calls.pop();
         let out = out?;
         if out == x {

@@ -1,0 +1,40 @@
+//! Helpers shared by the test modules.
+
+use incc::driver::{compile, compile_text, Compiled, Failure};
+use incc::elab::Settings;
+use incc::passes::PassOptions;
+use std::path::{Path, PathBuf};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn arch(name: &str) -> PathBuf {
+    root().join("archs").join(format!("{name}.inc"))
+}
+
+/// Runs `f` with insta writing to the top-level `snapshots/` folder.
+pub fn snapshots<R>(f: impl FnOnce() -> R) -> R {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(root().join("snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(f)
+}
+
+pub fn compile_arch(name: &str) -> Compiled {
+    compile(&arch(name), &Settings::default(), &PassOptions::default(), None).unwrap_or_else(|f| panic!("{}", f.render()))
+}
+
+pub fn compile_with(path: &Path, settings: &Settings, passes: &PassOptions, stop_after: Option<&str>) -> Result<Compiled, Failure> {
+    compile(path, settings, passes, stop_after)
+}
+
+/// Compiles source text as if it were a file in `archs/` (so `import "lib/..."` works).
+pub fn compile_src(text: &str, passes: &PassOptions, stop_after: Option<&str>) -> Result<Compiled, Failure> {
+    compile_text(&root().join("archs").join("test.inc"), text, &Settings::default(), passes, stop_after)
+}
+
+/// The IR dump without source locations: equal for equal graphs built from different sources.
+pub fn structure(c: &Compiled) -> String {
+    incc::ir::text::dump(&c.graph, None)
+}

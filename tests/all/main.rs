@@ -1,0 +1,6 @@
+//! One test binary for the whole suite (one link, shared build). Snapshots live in `snapshots/`.
+
+mod common;
+mod language;
+mod networks;
+mod residual;
