@@ -85,21 +85,22 @@ fn binary(op: BinOp, a: Value, b: Value, span: Span) -> Result<Value, Diagnostic
     let overflow = || Diagnostic::error("integer overflow").at(span, "this value does not fit in 64 bits");
     match (a, b) {
         (Value::Int(x), Value::Int(y)) => {
-            if matches!(op, BinOp::Div | BinOp::FloorDiv | BinOp::Rem) && y == 0 {
+            if matches!(op, BinOp::Div | BinOp::Rem) && y == 0 {
                 return Err(Diagnostic::error("division by zero").at(span, "the divisor is 0"));
             }
             Ok(match op {
                 BinOp::Add => Value::Int(x.checked_add(y).ok_or_else(overflow)?),
                 BinOp::Sub => Value::Int(x.checked_sub(y).ok_or_else(overflow)?),
                 BinOp::Mul => Value::Int(x.checked_mul(y).ok_or_else(overflow)?),
+                // Exact division stays an int (`w / 2` for a width); otherwise it is a float.
+                BinOp::Div if x % y == 0 => Value::Int(x / y),
                 BinOp::Div => Value::Float(x as f64 / y as f64),
-                BinOp::FloorDiv => Value::Int(x.div_euclid(y)),
                 BinOp::Rem => Value::Int(x.rem_euclid(y)),
             })
         }
         (a @ (Value::Int(_) | Value::Float(_)), b @ (Value::Int(_) | Value::Float(_))) => {
             let (x, y) = (as_f64(&a), as_f64(&b));
-            if matches!(op, BinOp::Div | BinOp::FloorDiv | BinOp::Rem) && y == 0.0 {
+            if matches!(op, BinOp::Div | BinOp::Rem) && y == 0.0 {
                 return Err(Diagnostic::error("division by zero").at(span, "the divisor is 0"));
             }
             Ok(Value::Float(match op {
@@ -107,7 +108,6 @@ fn binary(op: BinOp, a: Value, b: Value, span: Span) -> Result<Value, Diagnostic
                 BinOp::Sub => x - y,
                 BinOp::Mul => x * y,
                 BinOp::Div => x / y,
-                BinOp::FloorDiv => (x / y).floor(),
                 BinOp::Rem => x.rem_euclid(y),
             }))
         }

@@ -221,6 +221,5 @@ pub enum BinOp {
     Sub,
     Mul,
     Div,
-    FloorDiv,
     Rem,
 }

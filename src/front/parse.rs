@@ -25,17 +25,22 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
         InputLocation::Span((s, e)) => (s, e),
     };
     // Point at the offending token (or the end of the line), never at an empty range.
+    // Point at the offending token; at the end of a line or of the file, at the position itself.
     let end = if end > start {
         end
     } else {
         let rest = &text[start..];
-        start + rest.find([' ', '\t', '\n', '\r', '(', ')', '{', '}', ',']).filter(|&n| n > 0).unwrap_or(rest.chars().next().map_or(0, char::len_utf8))
+        if rest.starts_with(['\n', '\r']) {
+            start
+        } else {
+            start + rest.find([' ', '\t', '\n', '\r', '(', ')', '{', '}', ',']).filter(|&n| n > 0).unwrap_or(rest.chars().next().map_or(0, char::len_utf8))
+        }
     };
     let found = if start >= text.len() {
         "the end of the file".to_string()
     } else {
         let token = &text[start..end];
-        if token.trim().is_empty() { "the end of the line".to_string() } else { format!("`{token}`") }
+        if token.trim().is_empty() { "the end of the line".to_string() } else { format!("`{}`", token.escape_debug()) }
     };
     let expected = match &e.variant {
         ErrorVariant::ParsingError { positives, .. } => {
@@ -295,7 +300,6 @@ impl Cx {
             let rhs = self.unary(it.next().expect("term rhs"));
             let op = match op.as_str() {
                 "*" => BinOp::Mul,
-                "//" => BinOp::FloorDiv,
                 "/" => BinOp::Div,
                 _ => BinOp::Rem,
             };

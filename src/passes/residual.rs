@@ -194,11 +194,21 @@ fn rewrite_one(graph: &mut Graph, c: NodeIndex) -> Result<(), Diagnostic> {
     if graph.output == c {
         graph.output = out;
     }
+    // Whatever referred to the concat's value (the next block's input, this block's output) now
+    // refers to the sum.
     for f in &mut graph.frames {
-        if let Some((_, o)) = &mut f.io {
-            if *o == c {
-                *o = out;
+        if let Some((i, o)) = &mut f.io {
+            for end in [i, o] {
+                if *end == c {
+                    *end = out;
+                }
             }
+        }
+    }
+    let marked: Vec<NodeIndex> = graph.g.node_indices().filter(|&n| graph.node(n).residual.is_some()).collect();
+    for n in marked {
+        if let Some(m) = graph.g[n].residual.as_mut().filter(|m| m.input == c) {
+            m.input = out;
         }
     }
     Ok(())
