@@ -29,9 +29,12 @@ pub fn compile_with(path: &Path, settings: &Settings, passes: &PassOptions, stop
     compile(path, settings, passes, stop_after)
 }
 
-/// Compiles source text as if it were a file in `archs/` (so `import "lib/..."` works).
+/// Compiles source text as if it were the file `archs/test.inc` (so `import "lib/..."` works).
+/// The path is relative (cargo runs tests in the crate root) so that snapshots do not depend on
+/// where the checkout is.
 pub fn compile_src(text: &str, passes: &PassOptions, stop_after: Option<&str>) -> Result<Compiled, Failure> {
-    compile_text(&root().join("archs").join("test.inc"), text, &Settings::default(), passes, stop_after)
+    assert_eq!(std::env::current_dir().expect("cwd"), root(), "tests run in the crate root");
+    compile_text(Path::new("archs/test.inc"), text, &Settings::default(), passes, stop_after)
 }
 
 /// The IR dump without source locations: equal for equal graphs built from different sources.
