@@ -9,8 +9,10 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `archs/NAME.inc`, relative to the crate root (where cargo runs tests), so that the paths in
+/// rendered messages are the same on every machine.
 pub fn arch(name: &str) -> PathBuf {
-    root().join("archs").join(format!("{name}.inc"))
+    PathBuf::from(format!("archs/{name}.inc"))
 }
 
 /// Runs `f` with insta writing to the top-level `snapshots/` folder.

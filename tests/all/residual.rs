@@ -1,7 +1,8 @@
 //! The concat -> residual rewrite: IR before and after on small graphs, `--residualize` on whole
 //! networks, and the proof that plain IR-v1 blocks plus `--residualize` give the hand-written form.
 
-use crate::common::{arch, compile_arch, compile_src, compile_with, root, snapshots, structure};
+use crate::common::{arch, compile_arch, compile_src, compile_with, snapshots, structure};
+use std::path::Path;
 use incc::elab::Settings;
 use incc::passes::{PassOptions, ResidualizeSpec};
 use incc::report::cost::{report, Convention};
@@ -92,7 +93,7 @@ fn residualize_rewrites_plain_blocks_and_refuses_reductions_with_a_located_reaso
 fn plain_inception_resnet_v1_residualized_equals_the_hand_written_form() {
     let hand = compile_arch("inception_resnet_v1");
     let passes = PassOptions { residualize: Some(ResidualizeSpec::parse("block35=0.17,block17=0.10,block8=0.20").expect("spec")) };
-    let plain = compile_with(&root().join("tests/fixtures/inception_resnet_v1_plain.inc"), &Settings::default(), &passes, None)
+    let plain = compile_with(Path::new("tests/fixtures/inception_resnet_v1_plain.inc"), &Settings::default(), &passes, None)
         .unwrap_or_else(|f| panic!("{}", f.render()));
     let (a, b) = (structure(&hand), structure(&plain));
     if a != b {
@@ -109,7 +110,7 @@ fn plain_inception_resnet_v1_residualized_equals_the_hand_written_form() {
         ]
     );
     // And without --residualize the plain network is a different, narrower one.
-    let unrewritten = compile_with(&root().join("tests/fixtures/inception_resnet_v1_plain.inc"), &Settings::default(), &PassOptions::default(), None).expect("compiles");
+    let unrewritten = compile_with(Path::new("tests/fixtures/inception_resnet_v1_plain.inc"), &Settings::default(), &PassOptions::default(), None).expect("compiles");
     assert_ne!(structure(&unrewritten), a);
 }
 
