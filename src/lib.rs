@@ -6,6 +6,8 @@ pub mod driver;
 pub mod elab;
 pub mod front;
 pub mod ir;
+pub mod onnx;
 pub mod passes;
 pub mod report;
+pub mod runtime;
 pub mod source;

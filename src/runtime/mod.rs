@@ -1,0 +1,3 @@
+//! Running compiled models with ONNX Runtime through the `ort` crate.
+
+pub mod ortlib;
