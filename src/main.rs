@@ -25,6 +25,35 @@ enum Command {
     Graph(GraphArgs),
     /// List every parameter and buffer name with its shape (the state-dict keys).
     Params(Common),
+    /// Compile to an ONNX model (inference graph) with seeded or loaded weights.
+    Compile(CompileArgs),
+}
+
+#[derive(Args)]
+struct CompileArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Where to write the model (atomically; `<file>.data` beside it for models over 1 GiB of weights).
+    #[arg(short, long, value_name = "FILE.onnx")]
+    output: Option<PathBuf>,
+    /// Load parameters by name from a safetensors checkpoint (timm's state dict for archs/ networks).
+    #[arg(long, value_name = "FILE.safetensors")]
+    weights: Option<PathBuf>,
+    /// Seed of the initialisation when no --weights are given.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fold batch norm into the preceding convs.
+    #[arg(long)]
+    fold_bn: bool,
+    /// Fix the batch size (default: symbolic `N`).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Also write the weights of the emitted graph as safetensors.
+    #[arg(long, value_name = "FILE.safetensors")]
+    save_weights: Option<PathBuf>,
+    /// Print the model in readable ONNX text form (weights elided).
+    #[arg(long)]
+    text: bool,
 }
 
 #[derive(Args)]
@@ -109,7 +138,7 @@ fn build(c: &Common, stop_after: Option<&str>) -> Result<Compiled, ExitCode> {
         eprintln!("error: {e}");
         ExitCode::from(2)
     })?;
-    let passes = PassOptions { residualize: c.residualize.clone() };
+    let passes = PassOptions { residualize: c.residualize.clone(), fold_bn: false };
     match compile(&c.file, &settings, &passes, stop_after) {
         Ok(compiled) => {
             for w in &compiled.warnings {
@@ -167,10 +196,50 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 GraphFormat::Dot => print!("{}", incc::ir::dot::dot(&compiled.graph)),
             }
         }
+        Command::Compile(a) => compile_command(a)?,
         Command::Params(c) => {
             let compiled = build(&c, None)?;
             print!("{}", incc::report::params::render(&compiled.graph));
         }
+    }
+    Ok(())
+}
+
+fn compile_command(a: CompileArgs) -> Result<(), ExitCode> {
+    let fail = |code: u8| move |e: String| {
+        eprintln!("{}", e.trim_end());
+        ExitCode::from(code)
+    };
+    if a.output.is_none() && !a.text && a.save_weights.is_none() {
+        return Err(fail(2)("error: nothing to do: give -o FILE.onnx, --text or --save-weights".into()));
+    }
+    let settings = settings(&a.common).map_err(|e| fail(2)(format!("error: {e}")))?;
+    let passes = PassOptions { residualize: a.common.residualize.clone(), fold_bn: a.fold_bn };
+    let source = match &a.weights {
+        Some(path) => incc::driver::WeightsSource::File(path),
+        None => incc::driver::WeightsSource::Seed(a.seed),
+    };
+    let start = std::time::Instant::now();
+    let artifact = incc::driver::build_onnx(&a.common.file, &settings, &passes, source, a.batch).map_err(fail(1))?;
+    for w in &artifact.compiled.warnings {
+        eprint!("{}", w.render(&artifact.compiled.sources));
+    }
+    if let Some(path) = &a.save_weights {
+        incc::weights::save(path, &artifact.weights).map_err(|e| fail(1)(format!("error: cannot write `{}`: {e}", path.display())))?;
+    }
+    if let Some(path) = &a.output {
+        incc::onnx::emit::write(&artifact.model, path, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD)
+            .map_err(|e| fail(1)(format!("error: cannot write `{}`: {e}", path.display())))?;
+        eprintln!(
+            "wrote {} ({} nodes, {} initializers) in {:.2} s",
+            path.display(),
+            artifact.model.graph.as_ref().map_or(0, |g| g.node.len()),
+            artifact.model.graph.as_ref().map_or(0, |g| g.initializer.len()),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    if a.text {
+        print!("{}", incc::onnx::text::render(&artifact.model));
     }
     Ok(())
 }

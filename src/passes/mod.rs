@@ -1,6 +1,7 @@
 //! The pass pipeline. Each pass takes the graph from the previous one; `incc graph --after PASS`
 //! stops after any of them. Passes that a compilation does not ask for are skipped.
 
+pub mod fold_bn;
 pub mod residual;
 pub mod shapes;
 
@@ -12,6 +13,7 @@ pub use residual::ResidualizeSpec;
 #[derive(Clone, Debug, Default)]
 pub struct PassOptions {
     pub residualize: Option<ResidualizeSpec>,
+    pub fold_bn: bool,
 }
 
 /// The passes, in order, with what each does (shown by `incc graph --list-passes` and in errors).
@@ -20,6 +22,7 @@ pub const PASSES: &[(&str, &str)] = &[
     ("infer-shapes", "every node's output shape"),
     ("residualize", "with --residualize: mark each eligible block's concat for the residual rewrite"),
     ("residual-rewrite", "each marked concat -> 1x1 linear conv, scale, sum with the block input [, relu]"),
+    ("fold-bn", "with --fold-bn: each conv -> batchnorm becomes one conv with a bias (weights folded alike)"),
 ];
 
 pub fn check_pass_name(name: &str) -> Result<(), String> {
@@ -31,10 +34,19 @@ pub fn check_pass_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Runs the pipeline after elaboration, stopping after `stop_after` if given. Returns the graph
-/// and the warnings the passes produced.
-pub fn run(mut graph: Graph, options: &PassOptions, stop_after: Option<&str>) -> Result<(Graph, Vec<Diagnostic>), Diagnostics> {
+/// What the passes produced besides the graph.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    /// Blocks `--residualize` left as they are, with the reason.
+    pub warnings: Vec<Diagnostic>,
+    /// The batch norms folded into convs, for the weights to follow (`fold_bn::fold_weights`).
+    pub folds: Vec<fold_bn::Fold>,
+}
+
+/// Runs the pipeline after elaboration, stopping after `stop_after` if given.
+pub fn run(mut graph: Graph, options: &PassOptions, stop_after: Option<&str>) -> Result<(Graph, PassReport), Diagnostics> {
     let mut warnings = vec![];
+    let mut folds = vec![];
     for (pass, _) in PASSES {
         if stop_after == Some("elaborate") {
             break;
@@ -48,11 +60,16 @@ pub fn run(mut graph: Graph, options: &PassOptions, stop_after: Option<&str>) ->
                 }
             }
             "residual-rewrite" => residual::rewrite_residuals(&mut graph)?,
+            "fold-bn" => {
+                if options.fold_bn {
+                    folds = fold_bn::fold_graph(&mut graph);
+                }
+            }
             other => unreachable!("pass {other} has no implementation"),
         }
         if stop_after == Some(*pass) {
             break;
         }
     }
-    Ok((graph, warnings))
+    Ok((graph, PassReport { warnings, folds }))
 }

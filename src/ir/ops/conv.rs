@@ -2,6 +2,7 @@
 
 use super::{one_feature_map, Cost, OpRule, ShapeError};
 use crate::ir::{ParamRole, ParamSpec, Shape};
+use crate::onnx::lower::{int, ints, window, LowerAt, Lowering};
 
 /// How a window op pads its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,5 +122,18 @@ impl OpRule for Conv {
     fn cost(&self, inputs: &[&Shape], output: &Shape) -> Cost {
         let per_output = (inputs[0].channels() * self.kernel[0] * self.kernel[1]) as u64;
         Cost::linear(output.numel() * per_output, output)
+    }
+
+    fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
+        let weight = at.param("weight");
+        let bias = at.param("bias");
+        let mut inputs = vec![at.inputs[0].as_str(), weight.as_str()];
+        if self.bias {
+            inputs.push(&bias);
+        }
+        let mut attrs = window(self.kernel, self.stride, self.pads(at.input_shapes[0]));
+        attrs.push(ints("dilations", &[1, 1]));
+        attrs.push(int("group", 1));
+        cx.node("Conv", at.name, &inputs, &[&at.output], attrs);
     }
 }

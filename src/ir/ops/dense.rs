@@ -2,6 +2,7 @@
 
 use super::{one_input, Cost, OpRule, ShapeError};
 use crate::ir::{ParamRole, ParamSpec, Shape};
+use crate::onnx::lower::{int, LowerAt, Lowering};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fc {
@@ -41,5 +42,15 @@ impl OpRule for Fc {
 
     fn cost(&self, inputs: &[&Shape], output: &Shape) -> Cost {
         Cost::linear((inputs[0].0[0] * self.out_features) as u64, output)
+    }
+
+    fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
+        let weight = at.param("weight");
+        let bias = at.param("bias");
+        let mut inputs = vec![at.inputs[0].as_str(), weight.as_str()];
+        if self.bias {
+            inputs.push(&bias);
+        }
+        cx.node("Gemm", at.name, &inputs, &[&at.output], vec![int("transB", 1)]);
     }
 }

@@ -2,6 +2,7 @@
 
 use super::{fmt_float, one_input, OpRule, ShapeError};
 use crate::ir::Shape;
+use crate::onnx::lower::{int, LowerAt, Lowering};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Relu;
@@ -15,6 +16,10 @@ impl OpRule for Relu {
     }
     fn infer(&self, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
         Ok(one_input("relu", inputs)?.clone())
+    }
+
+    fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
+        cx.node("Relu", at.name, &[&at.inputs[0]], &[&at.output], vec![]);
     }
 }
 
@@ -33,6 +38,11 @@ impl OpRule for Scale {
     }
     fn infer(&self, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
         Ok(one_input("scale", inputs)?.clone())
+    }
+
+    fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
+        let factor = cx.scalar(at.param("factor"), self.factor as f32);
+        cx.node("Mul", at.name, &[&at.inputs[0], &factor], &[&at.output], vec![]);
     }
 }
 
@@ -54,6 +64,10 @@ impl OpRule for Add {
             _ => Err(ShapeError::new(format!("add takes two inputs, got {}", inputs.len()))),
         }
     }
+
+    fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
+        cx.node("Add", at.name, &[&at.inputs[0], &at.inputs[1]], &[&at.output], vec![]);
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -71,6 +85,11 @@ impl OpRule for Dropout {
     }
     fn infer(&self, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
         Ok(one_input("dropout", inputs)?.clone())
+    }
+
+    fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
+        // Inference: dropout is the identity.
+        cx.node("Identity", at.name, &[&at.inputs[0]], &[&at.output], vec![]);
     }
 }
 
@@ -90,5 +109,9 @@ impl OpRule for Softmax {
             return Err(ShapeError::new(format!("softmax needs a flat vector of scores, but its input is {x}")).at_input(0));
         }
         Ok(x.clone())
+    }
+
+    fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
+        cx.node("Softmax", at.name, &[&at.inputs[0]], &[&at.output], vec![int("axis", -1)]);
     }
 }

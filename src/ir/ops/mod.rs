@@ -17,6 +17,7 @@ pub use pool::{GlobalPool, Pool, PoolKind};
 pub use structural::{Concat, Flatten, Input};
 
 use super::{ParamSpec, Shape};
+use crate::onnx::lower::{LowerAt, Lowering};
 
 /// A shape rule failure; the pass that calls the rule adds the node's location.
 #[derive(Debug, Clone)]
@@ -68,6 +69,8 @@ pub trait OpRule {
     fn cost(&self, _inputs: &[&Shape], _output: &Shape) -> Cost {
         Cost::default()
     }
+    /// The op in standard ONNX (opset 18), inference semantics.
+    fn lower(&self, cx: &mut Lowering, at: &LowerAt);
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -2,6 +2,7 @@
 
 use super::{fmt_float, one_feature_map, Cost, OpRule, ShapeError};
 use crate::ir::{ParamRole, ParamSpec, Shape};
+use crate::onnx::lower::{float, LowerAt, Lowering};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchNorm {
@@ -38,5 +39,11 @@ impl OpRule for BatchNorm {
 
     fn cost(&self, _inputs: &[&Shape], output: &Shape) -> Cost {
         Cost { fvcore: 2 * output.numel(), ..Cost::default() }
+    }
+
+    fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
+        let names = ["weight", "bias", "running_mean", "running_var"].map(|s| at.param(s));
+        let inputs = [at.inputs[0].as_str(), &names[0], &names[1], &names[2], &names[3]];
+        cx.node("BatchNormalization", at.name, &inputs, &[&at.output], vec![float("epsilon", self.eps as f32)]);
     }
 }

@@ -3,6 +3,7 @@
 use super::conv::{describe_window, window_output, Padding};
 use super::{one_feature_map, Cost, OpRule, ShapeError};
 use crate::ir::Shape;
+use crate::onnx::lower::{int, window, LowerAt, Lowering};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
@@ -49,6 +50,18 @@ impl OpRule for Pool {
         let (h, w) = window_output(self.kind(), x.grid().expect("checked"), self.kernel, self.stride, self.pads(x))?;
         Ok(Shape(vec![x.channels(), h, w]))
     }
+
+    fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
+        let mut attrs = window(self.kernel, self.stride, self.pads(at.input_shapes[0]));
+        let op = match self.kind {
+            PoolKind::Max => "MaxPool",
+            PoolKind::Avg => {
+                attrs.push(int("count_include_pad", i64::from(self.count_include_pad)));
+                "AveragePool"
+            }
+        };
+        cx.node(op, at.name, &[&at.inputs[0]], &[&at.output], attrs);
+    }
 }
 
 /// Pools each channel over the whole grid and flattens: CxHxW -> C.
@@ -76,5 +89,14 @@ impl OpRule for GlobalPool {
     fn cost(&self, inputs: &[&Shape], _output: &Shape) -> Cost {
         let fvcore = if self.kind == PoolKind::Avg { inputs[0].numel() } else { 0 };
         Cost { fvcore, ..Cost::default() }
+    }
+
+    fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
+        // ONNX global pools keep a 1x1 grid; incc's global pool is flat, as timm's.
+        let pooled = at.internal("pooled");
+        let op = if self.kind == PoolKind::Avg { "GlobalAveragePool" } else { "GlobalMaxPool" };
+        cx.node(op, at.name, &[&at.inputs[0]], &[&pooled], vec![]);
+        cx.intermediates.push((pooled.clone(), vec![at.input_shapes[0].channels(), 1, 1]));
+        cx.node("Flatten", at.internal("flatten"), &[&pooled], &[&at.output], vec![int("axis", 1)]);
     }
 }

@@ -2,6 +2,7 @@
 
 use super::{one_input, OpRule, ShapeError};
 use crate::ir::Shape;
+use crate::onnx::lower::{int, LowerAt, Lowering};
 
 /// The network's image input, `images` [N, C, H, W].
 #[derive(Clone, Debug, PartialEq)]
@@ -21,6 +22,10 @@ impl OpRule for Input {
             return Err(ShapeError::new("input takes no inputs"));
         }
         Ok(self.shape.clone())
+    }
+
+    fn lower(&self, _cx: &mut Lowering, _at: &LowerAt) {
+        // The graph input `images` itself: nothing to compute.
     }
 }
 
@@ -56,6 +61,11 @@ impl OpRule for Concat {
         out[0] = inputs.iter().map(|x| x.0[0]).sum();
         Ok(Shape(out))
     }
+
+    fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
+        let inputs: Vec<&str> = at.inputs.iter().map(String::as_str).collect();
+        cx.node("Concat", at.name, &inputs, &[&at.output], vec![int("axis", 1)]);
+    }
 }
 
 /// CxHxW -> C*H*W.
@@ -71,5 +81,9 @@ impl OpRule for Flatten {
     }
     fn infer(&self, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
         Ok(Shape(vec![one_input("flatten", inputs)?.numel() as usize]))
+    }
+
+    fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
+        cx.node("Flatten", at.name, &[&at.inputs[0]], &[&at.output], vec![int("axis", 1)]);
     }
 }

@@ -1,0 +1,181 @@
+//! IR -> ONNX. Every IR node becomes the nodes its op's `lower` writes, named by the node's source
+//! path with its `file:line` in doc_string; parameters become initializers named by the compiler's
+//! hierarchical names; every value gets a value_info with its shape and a symbolic batch `N`.
+
+use super::lower::{LowerAt, Lowering};
+use super::proto::tensor_proto::{DataLocation, DataType};
+use super::proto::tensor_shape_proto::{dimension, Dimension};
+use super::proto::type_proto::{self, Value as TypeValue};
+use super::proto::*;
+use crate::ir::ops::Op;
+use crate::ir::Graph;
+use crate::source::SourceMap;
+use crate::weights::{bytemuck_f32, Weights};
+use petgraph::stable_graph::NodeIndex;
+use prost::Message;
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const OPSET: i64 = 18;
+pub const IR_VERSION: i64 = 8;
+/// Protobuf cannot hold a message over 2 GiB: past this, initializers go to a side file.
+pub const EXTERNAL_DATA_THRESHOLD: usize = 1 << 30;
+
+pub struct EmitOptions {
+    /// A fixed batch size; `None` keeps the symbolic `N`.
+    pub batch: Option<usize>,
+    /// `key = value` pairs for the model's metadata_props.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Builds the model. Initializers hold their data inline; `write` moves them to a side file when
+/// the model is too large for one protobuf message.
+pub fn emit(graph: &Graph, weights: &Weights, sources: &SourceMap, options: &EmitOptions) -> Result<ModelProto, String> {
+    let batch = || match options.batch {
+        Some(n) => Dimension { value: Some(dimension::Value::DimValue(n as i64)), ..Dimension::default() },
+        None => Dimension { value: Some(dimension::Value::DimParam("N".into())), ..Dimension::default() },
+    };
+    let value_info = |name: &str, dims: &[usize]| ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(TypeProto {
+            value: Some(TypeValue::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto {
+                    dim: std::iter::once(batch())
+                        .chain(dims.iter().map(|&d| Dimension { value: Some(dimension::Value::DimValue(d as i64)), ..Dimension::default() }))
+                        .collect(),
+                }),
+            })),
+            ..TypeProto::default()
+        }),
+        ..ValueInfoProto::default()
+    };
+
+    // The network's outputs: `logits`, and `probabilities` when it ends in a softmax.
+    let last = graph.output;
+    let (logits, probabilities) = match graph.node(last).op {
+        Op::Softmax(_) => (graph.inputs(last)[0], Some(last)),
+        _ => (last, None),
+    };
+    if logits == graph.input {
+        return Err("the network has no layers: its output is its input".into());
+    }
+    let mut names: HashMap<NodeIndex, String> = HashMap::new();
+    for n in graph.order() {
+        let name = if n == graph.input {
+            "images".to_string()
+        } else if n == logits {
+            "logits".to_string()
+        } else if Some(n) == probabilities {
+            "probabilities".to_string()
+        } else {
+            graph.node(n).name.clone()
+        };
+        names.insert(n, name);
+    }
+
+    let mut lowering = Lowering::default();
+    let mut values = vec![];
+    let mut initializers = vec![];
+    for n in graph.order() {
+        let node = graph.node(n);
+        if n == graph.input {
+            continue;
+        }
+        let first = lowering.nodes.len();
+        let at = LowerAt {
+            name: &node.name,
+            inputs: graph.inputs(n).iter().map(|i| names[i].clone()).collect(),
+            output: names[&n].clone(),
+            input_shapes: graph.input_shapes(n),
+        };
+        node.op.rule().lower(&mut lowering, &at);
+        let location = sources.location(node.span);
+        for onnx_node in &mut lowering.nodes[first..] {
+            onnx_node.doc_string = location.clone();
+        }
+        if n != logits && Some(n) != probabilities {
+            values.push(value_info(&names[&n], &graph.shape(n).0));
+        }
+        for (name, spec) in graph.params(n) {
+            let tensor = weights.tensors.get(&name).ok_or_else(|| format!("no value for parameter `{name}`"))?;
+            if tensor.shape != spec.shape {
+                return Err(format!("parameter `{name}` has shape {:?}, the graph needs {:?}", tensor.shape, spec.shape));
+            }
+            initializers.push(TensorProto {
+                name,
+                dims: tensor.shape.iter().map(|&d| d as i64).collect(),
+                data_type: DataType::Float as i32,
+                raw_data: bytemuck_f32(&tensor.data).to_vec(),
+                ..TensorProto::default()
+            });
+        }
+    }
+    values.extend(lowering.intermediates.iter().map(|(name, dims)| value_info(name, dims)));
+    initializers.extend(lowering.constants);
+
+    let mut outputs = vec![value_info("logits", &graph.shape(logits).0)];
+    if let Some(p) = probabilities {
+        outputs.push(value_info("probabilities", &graph.shape(p).0));
+    }
+    let graph_proto = GraphProto {
+        name: graph.name.clone(),
+        node: lowering.nodes,
+        initializer: initializers,
+        input: vec![value_info("images", &graph.shape(graph.input).0)],
+        output: outputs,
+        value_info: values,
+        doc_string: format!("network {} compiled by incc", graph.name),
+        ..GraphProto::default()
+    };
+    Ok(ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        producer_name: "incc".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: format!("{} (inference graph)", graph.name),
+        graph: Some(graph_proto),
+        metadata_props: options
+            .metadata
+            .iter()
+            .map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone() })
+            .collect(),
+        ..ModelProto::default()
+    })
+}
+
+/// Writes the model atomically. Past `threshold` bytes of initializers, their data goes to
+/// `<file>.data` beside it (ONNX external data) and the model refers to it by offset.
+pub fn write(model: &ModelProto, path: &Path, threshold: usize) -> std::io::Result<()> {
+    let graph = model.graph.as_ref().expect("an emitted model has a graph");
+    let data_bytes: usize = graph.initializer.iter().map(|t| t.raw_data.len()).sum();
+    if data_bytes <= threshold {
+        return crate::fsutil::write_atomic(path, &model.encode_to_vec());
+    }
+    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
+    let data_name = format!("{file_name}.data");
+    let data_path = path.with_file_name(&data_name);
+    let mut external = model.clone();
+    let tensors = &mut external.graph.as_mut().expect("graph").initializer;
+    crate::fsutil::write_atomic_with(&data_path, |w| {
+        use std::io::Write;
+        let mut offset = 0usize;
+        for t in tensors.iter_mut().filter(|t| !t.raw_data.is_empty()) {
+            // Aligned offsets let runtimes map the file directly.
+            let pad = offset.next_multiple_of(4096) - offset;
+            w.write_all(&vec![0u8; pad])?;
+            offset += pad;
+            w.write_all(&t.raw_data)?;
+            t.external_data = vec![
+                StringStringEntryProto { key: "location".into(), value: data_name.clone() },
+                StringStringEntryProto { key: "offset".into(), value: offset.to_string() },
+                StringStringEntryProto { key: "length".into(), value: t.raw_data.len().to_string() },
+            ];
+            t.data_location = DataLocation::External as i32;
+            offset += t.raw_data.len();
+            t.raw_data = Vec::new();
+        }
+        Ok(())
+    })?;
+    crate::fsutil::write_atomic(path, &external.encode_to_vec())
+}

@@ -1,0 +1,80 @@
+//! What an op's lowering writes into: ONNX nodes, constants and the shapes of intermediate values.
+//! Each op's `OpRule::lower` (in `ir/ops/`) states its own ONNX form with these helpers.
+
+use super::proto::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto, TensorProto};
+use crate::ir::Shape;
+
+/// One IR node being lowered: its name, the ONNX values it reads and the value it must define.
+pub struct LowerAt<'a> {
+    pub name: &'a str,
+    pub inputs: Vec<String>,
+    pub output: String,
+    pub input_shapes: Vec<&'a Shape>,
+}
+
+impl LowerAt<'_> {
+    /// The initializer holding one of this node's parameters (`features.0.conv.weight`).
+    pub fn param(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.name)
+    }
+
+    /// A value private to this node's lowering (`global_avgpool/pooled`).
+    pub fn internal(&self, what: &str) -> String {
+        format!("{}/{what}", self.name)
+    }
+}
+
+#[derive(Default)]
+pub struct Lowering {
+    pub nodes: Vec<NodeProto>,
+    /// Non-trainable constants an op needs (a residual scale); initializers of the graph.
+    pub constants: Vec<TensorProto>,
+    /// Shapes (batch excluded) of values made inside a lowering, for value_info.
+    pub intermediates: Vec<(String, Vec<usize>)>,
+}
+
+impl Lowering {
+    pub fn node(&mut self, op_type: &str, name: impl Into<String>, inputs: &[&str], outputs: &[&str], attributes: Vec<AttributeProto>) {
+        self.nodes.push(NodeProto {
+            op_type: op_type.to_string(),
+            name: name.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            attribute: attributes,
+            ..NodeProto::default()
+        });
+    }
+
+    /// A float scalar constant (rank 0), returned by name.
+    pub fn scalar(&mut self, name: String, value: f32) -> String {
+        self.constants.push(TensorProto {
+            name: name.clone(),
+            data_type: DataType::Float as i32,
+            float_data: vec![value],
+            ..TensorProto::default()
+        });
+        name
+    }
+}
+
+pub fn ints(name: &str, values: &[usize]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: values.iter().map(|&v| v as i64).collect(),
+        ..AttributeProto::default()
+    }
+}
+
+pub fn int(name: &str, value: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: value, ..AttributeProto::default() }
+}
+
+pub fn float(name: &str, value: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f: value, ..AttributeProto::default() }
+}
+
+/// kernel_shape, strides and pads of a window op (pads in ONNX order: top, left, bottom, right).
+pub fn window(kernel: [usize; 2], stride: [usize; 2], pads: [usize; 4]) -> Vec<AttributeProto> {
+    vec![ints("kernel_shape", &kernel), ints("strides", &stride), ints("pads", &pads)]
+}
