@@ -3,4 +3,5 @@
 mod common;
 mod language;
 mod networks;
+mod onnx;
 mod residual;

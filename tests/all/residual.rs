@@ -70,7 +70,7 @@ network tiny {
 
 #[test]
 fn residualize_rewrites_plain_blocks_and_refuses_reductions_with_a_located_reason() {
-    let passes = PassOptions { residualize: Some(ResidualizeSpec::parse("scale=0.1").expect("spec")) };
+    let passes = PassOptions { residualize: Some(ResidualizeSpec::parse("scale=0.1").expect("spec")), ..PassOptions::default() };
     let before = dump_after(SMALL_PLAIN, &passes, "infer-shapes");
     let marked = dump_after(SMALL_PLAIN, &passes, "residualize");
     let c = compile_src(SMALL_PLAIN, &passes, None).expect("compiles");
@@ -92,7 +92,7 @@ fn residualize_rewrites_plain_blocks_and_refuses_reductions_with_a_located_reaso
 #[test]
 fn plain_inception_resnet_v1_residualized_equals_the_hand_written_form() {
     let hand = compile_arch("inception_resnet_v1");
-    let passes = PassOptions { residualize: Some(ResidualizeSpec::parse("block35=0.17,block17=0.10,block8=0.20").expect("spec")) };
+    let passes = PassOptions { residualize: Some(ResidualizeSpec::parse("block35=0.17,block17=0.10,block8=0.20").expect("spec")), ..PassOptions::default() };
     let plain = compile_with(Path::new("tests/fixtures/inception_resnet_v1_plain.inc"), &Settings::default(), &passes, None)
         .unwrap_or_else(|f| panic!("{}", f.render()));
     let (a, b) = (structure(&hand), structure(&plain));
@@ -118,7 +118,7 @@ fn plain_inception_resnet_v1_residualized_equals_the_hand_written_form() {
 #[test]
 fn residualized_inception_v4_adds_one_projection_per_inception_block() {
     let plain = compile_arch("inception_v4");
-    let passes = PassOptions { residualize: Some(ResidualizeSpec::parse("scale=0.1").expect("spec")) };
+    let passes = PassOptions { residualize: Some(ResidualizeSpec::parse("scale=0.1").expect("spec")), ..PassOptions::default() };
     let twin = compile_with(&arch("inception_v4"), &Settings::default(), &passes, None).unwrap_or_else(|f| panic!("{}", f.render()));
     let (p, t) = (report(&plain.graph, Convention::Incc, None, 1).totals, report(&twin.graph, Convention::Incc, None, 1).totals);
     // 4 x (384*384+384) + 7 x (1024*1024+1024) + 3 x (1536*1536+1536)
@@ -140,7 +140,7 @@ fn residualize_spec_errors() {
     assert!(ResidualizeSpec::parse("").is_err());
     assert!(ResidualizeSpec::parse("scale").unwrap_err().contains("expected KEY=SCALE"));
     assert!(ResidualizeSpec::parse("scale=abc").unwrap_err().contains("not a number"));
-    let passes = PassOptions { residualize: Some(ResidualizeSpec::parse("no_such_block=0.1").expect("spec")) };
+    let passes = PassOptions { residualize: Some(ResidualizeSpec::parse("no_such_block=0.1").expect("spec")), ..PassOptions::default() };
     let Err(err) = compile_with(&arch("inception_v4"), &Settings::default(), &passes, None) else { panic!("an unknown block must be refused") };
     assert!(err.render().contains("the network has no block `no_such_block`"), "{}", err.render());
 }
