@@ -25,6 +25,8 @@ enum Command {
     Graph(GraphArgs),
     /// List every parameter and buffer name with its shape (the state-dict keys).
     Params(Common),
+    /// List the compiler's passes, in order.
+    Passes,
     /// Compile to an ONNX model (inference graph) with seeded or loaded weights.
     Compile(CompileArgs),
 }
@@ -103,12 +105,9 @@ struct GraphArgs {
     common: Common,
     #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
     format: GraphFormat,
-    /// Show the IR after this pass (see --list-passes).
+    /// Show the IR after this pass (`incc passes` lists them).
     #[arg(long, value_name = "PASS")]
     after: Option<String>,
-    /// List the passes and exit.
-    #[arg(long)]
-    list_passes: bool,
 }
 
 fn parse_dims(s: &str) -> Result<Vec<usize>, String> {
@@ -132,7 +131,7 @@ fn settings(c: &Common) -> Result<Settings, String> {
     Ok(Settings { network: c.network.clone(), set, input: c.input.clone() })
 }
 
-/// Compiles, printing diagnostics; `None` when compilation failed (already reported).
+/// Compiles, printing warnings; on failure prints the diagnostics and gives the exit code.
 fn build(c: &Common, stop_after: Option<&str>) -> Result<Compiled, ExitCode> {
     let settings = settings(c).map_err(|e| {
         eprintln!("error: {e}");
@@ -178,12 +177,6 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             }
         }
         Command::Graph(a) => {
-            if a.list_passes {
-                for (name, what) in PASSES {
-                    println!("{name:<18} {what}");
-                }
-                return Ok(());
-            }
             if let Some(p) = &a.after {
                 incc::passes::check_pass_name(p).map_err(|e| {
                     eprintln!("error: {e}");
@@ -197,6 +190,11 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             }
         }
         Command::Compile(a) => compile_command(a)?,
+        Command::Passes => {
+            for pass in PASSES {
+                println!("{:<18} {}", pass.name, pass.what);
+            }
+        }
         Command::Params(c) => {
             let compiled = build(&c, None)?;
             print!("{}", incc::report::params::render(&compiled.graph));

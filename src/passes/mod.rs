@@ -16,24 +16,6 @@ pub struct PassOptions {
     pub fold_bn: bool,
 }
 
-/// The passes, in order, with what each does (shown by `incc graph --list-passes` and in errors).
-pub const PASSES: &[(&str, &str)] = &[
-    ("elaborate", "the graph as written: blocks expanded, names given (no shapes yet)"),
-    ("infer-shapes", "every node's output shape"),
-    ("residualize", "with --residualize: mark each eligible block's concat for the residual rewrite"),
-    ("residual-rewrite", "each marked concat -> 1x1 linear conv, scale, sum with the block input [, relu]"),
-    ("fold-bn", "with --fold-bn: each conv -> batchnorm becomes one conv with a bias (weights folded alike)"),
-];
-
-pub fn check_pass_name(name: &str) -> Result<(), String> {
-    if PASSES.iter().any(|(p, _)| *p == name) {
-        Ok(())
-    } else {
-        let names: Vec<&str> = PASSES.iter().map(|(p, _)| *p).collect();
-        Err(format!("unknown pass `{name}`; the passes are: {}", names.join(", ")))
-    }
-}
-
 /// What the passes produced besides the graph.
 #[derive(Debug, Default)]
 pub struct PassReport {
@@ -43,33 +25,60 @@ pub struct PassReport {
     pub folds: Vec<fold_bn::Fold>,
 }
 
+pub struct Pass {
+    pub name: &'static str,
+    pub what: &'static str,
+    run: fn(&mut Graph, &PassOptions, &mut PassReport) -> Result<(), Diagnostics>,
+}
+
+/// The pipeline, in order (`incc graph --list-passes`). `elaborate` is the front end's output.
+pub const PASSES: &[Pass] = &[
+    Pass { name: "elaborate", what: "the graph as written: blocks expanded, names given (no shapes yet)", run: |_, _, _| Ok(()) },
+    Pass { name: "infer-shapes", what: "every node's output shape", run: |g, _, _| Ok(shapes::infer_shapes(g)?) },
+    Pass {
+        name: "residualize",
+        what: "with --residualize: mark each eligible block's concat for the residual rewrite",
+        run: |g, o, r| {
+            if let Some(spec) = &o.residualize {
+                r.warnings.extend(residual::residualize(g, spec)?);
+            }
+            Ok(())
+        },
+    },
+    Pass {
+        name: "residual-rewrite",
+        what: "each marked concat -> 1x1 linear conv, scale, sum with the block input [, relu]",
+        run: |g, _, _| Ok(residual::rewrite_residuals(g)?),
+    },
+    Pass {
+        name: "fold-bn",
+        what: "with --fold-bn: each conv -> batchnorm becomes one conv with a bias (weights folded alike)",
+        run: |g, o, r| {
+            if o.fold_bn {
+                r.folds = fold_bn::fold_graph(g);
+            }
+            Ok(())
+        },
+    },
+];
+
+pub fn check_pass_name(name: &str) -> Result<(), String> {
+    if PASSES.iter().any(|p| p.name == name) {
+        Ok(())
+    } else {
+        let names: Vec<&str> = PASSES.iter().map(|p| p.name).collect();
+        Err(format!("unknown pass `{name}`; the passes are: {}", names.join(", ")))
+    }
+}
+
 /// Runs the pipeline after elaboration, stopping after `stop_after` if given.
 pub fn run(mut graph: Graph, options: &PassOptions, stop_after: Option<&str>) -> Result<(Graph, PassReport), Diagnostics> {
-    let mut warnings = vec![];
-    let mut folds = vec![];
-    for (pass, _) in PASSES {
-        if stop_after == Some("elaborate") {
-            break;
-        }
-        match *pass {
-            "elaborate" => continue,
-            "infer-shapes" => shapes::infer_shapes(&mut graph)?,
-            "residualize" => {
-                if let Some(spec) = &options.residualize {
-                    warnings.extend(residual::residualize(&mut graph, spec)?);
-                }
-            }
-            "residual-rewrite" => residual::rewrite_residuals(&mut graph)?,
-            "fold-bn" => {
-                if options.fold_bn {
-                    folds = fold_bn::fold_graph(&mut graph);
-                }
-            }
-            other => unreachable!("pass {other} has no implementation"),
-        }
-        if stop_after == Some(*pass) {
+    let mut report = PassReport::default();
+    for pass in PASSES {
+        (pass.run)(&mut graph, options, &mut report)?;
+        if stop_after == Some(pass.name) {
             break;
         }
     }
-    Ok((graph, PassReport { warnings, folds }))
+    Ok((graph, report))
 }
