@@ -44,9 +44,6 @@ struct CompileArgs {
     /// Seed of the initialisation when no --weights are given.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Fold batch norm into the preceding convs.
-    #[arg(long)]
-    fold_bn: bool,
     /// Fix the batch size (default: symbolic `N`).
     #[arg(long)]
     batch: Option<usize>,
@@ -74,6 +71,9 @@ struct Common {
     /// Turn every eligible Inception block into its residual twin: `scale=0.1` and/or `BLOCK=SCALE`.
     #[arg(long, value_name = "SPEC", value_parser = ResidualizeSpec::parse)]
     residualize: Option<ResidualizeSpec>,
+    /// Fold batch norm into the preceding convs (inference).
+    #[arg(long)]
+    fold_bn: bool,
 }
 
 #[derive(Args)]
@@ -137,7 +137,7 @@ fn build(c: &Common, stop_after: Option<&str>) -> Result<Compiled, ExitCode> {
         eprintln!("error: {e}");
         ExitCode::from(2)
     })?;
-    let passes = PassOptions { residualize: c.residualize.clone(), fold_bn: false };
+    let passes = PassOptions { residualize: c.residualize.clone(), fold_bn: c.fold_bn };
     match compile(&c.file, &settings, &passes, stop_after) {
         Ok(compiled) => {
             for w in &compiled.warnings {
@@ -212,7 +212,7 @@ fn compile_command(a: CompileArgs) -> Result<(), ExitCode> {
         return Err(fail(2)("error: nothing to do: give -o FILE.onnx, --text or --save-weights".into()));
     }
     let settings = settings(&a.common).map_err(|e| fail(2)(format!("error: {e}")))?;
-    let passes = PassOptions { residualize: a.common.residualize.clone(), fold_bn: a.fold_bn };
+    let passes = PassOptions { residualize: a.common.residualize.clone(), fold_bn: a.common.fold_bn };
     let source = match &a.weights {
         Some(path) => incc::driver::WeightsSource::File(path),
         None => incc::driver::WeightsSource::Seed(a.seed),
