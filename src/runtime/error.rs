@@ -51,6 +51,14 @@ pub enum RuntimeError {
     },
 }
 
+impl RuntimeError {
+    /// Wraps an `ort` error with what was being done.
+    pub(crate) fn ort(context: impl Into<String>) -> impl FnOnce(ort::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Ort { context, source }
+    }
+}
+
 impl fmt::Display for RuntimeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

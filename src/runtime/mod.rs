@@ -3,4 +3,7 @@
 pub mod error;
 pub mod images;
 pub mod ortlib;
+pub mod providers;
+pub mod session;
+pub mod tensor;
 pub mod topk;
