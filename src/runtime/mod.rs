@@ -1,5 +1,6 @@
 //! Running compiled models with ONNX Runtime through the `ort` crate.
 
+pub mod bench;
 pub mod error;
 pub mod images;
 pub mod ortlib;
