@@ -4,3 +4,4 @@ mod common;
 mod language;
 mod networks;
 mod residual;
+mod runtime;
