@@ -245,15 +245,22 @@ pub(crate) fn build_session(source: &Source, config: SessionConfig, profile: Opt
         // With CUDA registered, a missing GPU or CUDA library only shows up when the session is
         // created; say so rather than blame the model.
         if matches!(config.provider, Provider::Cuda { .. }) && mentions_cuda(&reason) {
-            cuda_unavailable(format!("{reason}{CUDA_HINT}"))
+            cuda_unavailable(format!("{reason}{}", cuda_hint(&reason)))
         } else {
             RuntimeError::Load { what: source.describe(), reason }
         }
     })
 }
 
-const CUDA_HINT: &str = " (is an NVIDIA GPU present and visible (nvidia-smi), and are the CUDA 13 \
-                         and cuDNN 9 libraries on LD_LIBRARY_PATH?)";
+/// What to check, unless ONNX Runtime's message already says (a device ordinal out of range).
+fn cuda_hint(message: &str) -> &'static str {
+    if message.contains("Invalid device ID") {
+        ""
+    } else {
+        " (is an NVIDIA GPU present and visible (nvidia-smi), and are the CUDA 13 and cuDNN 9 \
+         libraries on LD_LIBRARY_PATH?)"
+    }
+}
 
 fn mentions_cuda(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();
@@ -285,7 +292,7 @@ fn with_cuda(builder: SessionBuilder, device: i32) -> Result<SessionBuilder, Run
     let cuda = ep::CUDA::default().with_device_id(device).build().error_on_failure();
     builder
         .with_execution_providers([cuda])
-        .map_err(|e| cuda_unavailable(format!("the CUDA execution provider failed to start: {e}{CUDA_HINT}")))
+        .map_err(|e| cuda_unavailable(format!("the CUDA execution provider failed to start: {e}{}", cuda_hint(&e.to_string()))))
 }
 
 #[cfg(not(feature = "cuda"))]
