@@ -5,3 +5,4 @@ mod language;
 mod networks;
 mod onnx;
 mod residual;
+mod runtime;

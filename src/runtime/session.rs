@@ -1,0 +1,344 @@
+//! Loading a model into an ONNX Runtime session on a chosen execution provider, and what the
+//! model says about itself (inputs, outputs, custom metadata).
+//!
+//! CUDA is always requested with `error_on_failure`: when it cannot be used the load fails with
+//! a [`RuntimeError::CudaNotBuilt`] or [`RuntimeError::CudaUnavailable`] instead of quietly
+//! running on the CPU.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ort::session::builder::SessionBuilder;
+use ort::session::Session;
+use ort::value::{Outlet, TensorElementType, ValueType};
+
+use super::error::RuntimeError;
+use super::ortlib;
+
+/// The execution provider a model runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Provider {
+    /// ONNX Runtime's CPU provider.
+    #[default]
+    Cpu,
+    /// The CUDA provider on GPU `device` (needs the `cuda` feature and a GPU build of ONNX Runtime).
+    Cuda {
+        /// CUDA device ordinal.
+        device: i32,
+    },
+}
+
+impl FromStr for Provider {
+    type Err = String;
+
+    /// Parses `cpu`, `cuda` (device 0) or `cuda:N`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("unknown execution provider `{s}` (expected cpu, cuda or cuda:N)");
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda { device: 0 }),
+            other => match other.strip_prefix("cuda:").map(str::parse::<i32>) {
+                Some(Ok(device)) if device >= 0 => Ok(Self::Cuda { device }),
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda { device } => write!(f, "cuda:{device}"),
+        }
+    }
+}
+
+/// How to build a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionConfig {
+    /// Where the model runs.
+    pub provider: Provider,
+    /// Intra-op threads; `None` leaves ONNX Runtime's default (one per physical core).
+    pub threads: Option<usize>,
+}
+
+/// One dimension of a model input or output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    /// A fixed size.
+    Fixed(usize),
+    /// A dynamic size, by its symbolic name (empty when the model gives it no name).
+    Symbolic(String),
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fixed(n) => write!(f, "{n}"),
+            Self::Symbolic(name) if name.is_empty() => f.write_str("?"),
+            Self::Symbolic(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A model input or output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// Its name in the graph.
+    pub name: String,
+    /// Element type as ONNX Runtime names it (`f32`, `i64`, ...); for a non-tensor value, its
+    /// whole type.
+    pub element_type: String,
+    /// The shape (empty for scalars and non-tensor values).
+    pub dims: Vec<Dim>,
+}
+
+impl TensorInfo {
+    fn from_outlet(outlet: &Outlet) -> Self {
+        let (element_type, dims) = match outlet.dtype() {
+            ValueType::Tensor { ty, shape, dimension_symbols } => {
+                let dims = shape
+                    .iter()
+                    .zip(dimension_symbols.iter())
+                    .map(|(&n, sym)| usize::try_from(n).map_or_else(|_| Dim::Symbolic(sym.clone()), Dim::Fixed))
+                    .collect();
+                (ty.to_string(), dims)
+            }
+            other => (other.to_string(), Vec::new()),
+        };
+        Self { name: outlet.name().to_owned(), element_type, dims }
+    }
+
+    /// Whether this is a 32-bit float tensor (the only element type `run` feeds and reads).
+    #[must_use]
+    pub fn is_f32(&self) -> bool {
+        self.element_type == TensorElementType::Float32.to_string()
+    }
+
+    /// The shape as text, e.g. `[N, 3, 299, 299]`.
+    #[must_use]
+    pub fn shape_text(&self) -> String {
+        let dims: Vec<String> = self.dims.iter().map(ToString::to_string).collect();
+        format!("[{}]", dims.join(", "))
+    }
+}
+
+/// What a loaded model says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Graph inputs (initialisers excluded).
+    pub inputs: Vec<TensorInfo>,
+    /// Graph outputs, in order.
+    pub outputs: Vec<TensorInfo>,
+    /// The model's `metadata_props` (incc writes `incc.mean`, `incc.std`, `incc.input`, ...).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Where a model came from; kept so that a second session (with profiling) can be built.
+#[derive(Debug)]
+pub(crate) enum Source {
+    Bytes(Vec<u8>),
+    Path(PathBuf),
+}
+
+/// A model loaded into an ONNX Runtime session.
+#[derive(Debug)]
+pub struct Model {
+    pub(crate) session: Session,
+    pub(crate) source: Source,
+    config: SessionConfig,
+    info: ModelInfo,
+}
+
+impl Model {
+    /// Loads a serialised `ModelProto`. The bytes are kept (for [`super::providers::providers_used`]); the
+    /// model must not refer to external data files.
+    ///
+    /// # Errors
+    /// ONNX Runtime not initialised, an invalid model, or CUDA unavailable (see the module docs).
+    pub fn from_bytes(bytes: Vec<u8>, config: SessionConfig) -> Result<Self, RuntimeError> {
+        Self::load(Source::Bytes(bytes), config)
+    }
+
+    /// Loads a model file; external data (e.g. `model.onnx.data`) is found next to it.
+    ///
+    /// # Errors
+    /// As [`Model::from_bytes`], and a missing or unreadable file.
+    pub fn from_path(path: impl AsRef<Path>, config: SessionConfig) -> Result<Self, RuntimeError> {
+        Self::load(Source::Path(path.as_ref().to_path_buf()), config)
+    }
+
+    fn load(source: Source, config: SessionConfig) -> Result<Self, RuntimeError> {
+        let session = build_session(&source, config, None)?;
+        let info = model_info(&session)?;
+        Ok(Self { session, source, config, info })
+    }
+
+    /// Inputs, outputs and metadata.
+    #[must_use]
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The configuration the session was built with.
+    #[must_use]
+    pub fn config(&self) -> SessionConfig {
+        self.config
+    }
+
+    /// The model's only input: `run` and `bench` feed exactly one f32 tensor.
+    ///
+    /// # Errors
+    /// If the model has no input, several inputs, or a non-f32 input.
+    pub fn image_input(&self) -> Result<&TensorInfo, RuntimeError> {
+        match self.info.inputs.as_slice() {
+            [input] if input.is_f32() => Ok(input),
+            [input] => Err(RuntimeError::Input(format!(
+                "the model's input `{}` has element type {}; incc feeds f32 images only",
+                input.name, input.element_type
+            ))),
+            inputs => Err(RuntimeError::Input(format!(
+                "the model has {} inputs ({}); incc feeds models with exactly one image input",
+                inputs.len(),
+                inputs.iter().map(|i| format!("`{}`", i.name)).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+}
+
+impl Source {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Bytes(bytes) => format!("({} bytes in memory)", bytes.len()),
+            Self::Path(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// Builds a session for `source`; with `profile`, ONNX Runtime profiles every run into
+/// `<profile>_<date>_<time>.json`.
+pub(crate) fn build_session(source: &Source, config: SessionConfig, profile: Option<&Path>) -> Result<Session, RuntimeError> {
+    let env = ortlib::environment().ok_or(RuntimeError::NotInitialised)?;
+    let builder_err = |what: &str| {
+        let what = what.to_owned();
+        move |e: ort::Error<SessionBuilder>| RuntimeError::ort(what)(e.into())
+    };
+    let mut builder = Session::builder(env).map_err(RuntimeError::ort("creating a session builder"))?;
+    if let Some(threads) = config.threads {
+        builder = builder.with_intra_threads(threads).map_err(builder_err("setting the thread count"))?;
+    }
+    if let Some(prefix) = profile {
+        builder = builder.with_profiling(prefix).map_err(builder_err("enabling profiling"))?;
+    }
+    if let Provider::Cuda { device } = config.provider {
+        builder = with_cuda(builder, device)?;
+    }
+    let committed = match source {
+        Source::Bytes(bytes) => builder.commit_from_memory(bytes),
+        Source::Path(path) => builder.commit_from_file(path),
+    };
+    committed.map_err(|e| {
+        let reason = e.to_string();
+        // With CUDA registered, a missing GPU or CUDA library only shows up when the session is
+        // created; say so rather than blame the model.
+        if matches!(config.provider, Provider::Cuda { .. }) && mentions_cuda(&reason) {
+            cuda_unavailable(format!("{reason}{}", cuda_hint(&reason)))
+        } else {
+            RuntimeError::Load { what: source.describe(), reason }
+        }
+    })
+}
+
+/// What to check, unless ONNX Runtime's message already says (a device ordinal out of range).
+fn cuda_hint(message: &str) -> &'static str {
+    if message.contains("Invalid device ID") {
+        ""
+    } else {
+        " (is an NVIDIA GPU present and visible (nvidia-smi), and are the CUDA 13 and cuDNN 9 \
+         libraries on LD_LIBRARY_PATH?)"
+    }
+}
+
+fn mentions_cuda(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    ["cuda", "cudnn", "cublas", "gpu"].iter().any(|w| lower.contains(w))
+}
+
+fn cuda_unavailable(reason: String) -> RuntimeError {
+    let library = ortlib::initialised().map(|lib| lib.path.clone()).unwrap_or_default();
+    RuntimeError::CudaUnavailable { library, reason }
+}
+
+#[cfg(feature = "cuda")]
+fn with_cuda(builder: SessionBuilder, device: i32) -> Result<SessionBuilder, RuntimeError> {
+    use ort::ep::{self, ExecutionProvider};
+    // `is_available` only says whether the library was built with CUDA; checking it first gives
+    // the common mistake (the CPU library) its own message.
+    match ep::CUDA::is_available() {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(cuda_unavailable(
+                "this library has no CUDA execution provider (it is a CPU-only build of ONNX Runtime); \
+                 point --ort-lib or ORT_DYLIB_PATH at the GPU build (libonnxruntime.so from the \
+                 onnxruntime-gpu wheel, with libonnxruntime_providers_cuda.so beside it)"
+                    .to_owned(),
+            ))
+        }
+        Err(e) => return Err(cuda_unavailable(format!("cannot list its execution providers: {e}"))),
+    }
+    let cuda = ep::CUDA::default().with_device_id(device).build().error_on_failure();
+    builder
+        .with_execution_providers([cuda])
+        .map_err(|e| cuda_unavailable(format!("the CUDA execution provider failed to start: {e}{}", cuda_hint(&e.to_string()))))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn with_cuda(_: SessionBuilder, _: i32) -> Result<SessionBuilder, RuntimeError> {
+    Err(RuntimeError::CudaNotBuilt)
+}
+
+fn model_info(session: &Session) -> Result<ModelInfo, RuntimeError> {
+    let metadata = session.metadata().map_err(RuntimeError::ort("reading the model metadata"))?;
+    let keys = metadata.custom_keys().map_err(RuntimeError::ort("reading the model metadata"))?;
+    let metadata = keys
+        .into_iter()
+        .filter_map(|key| metadata.custom(&key).map(|value| (key, value)))
+        .collect();
+    Ok(ModelInfo {
+        inputs: session.inputs().iter().map(TensorInfo::from_outlet).collect(),
+        outputs: session.outputs().iter().map(TensorInfo::from_outlet).collect(),
+        metadata,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_parses() {
+        assert_eq!("cpu".parse(), Ok(Provider::Cpu));
+        assert_eq!("CUDA".parse(), Ok(Provider::Cuda { device: 0 }));
+        assert_eq!("cuda:1".parse(), Ok(Provider::Cuda { device: 1 }));
+        for bad in ["", "gpu", "cuda:", "cuda:-1", "cuda:x", "cpu:0"] {
+            let err = bad.parse::<Provider>().unwrap_err();
+            assert!(err.contains("expected cpu, cuda or cuda:N"), "{bad}: {err}");
+        }
+        assert_eq!(Provider::Cuda { device: 2 }.to_string(), "cuda:2");
+        assert_eq!(Provider::Cpu.to_string(), "cpu");
+    }
+
+    #[test]
+    fn shape_text_names_symbolic_dims() {
+        let info = TensorInfo {
+            name: "images".into(),
+            element_type: "f32".into(),
+            dims: vec![Dim::Symbolic("N".into()), Dim::Fixed(3), Dim::Symbolic(String::new())],
+        };
+        assert_eq!(info.shape_text(), "[N, 3, ?]");
+        assert!(info.is_f32());
+    }
+}

@@ -1,0 +1,77 @@
+//! Feeding one NCHW f32 batch to a model and reading every output back.
+
+use ort::session::Session;
+use ort::value::Tensor;
+
+use super::error::RuntimeError;
+use super::session::{Dim, Model, TensorInfo};
+
+/// One model output: its name, shape and values (row-major).
+pub type Output = (String, Vec<usize>, Vec<f32>);
+
+/// Runs `model` on `images`, an NCHW batch of the given `shape`, and returns every output by name,
+/// in the model's output order.
+///
+/// # Errors
+/// The model does not have exactly one f32 input, `shape` does not fit it (the message names the
+/// dimension), `images` has the wrong length, an output is not f32, or ONNX Runtime fails.
+pub fn run(model: &mut Model, images: &[f32], shape: [usize; 4]) -> Result<Vec<Output>, RuntimeError> {
+    let input = input_tensor(model.image_input()?, images.to_vec(), shape)?;
+    run_tensor(&mut model.session, &input)
+}
+
+/// Checks `shape` and the data length against the model's input and makes the input tensor.
+pub(crate) fn input_tensor(input: &TensorInfo, data: Vec<f32>, shape: [usize; 4]) -> Result<(String, Tensor<f32>), RuntimeError> {
+    check_shape(input, shape)?;
+    let expected: usize = shape.iter().product();
+    if data.len() != expected {
+        return Err(RuntimeError::Input(format!(
+            "input `{}`: shape {shape:?} needs {expected} values, but {} were given",
+            input.name,
+            data.len()
+        )));
+    }
+    let tensor = Tensor::from_array((shape, data)).map_err(RuntimeError::ort("creating the input tensor"))?;
+    Ok((input.name.clone(), tensor))
+}
+
+/// Fixed dimensions must match; symbolic ones accept any size of at least 1.
+fn check_shape(input: &TensorInfo, shape: [usize; 4]) -> Result<(), RuntimeError> {
+    let given = format!("[{}]", shape.map(|d| d.to_string()).join(", "));
+    let mismatch = |detail: String| {
+        RuntimeError::Input(format!(
+            "input `{}` expects shape {}, but the given batch has shape {given}: {detail}",
+            input.name,
+            input.shape_text()
+        ))
+    };
+    if input.dims.len() != shape.len() {
+        return Err(mismatch(format!("the model's input has rank {}, not 4 (NCHW)", input.dims.len())));
+    }
+    const NAMES: [&str; 4] = ["batch", "channels", "height", "width"];
+    for (i, (want, &got)) in input.dims.iter().zip(&shape).enumerate() {
+        match want {
+            Dim::Fixed(n) if *n != got => {
+                return Err(mismatch(format!("dim {i} ({}) must be {n}, got {got}", NAMES[i])));
+            }
+            _ if got == 0 => return Err(mismatch(format!("dim {i} ({}) is 0", NAMES[i]))),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Runs one prepared input and copies every output out.
+pub(crate) fn run_tensor(session: &mut Session, (name, tensor): &(String, Tensor<f32>)) -> Result<Vec<Output>, RuntimeError> {
+    let outputs = session.run(ort::inputs![name.as_str() => tensor]).map_err(RuntimeError::ort("running the model"))?;
+    let mut result = Vec::with_capacity(outputs.len());
+    for (out_name, value) in outputs.iter() {
+        let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| {
+            RuntimeError::Input(format!("output `{out_name}` is {}, not an f32 tensor: {e}", value.dtype()))
+        })?;
+        // ONNX Runtime reports concrete (non-negative) dims for values it produced.
+        let shape = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
+        result.push((out_name.to_owned(), shape, data.to_vec()));
+    }
+    Ok(result)
+}
