@@ -1,5 +1,7 @@
 //! The `incc` command line.
 
+mod cli;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use incc::driver::{compile, Compiled};
 use incc::elab::Settings;
@@ -27,6 +29,10 @@ enum Command {
     Params(Common),
     /// List the compiler's passes, in order.
     Passes,
+    /// Run a model (`.inc` compiled in memory, or any `.onnx`) on ONNX Runtime: top classes and timing.
+    Run(cli::exec::RunArgs),
+    /// Latency and images/s at several batch sizes (median, spread), optionally against a baseline model.
+    Bench(cli::exec::BenchArgs),
     /// Compile to an ONNX model (inference graph) with seeded or loaded weights.
     Compile(CompileArgs),
 }
@@ -56,24 +62,24 @@ struct CompileArgs {
 }
 
 #[derive(Args)]
-struct Common {
+pub struct Common {
     /// The `.inc` file to compile.
-    file: PathBuf,
+    pub file: PathBuf,
     /// Which network, when the file defines several.
     #[arg(long)]
-    network: Option<String>,
+    pub network: Option<String>,
     /// Set a network parameter: `--set classes=10` (repeatable, or comma-separated).
     #[arg(long = "set", value_name = "NAME=VALUE", value_delimiter = ',')]
-    set: Vec<String>,
+    pub set: Vec<String>,
     /// Replace the input size: `--input 3x149x149` (CxHxW).
     #[arg(long, value_name = "CxHxW", value_parser = parse_dims)]
-    input: Option<Vec<usize>>,
+    pub input: Option<Vec<usize>>,
     /// Turn every eligible Inception block into its residual twin: `scale=0.1` and/or `BLOCK=SCALE`.
     #[arg(long, value_name = "SPEC", value_parser = ResidualizeSpec::parse)]
-    residualize: Option<ResidualizeSpec>,
+    pub residualize: Option<ResidualizeSpec>,
     /// Fold batch norm into the preceding convs (inference).
     #[arg(long)]
-    fold_bn: bool,
+    pub fold_bn: bool,
 }
 
 #[derive(Args)]
@@ -118,7 +124,7 @@ fn parse_dims(s: &str) -> Result<Vec<usize>, String> {
     }
 }
 
-fn settings(c: &Common) -> Result<Settings, String> {
+pub fn settings(c: &Common) -> Result<Settings, String> {
     let set = c
         .set
         .iter()
@@ -190,6 +196,8 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             }
         }
         Command::Compile(a) => compile_command(a)?,
+        Command::Run(a) => cli::exec::run_command(a).map_err(report)?,
+        Command::Bench(a) => cli::exec::bench_command(a).map_err(report)?,
         Command::Passes => {
             for pass in PASSES {
                 println!("{:<18} {}", pass.name, pass.what);
@@ -201,6 +209,11 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
         }
     }
     Ok(())
+}
+
+fn report(message: String) -> ExitCode {
+    eprintln!("{}", message.trim_end());
+    ExitCode::from(1)
 }
 
 fn compile_command(a: CompileArgs) -> Result<(), ExitCode> {

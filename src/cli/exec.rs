@@ -1,0 +1,224 @@
+//! `incc run` and `incc bench`: a `.inc` (compiled in memory) or any `.onnx`, on ONNX Runtime.
+
+use incc::driver::{build_onnx, WeightsSource};
+use incc::runtime::bench::{bench, render_table, BenchConfig};
+use incc::runtime::images::{load_image, synthetic_batch, Preprocess};
+use incc::runtime::providers::{describe_providers, providers_used};
+use incc::runtime::session::{Dim, Model, Provider, SessionConfig};
+use incc::runtime::tensor::run;
+use incc::runtime::topk::{class_name, read_labels, top_k};
+use incc::runtime::{ortlib, session};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where the model comes from and how it runs: shared by `run` and `bench`.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    pub common: crate::Common,
+    /// Load parameters by name from a safetensors checkpoint (for a `.inc`).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub weights: Option<PathBuf>,
+    /// Seed of the initialisation when no --weights are given (for a `.inc`).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Execution provider: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub provider: Provider,
+    /// Intra-op threads (default: ONNX Runtime's, one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The ONNX Runtime library (file or folder); else ORT_DYLIB_PATH, .ort/lib, Python's onnxruntime.
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Images to classify (PNG or JPEG), resized and center-cropped as the model's metadata says.
+    #[arg(long = "image", value_name = "FILE")]
+    pub images: Vec<PathBuf>,
+    /// Synthetic batch size when no image is given.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// Class names, one per line (ImageNet's are not shipped).
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Write the first output (the logits) as a NumPy .npy file.
+    #[arg(long, value_name = "FILE.npy")]
+    pub save_output: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub batch: Vec<usize>,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed runs at least (and at least --min-time seconds of them).
+    #[arg(long, default_value_t = 10)]
+    pub iterations: usize,
+    #[arg(long, default_value_t = 2.0)]
+    pub min_time: f64,
+    /// Also measure this model (e.g. the same network exported from PyTorch) in the same run, and
+    /// report incc's figures as ratios against it.
+    #[arg(long, value_name = "MODEL.onnx")]
+    pub baseline: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn is_source(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "inc")
+}
+
+/// Initialises ONNX Runtime and loads the model, compiling a `.inc` in memory.
+fn load(args: &ModelArgs) -> Result<Model, String> {
+    let lib = ortlib::init(args.ort_lib.as_deref()).map_err(|e| format!("error: {e}"))?;
+    eprintln!("ONNX Runtime: {lib}");
+    let config = SessionConfig { provider: args.provider, threads: args.threads };
+    let file = &args.common.file;
+    let model = if is_source(file) {
+        let settings = crate::settings(&args.common).map_err(|e| format!("error: {e}"))?;
+        let passes = incc::passes::PassOptions { residualize: args.common.residualize.clone(), fold_bn: args.common.fold_bn };
+        let weights = match &args.weights {
+            Some(w) => WeightsSource::File(w),
+            None => WeightsSource::Seed(args.seed),
+        };
+        let artifact = build_onnx(file, &settings, &passes, weights, None)?;
+        Model::from_bytes(prost::Message::encode_to_vec(&artifact.model), config)
+    } else {
+        let c = &args.common;
+        if !c.set.is_empty() || c.input.is_some() || c.residualize.is_some() || c.fold_bn || args.weights.is_some() {
+            return Err(format!(
+                "error: `{}` is a compiled model: --set, --input, --residualize, --fold-bn and --weights apply to .inc files",
+                file.display()
+            ));
+        }
+        Model::from_path(file, config)
+    };
+    model.map_err(|e| format!("error: {e}"))
+}
+
+/// C, H, W of the model's image input (fixed dims required past the batch).
+fn chw(model: &Model) -> Result<[usize; 3], String> {
+    let input = model.image_input().map_err(|e| format!("error: {e}"))?;
+    match input.dims.as_slice() {
+        [_, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)] => Ok([*c, *h, *w]),
+        _ => Err(format!("error: the model's input `{}` is {}, not [N, C, H, W] with fixed C, H, W", input.name, input.shape_text())),
+    }
+}
+
+fn report_providers(model: &Model, shape: [usize; 4]) -> Result<(), String> {
+    let used = providers_used(model, shape).map_err(|e| format!("error: {e}"))?;
+    println!("provider: {}", describe_providers(&used));
+    Ok(())
+}
+
+pub fn run_command(a: RunArgs) -> Result<(), String> {
+    let mut model = load(&a.model)?;
+    let [c, h, w] = chw(&model)?;
+    let (data, n, names) = if a.images.is_empty() {
+        let shape = [a.batch.max(1), c, h, w];
+        (synthetic_batch(shape, 0), shape[0], (0..shape[0]).map(|i| format!("synthetic #{i}")).collect::<Vec<_>>())
+    } else {
+        let pre = Preprocess::new(h, w).with_metadata(&model.info().metadata).map_err(|e| format!("error: {e}"))?;
+        let mut data = Vec::with_capacity(a.images.len() * c * h * w);
+        for path in &a.images {
+            data.extend(load_image(path, &pre).map_err(|e| format!("error: {e}"))?);
+        }
+        (data, a.images.len(), a.images.iter().map(|p| p.display().to_string()).collect())
+    };
+    let shape = [n, c, h, w];
+    report_providers(&model, shape)?;
+    run(&mut model, &data, shape).map_err(|e| format!("error: {e}"))?; // warm-up
+    let start = Instant::now();
+    let outputs = run(&mut model, &data, shape).map_err(|e| format!("error: {e}"))?;
+    let elapsed = start.elapsed();
+    println!("batch {n}: {:.2} ms ({:.1} images/s, after one warm-up run)", elapsed.as_secs_f64() * 1e3, n as f64 / elapsed.as_secs_f64());
+    let (name, out_shape, logits) = outputs.first().ok_or("error: the model has no outputs")?;
+    let labels = a.labels.as_deref().map(|p| read_labels(p, out_shape.last().copied().unwrap_or(0))).transpose().map_err(|e| format!("error: {e}"))?;
+    let ranked = top_k(logits, out_shape, a.top).map_err(|e| format!("error: {e}"))?;
+    for (image, classes) in names.iter().zip(&ranked) {
+        println!("{image}:");
+        for (class, p) in classes {
+            println!("  {:>6.2}%  {}", p * 100.0, class_name(labels.as_deref(), *class));
+        }
+    }
+    if let Some(path) = &a.save_output {
+        write_npy(path, out_shape, logits).map_err(|e| format!("error: cannot write `{}`: {e}", path.display()))?;
+        eprintln!("wrote output `{name}` {out_shape:?} to {}", path.display());
+    }
+    Ok(())
+}
+
+/// A NumPy .npy file (format 1.0, little-endian f32, C order), written atomically.
+fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(incc::weights::bytemuck_f32(data));
+    incc::fsutil::write_atomic(path, &bytes)
+}
+
+pub fn bench_command(a: BenchArgs) -> Result<(), String> {
+    let cfg = BenchConfig {
+        batches: a.batch.clone(),
+        warmup: a.warmup,
+        iterations: a.iterations,
+        min_time: std::time::Duration::from_secs_f64(a.min_time.max(0.0)),
+        ..BenchConfig::default()
+    };
+    let mut model = load(&a.model)?;
+    let shape = chw(&model)?;
+    report_providers(&model, [1, shape[0], shape[1], shape[2]])?;
+    let ours = bench(&mut model, shape, &cfg).map_err(|e| format!("error: {e}"))?;
+    drop(model);
+    let baseline = match &a.baseline {
+        Some(path) => {
+            let config = SessionConfig { provider: a.model.provider, threads: a.model.threads };
+            let mut other = session::Model::from_path(path, config).map_err(|e| format!("error: {e}"))?;
+            let other_shape = chw(&other)?;
+            Some(bench(&mut other, other_shape, &cfg).map_err(|e| format!("error: {e}"))?)
+        }
+        None => None,
+    };
+    if a.json {
+        let json = serde_json::json!({
+            "model": a.model.common.file.display().to_string(),
+            "provider": a.model.provider.to_string(),
+            "results": ours,
+            "baseline": a.baseline.as_ref().map(|p| p.display().to_string()),
+            "baseline_results": baseline,
+        });
+        println!("{}", serde_json::to_string_pretty(&json).expect("serialisable"));
+        return Ok(());
+    }
+    println!("{} on {}:", a.model.common.file.display(), a.model.provider);
+    print!("{}", render_table(&ours));
+    if let (Some(path), Some(base)) = (&a.baseline, &baseline) {
+        println!("\nbaseline {}:", path.display());
+        print!("{}", render_table(base));
+        println!();
+        for (o, b) in ours.iter().zip(base) {
+            println!("batch {}: incc median latency = {:.3} x the baseline's ({:.2} vs {:.2} ms)", o.batch, o.median_ms / b.median_ms, o.median_ms, b.median_ms);
+        }
+    }
+    Ok(())
+}
+

@@ -1,0 +1,3 @@
+//! Subcommands that need ONNX Runtime.
+
+pub mod exec;
