@@ -43,3 +43,16 @@ pub fn compile_src(text: &str, passes: &PassOptions, stop_after: Option<&str>) -
 pub fn structure(c: &Compiled) -> String {
     incc::ir::text::dump(&c.graph, None)
 }
+
+/// Initialises ONNX Runtime; `false` (after printing why) when there is none and `CI` is unset.
+/// In CI (`CI` set) a missing ONNX Runtime fails the test.
+pub fn ort_ready() -> bool {
+    match incc::runtime::ortlib::init(None) {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("CI").is_some() => panic!("CI is set, so ONNX Runtime is required: {e}"),
+        Err(e) => {
+            eprintln!("skipped: no ONNX Runtime ({})", e.to_string().lines().next().unwrap_or_default());
+            false
+        }
+    }
+}

@@ -3,6 +3,7 @@
 mod common;
 mod language;
 mod networks;
+mod numerics;
 mod onnx;
 mod residual;
 mod runtime;

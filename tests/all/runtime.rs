@@ -14,24 +14,13 @@ use incc::onnx::proto::{
 use incc::runtime::bench::{bench, render_table, BenchConfig};
 use incc::runtime::error::RuntimeError;
 use incc::runtime::images::{preprocess, synthetic_batch, Preprocess};
-use incc::runtime::ortlib;
 use incc::runtime::providers::{describe_providers, providers_used};
 use incc::runtime::session::{Dim, Model, Provider, SessionConfig};
 use incc::runtime::tensor::run;
 use incc::runtime::topk::top_k;
 use prost::Message;
 
-/// Initialises ONNX Runtime; `false` (after printing why) when there is none and `CI` is unset.
-fn ort_ready() -> bool {
-    match ortlib::init(None) {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("CI").is_some() => panic!("CI is set, so ONNX Runtime is required: {e}"),
-        Err(e) => {
-            eprintln!("skipped: no ONNX Runtime ({})", e.to_string().lines().next().unwrap_or_default());
-            false
-        }
-    }
-}
+use crate::common::ort_ready;
 
 // ---- tiny model builders -------------------------------------------------------------------
 
@@ -369,7 +358,7 @@ fn cuda_runs_or_fails_clearly() {
     let text = err.to_string();
     assert!(std::env::var_os("INCC_EXPECT_CUDA").is_none(), "INCC_EXPECT_CUDA is set, but: {text}");
     if cfg!(feature = "cuda") {
-        let lib = ortlib::initialised().unwrap().path.display().to_string();
+        let lib = incc::runtime::ortlib::initialised().unwrap().path.display().to_string();
         assert!(matches!(err, RuntimeError::CudaUnavailable { .. }), "{err:?}");
         assert!(text.contains(&lib), "the message names the library: {text}");
     } else {
