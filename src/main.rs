@@ -71,9 +71,9 @@ pub struct Common {
     /// Set a network parameter: `--set classes=10` (repeatable, or comma-separated).
     #[arg(long = "set", value_name = "NAME=VALUE", value_delimiter = ',')]
     pub set: Vec<String>,
-    /// Replace the input size: `--input 3x149x149` (CxHxW).
-    #[arg(long, value_name = "CxHxW", value_parser = parse_dims)]
-    pub input: Option<Vec<usize>>,
+    /// Replace the input size: `--input 3x149x149` (CxHxW). For `incc run`, an image file instead.
+    #[arg(long, value_name = "CxHxW", value_parser = parse_input)]
+    pub input: Option<InputArg>,
     /// Turn every eligible Inception block into its residual twin: `scale=0.1` and/or `BLOCK=SCALE`.
     #[arg(long, value_name = "SPEC", value_parser = ResidualizeSpec::parse)]
     pub residualize: Option<ResidualizeSpec>,
@@ -116,10 +116,21 @@ struct GraphArgs {
     after: Option<String>,
 }
 
-fn parse_dims(s: &str) -> Result<Vec<usize>, String> {
-    let dims: Result<Vec<usize>, _> = s.split('x').map(|d| d.trim().parse::<usize>()).collect();
+/// `--input`: a size (`3x149x149`) or, for `incc run`, an image to classify.
+#[derive(Clone, Debug)]
+pub enum InputArg {
+    Dims(Vec<usize>),
+    Image(PathBuf),
+}
+
+fn parse_input(s: &str) -> Result<InputArg, String> {
+    let looks_like_dims = !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == 'x');
+    if !looks_like_dims {
+        return Ok(InputArg::Image(PathBuf::from(s)));
+    }
+    let dims: Result<Vec<usize>, _> = s.split('x').map(|d| d.parse::<usize>()).collect();
     match dims {
-        Ok(d) if d.len() == 3 && d.iter().all(|&v| v > 0) => Ok(d),
+        Ok(d) if d.len() == 3 && d.iter().all(|&v| v > 0) => Ok(InputArg::Dims(d)),
         _ => Err(format!("expected CxHxW with positive sizes, as in 3x299x299; found `{s}`")),
     }
 }
@@ -134,7 +145,14 @@ pub fn settings(c: &Common) -> Result<Settings, String> {
                 .ok_or_else(|| format!("--set {kv}: expected NAME=VALUE"))
         })
         .collect::<Result<_, _>>()?;
-    Ok(Settings { network: c.network.clone(), set, input: c.input.clone() })
+    let input = match &c.input {
+        None => None,
+        Some(InputArg::Dims(d)) => Some(d.clone()),
+        Some(InputArg::Image(p)) => {
+            return Err(format!("--input {}: expected CxHxW, as in 3x299x299 (images are for `incc run`)", p.display()));
+        }
+    };
+    Ok(Settings { network: c.network.clone(), set, input })
 }
 
 /// Compiles, printing warnings; on failure prints the diagnostics and gives the exit code.

@@ -37,7 +37,8 @@ pub struct ModelArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Images to classify (PNG or JPEG), resized and center-cropped as the model's metadata says.
+    /// More images to classify (PNG or JPEG), resized and center-cropped as the model's metadata
+    /// says; `--input FILE` names the first.
     #[arg(long = "image", value_name = "FILE")]
     pub images: Vec<PathBuf>,
     /// Synthetic batch size when no image is given.
@@ -117,13 +118,17 @@ fn chw(model: &Model) -> Result<[usize; 3], String> {
     }
 }
 
-fn report_providers(model: &Model, shape: [usize; 4]) -> Result<(), String> {
+/// Which execution providers ran the model's nodes, as one line.
+fn providers(model: &Model, shape: [usize; 4]) -> Result<String, String> {
     let used = providers_used(model, shape).map_err(|e| format!("error: {e}"))?;
-    println!("provider: {}", describe_providers(&used));
-    Ok(())
+    Ok(describe_providers(&used))
 }
 
-pub fn run_command(a: RunArgs) -> Result<(), String> {
+pub fn run_command(mut a: RunArgs) -> Result<(), String> {
+    if let Some(crate::InputArg::Image(first)) = &a.model.common.input {
+        a.images.insert(0, first.clone());
+        a.model.common.input = None;
+    }
     let mut model = load(&a.model)?;
     let [c, h, w] = chw(&model)?;
     let (data, n, names) = if a.images.is_empty() {
@@ -138,7 +143,7 @@ pub fn run_command(a: RunArgs) -> Result<(), String> {
         (data, a.images.len(), a.images.iter().map(|p| p.display().to_string()).collect())
     };
     let shape = [n, c, h, w];
-    report_providers(&model, shape)?;
+    println!("provider: {}", providers(&model, shape)?);
     run(&mut model, &data, shape).map_err(|e| format!("error: {e}"))?; // warm-up
     let start = Instant::now();
     let outputs = run(&mut model, &data, shape).map_err(|e| format!("error: {e}"))?;
@@ -186,7 +191,8 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
     };
     let mut model = load(&a.model)?;
     let shape = chw(&model)?;
-    report_providers(&model, [1, shape[0], shape[1], shape[2]])?;
+    let provider_line = providers(&model, [1, shape[0], shape[1], shape[2]])?;
+    eprintln!("provider: {provider_line}");
     let ours = bench(&mut model, shape, &cfg).map_err(|e| format!("error: {e}"))?;
     drop(model);
     let baseline = match &a.baseline {
@@ -202,6 +208,7 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
         let json = serde_json::json!({
             "model": a.model.common.file.display().to_string(),
             "provider": a.model.provider.to_string(),
+            "providers_used": provider_line,
             "results": ours,
             "baseline": a.baseline.as_ref().map(|p| p.display().to_string()),
             "baseline_results": baseline,

@@ -1,5 +1,6 @@
 //! One test binary for the whole suite (one link, shared build). Snapshots live in `snapshots/`.
 
+mod cli;
 mod common;
 mod language;
 mod networks;

@@ -1,0 +1,79 @@
+//! The `incc` command line, run as a user would: exit codes, output, files written.
+
+use crate::common::ort_ready;
+use std::process::Command;
+
+fn incc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_incc")).args(args).output().expect("incc runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn flops_json_reports_the_totals_and_the_convention() {
+    let (code, out, err) = incc(&["flops", "archs/inception_v4.inc", "--convention", "fvcore", "--json", "--depth", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["totals"]["macs"], 12_284_251_296u64);
+    assert_eq!(v["totals"]["conv_fc_macs"], 12_253_974_624u64);
+    assert_eq!(v["convention"], "fvcore");
+    assert_eq!(v["rows"].as_array().expect("rows").len(), 10);
+}
+
+#[test]
+fn a_bad_source_exits_1_with_the_located_message_and_bad_usage_exits_2() {
+    std::fs::create_dir_all("target/cli-test").expect("dir");
+    std::fs::write("target/cli-test/bad.inc", "network n {\n  input 3x8x8\n  conv 3x3 -> relu\n}\n").expect("write");
+    let (code, _, err) = incc(&["check", "target/cli-test/bad.inc"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("target/cli-test/bad.inc:3:3"), "{err}");
+    assert!(err.contains("conv needs a number of filters"), "{err}");
+    let (code, _, err) = incc(&["flops", "archs/inception_v4.inc", "--set", "classes"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = incc(&["graph", "archs/inception_v4.inc", "--after", "no-such-pass"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown pass `no-such-pass`"), "{err}");
+}
+
+#[test]
+fn compile_writes_the_model_and_the_weights() {
+    std::fs::create_dir_all("target/cli-test").expect("dir");
+    let (code, _, err) = incc(&[
+        "compile",
+        "tests/fixtures/tiny_residual.inc",
+        "-o",
+        "target/cli-test/tiny.onnx",
+        "--save-weights",
+        "target/cli-test/tiny.safetensors",
+        "--fold-bn",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("wrote target/cli-test/tiny.onnx"), "{err}");
+    assert!(std::fs::metadata("target/cli-test/tiny.onnx").expect("model").len() > 1000);
+    // The saved weights are those of the folded graph: no batch norm left.
+    let st = std::fs::read("target/cli-test/tiny.safetensors").expect("weights");
+    let names = safetensors::SafeTensors::deserialize(&st).expect("safetensors").names().into_iter().map(String::from).collect::<Vec<_>>();
+    assert!(names.contains(&"stem.conv.bias".to_string()) && !names.iter().any(|n| n.contains(".bn.")), "{names:?}");
+    let (code, _, err) = incc(&["compile", "tests/fixtures/tiny_residual.inc", "--weights", "target/cli-test/missing.safetensors", "-o", "target/cli-test/x.onnx"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read the file"), "{err}");
+    assert!(!std::path::Path::new("target/cli-test/x.onnx").exists(), "nothing is written on failure");
+}
+
+#[test]
+fn run_and_bench_on_the_cpu() {
+    if !ort_ready() {
+        return;
+    }
+    let (code, out, err) = incc(&["run", "tests/fixtures/tiny_residual.inc", "--batch", "2", "--top", "3", "--provider", "cpu"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("provider: CPUExecutionProvider"), "{out}");
+    assert_eq!(out.matches("synthetic #").count(), 2, "{out}");
+    let (code, out, err) = incc(&["bench", "tests/fixtures/tiny_residual.inc", "--batch", "1,4", "--min-time", "0", "--iterations", "3", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["results"].as_array().expect("results").len(), 2);
+    assert!(v["results"][1]["images_per_s"].as_f64().expect("number") > 0.0);
+    let (code, _, err) = incc(&["run", "tests/fixtures/tiny_residual.inc", "--provider", "cuda"]);
+    assert_eq!(code, 1, "no silent fallback: {err}");
+    assert!(err.contains("CUDA"), "{err}");
+}
