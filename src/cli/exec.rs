@@ -1,7 +1,7 @@
 //! `incc run` and `incc bench`: a `.inc` (compiled in memory) or any `.onnx`, on ONNX Runtime.
 
 use incc::driver::{build_onnx, WeightsSource};
-use incc::runtime::bench::{bench, render_table, BenchConfig};
+use incc::runtime::bench::{bench, bench_interleaved, render_table, BenchConfig};
 use incc::runtime::images::{load_image, synthetic_batch, Preprocess};
 use incc::runtime::providers::{describe_providers, providers_used};
 use incc::runtime::session::{Dim, Model, Provider, SessionConfig};
@@ -69,8 +69,8 @@ pub struct BenchArgs {
     pub iterations: usize,
     #[arg(long, default_value_t = 2.0)]
     pub min_time: f64,
-    /// Also measure this model (e.g. the same network exported from PyTorch) in the same run, and
-    /// report incc's figures as ratios against it.
+    /// Also measure this model (e.g. the same network exported from PyTorch) in the same run, runs
+    /// alternating with incc's, and report incc's figures as ratios against it.
     #[arg(long, value_name = "MODEL.onnx")]
     pub baseline: Option<PathBuf>,
     #[arg(long)]
@@ -193,16 +193,18 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
     let shape = chw(&model)?;
     let provider_line = providers(&model, [1, shape[0], shape[1], shape[2]])?;
     eprintln!("provider: {provider_line}");
-    let ours = bench(&mut model, shape, &cfg).map_err(|e| format!("error: {e}"))?;
-    drop(model);
-    let baseline = match &a.baseline {
+    let (ours, baseline) = match &a.baseline {
         Some(path) => {
             let config = SessionConfig { provider: a.model.provider, threads: a.model.threads };
             let mut other = session::Model::from_path(path, config).map_err(|e| format!("error: {e}"))?;
-            let other_shape = chw(&other)?;
-            Some(bench(&mut other, other_shape, &cfg).map_err(|e| format!("error: {e}"))?)
+            if chw(&other)? != shape {
+                return Err(format!("error: the baseline `{}` takes another input size than the model", path.display()));
+            }
+            let mut both = bench_interleaved(&mut [&mut model, &mut other], shape, &cfg).map_err(|e| format!("error: {e}"))?;
+            let base = both.pop();
+            (both.remove(0), base)
         }
-        None => None,
+        None => (bench(&mut model, shape, &cfg).map_err(|e| format!("error: {e}"))?, None),
     };
     if a.json {
         let json = serde_json::json!({

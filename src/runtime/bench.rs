@@ -59,31 +59,53 @@ pub struct BenchResult {
 /// # Errors
 /// No batch sizes, a batch of 0, or anything [`super::tensor::run`] reports.
 pub fn bench(model: &mut Model, input_chw_shape: [usize; 3], cfg: &BenchConfig) -> Result<Vec<BenchResult>, RuntimeError> {
+    Ok(bench_interleaved(&mut [model], input_chw_shape, cfg)?.remove(0))
+}
+
+/// Benchmarks several models on the same input, alternating their runs (A, B, A, B, ...) so that
+/// a change in machine load between runs affects each alike: their ratios stay meaningful on a
+/// busy machine. One result list per model, in order.
+///
+/// # Errors
+/// As [`bench`].
+pub fn bench_interleaved(models: &mut [&mut Model], input_chw_shape: [usize; 3], cfg: &BenchConfig) -> Result<Vec<Vec<BenchResult>>, RuntimeError> {
     if cfg.batches.is_empty() {
         return Err(RuntimeError::Input("bench: no batch sizes given".to_owned()));
     }
     let [c, h, w] = input_chw_shape;
-    let mut results = Vec::with_capacity(cfg.batches.len());
+    let mut results: Vec<Vec<BenchResult>> = models.iter().map(|_| Vec::with_capacity(cfg.batches.len())).collect();
     for &batch in &cfg.batches {
         let shape = [batch, c, h, w];
-        let (name, tensor) = input_tensor(model.image_input()?, synthetic_batch(shape, 0), shape)?;
-        let mut run_once = || -> Result<Duration, RuntimeError> {
+        let inputs = models
+            .iter()
+            .map(|m| input_tensor(m.image_input()?, synthetic_batch(shape, 0), shape))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut run_once = |i: usize| -> Result<Duration, RuntimeError> {
+            let (name, tensor) = &inputs[i];
             let start = Instant::now();
-            model.session.run(ort::inputs![name.as_str() => &tensor]).map_err(RuntimeError::ort("running the model"))?;
+            models[i].session.run(ort::inputs![name.as_str() => tensor]).map_err(RuntimeError::ort("running the model"))?;
             Ok(start.elapsed())
         };
         for _ in 0..cfg.warmup {
-            run_once()?;
+            for i in 0..inputs.len() {
+                run_once(i)?;
+            }
         }
         let wanted = cfg.iterations.clamp(1, cfg.max_iterations.max(1));
-        let mut times = Vec::with_capacity(wanted);
+        let mut times = vec![Vec::with_capacity(wanted); inputs.len()];
         let mut total = Duration::ZERO;
-        while times.len() < cfg.max_iterations.max(1) && (times.len() < wanted || total < cfg.min_time) {
-            let t = run_once()?;
-            total += t;
-            times.push(t.as_secs_f64() * 1e3);
+        while times[0].len() < cfg.max_iterations.max(1) && (times[0].len() < wanted || total < cfg.min_time) {
+            for (i, t) in times.iter_mut().enumerate() {
+                let elapsed = run_once(i)?;
+                if i == 0 {
+                    total += elapsed;
+                }
+                t.push(elapsed.as_secs_f64() * 1e3);
+            }
         }
-        results.push(summarise(batch, times));
+        for (r, t) in results.iter_mut().zip(times) {
+            r.push(summarise(batch, t));
+        }
     }
     Ok(results)
 }
