@@ -252,3 +252,36 @@ fn a_fixed_batch_is_enforced_by_the_runtime() {
     let err = run(&mut m, &batch_input(3, 675), [3, 3, 15, 15]).expect_err("batch 3 does not fit");
     assert!(err.to_string().contains("must be 2"), "{err}");
 }
+
+/// The three networks with timm's own weights give timm's PyTorch logits. The reference files
+/// (weights, input, logits) are made by `scripts/timm_reference.py`, which needs torch and timm:
+/// this runs where they were made (`INCC_TIMM_REF`, default /tmp/timm_ref) and says it skipped
+/// elsewhere. Tolerance: 1e-3 of the largest logit, the float32 gap between PyTorch and ONNX Runtime.
+#[test]
+fn compiled_networks_with_timm_weights_reproduce_timm_logits() {
+    let dir = std::path::PathBuf::from(std::env::var_os("INCC_TIMM_REF").unwrap_or_else(|| "/tmp/timm_ref".into()));
+    if !dir.join("inception_v4.calibrated.safetensors").exists() {
+        eprintln!("skipped: no timm reference files in {} (scripts/timm_reference.py makes them)", dir.display());
+        return;
+    }
+    if !ort_ready() {
+        return;
+    }
+    let read_f32 = |name: String| -> Vec<f32> {
+        let bytes = std::fs::read(dir.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    };
+    for (name, fold) in [("inception_v3", false), ("inception_v4", false), ("inception_v4", true), ("inception_resnet_v2", false)] {
+        let weights = dir.join(format!("{name}.calibrated.safetensors"));
+        let passes = PassOptions { fold_bn: fold, ..PassOptions::default() };
+        let a = build_onnx(&arch(name), &Settings::default(), &passes, WeightsSource::File(&weights), None).unwrap_or_else(|e| panic!("{e}"));
+        let reference = read_f32(format!("{name}.calibrated.logits.f32"));
+        let images = read_f32(format!("{name}.calibrated.input.f32"));
+        let n = reference.len() / 1000;
+        let got = run_model(&a.model, &images, [n, 3, 299, 299]);
+        let scale = reference.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+        let diff = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) / scale;
+        eprintln!("{name}{}: max |incc - timm| / max |timm| = {diff:.2e}", if fold { " (batch norm folded)" } else { "" });
+        assert!(diff < 1e-3, "{name}: {diff:e}");
+    }
+}
