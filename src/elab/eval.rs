@@ -176,9 +176,10 @@ pub fn bind_args(
             }
             None => params.get(i).ok_or_else(|| {
                 Diagnostic::error(format!(
-                    "`{callee}` takes {} argument{}, but more were given",
+                    "`{callee}` takes {} argument{}, but {} were given",
                     params.len(),
-                    if params.len() == 1 { "" } else { "s" }
+                    if params.len() == 1 { "" } else { "s" },
+                    args.iter().filter(|a| a.name.is_none()).count()
                 ))
                 .at(arg.span, "unexpected argument")
             })?,

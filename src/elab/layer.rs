@@ -170,7 +170,8 @@ fn kernel(layer: &Layer) -> Result<[usize; 2], Diagnostic> {
     match &layer.dims {
         Some((d, span)) if d.len() == 2 => {
             if d.iter().any(|&k| k == 0 || k > 1 << 20) {
-                return Err(Diagnostic::error("kernel sizes must be between 1 and 1048576").at(*span, "invalid kernel"));
+                return Err(Diagnostic::error(format!("kernel sizes must be between 1 and 1048576, found {}x{}", d[0], d[1]))
+                    .at(*span, "invalid kernel"));
             }
             Ok([d[0] as usize, d[1] as usize])
         }

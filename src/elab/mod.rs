@@ -21,7 +21,7 @@ use crate::ir::{Frame, FrameId, FrameKind, Graph, Node, ResidualMark, Shape};
 use crate::source::{FileId, Span};
 use eval::{bind_args, eval, eval_positive, fill_defaults, Env};
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// What the command line may change about a network.
 #[derive(Clone, Debug, Default)]
@@ -75,7 +75,7 @@ pub fn elaborate(files: &[File], settings: &Settings) -> Result<Graph, Diagnosti
     }
     let root = files.first().expect("the loader returns the root file first");
     let network = pick_network(root, settings)?;
-    let mut elab = Elab { blocks, block_file, defaults, g: StableDiGraph::new(), frames: vec![], names: HashMap::new(), calls: vec![] };
+    let mut elab = Elab { blocks, block_file, defaults, g: StableDiGraph::new(), frames: vec![], names: HashMap::new(), calls: vec![], depth: 0 };
     let (input, output) = elab.network(network, root.id, settings)?;
     Ok(Graph { name: network.name.name.clone(), g: elab.g, frames: elab.frames, input, output })
 }
@@ -93,8 +93,11 @@ fn pick_network<'a>(root: &'a File, settings: &Settings) -> Result<&'a Def, Diag
     match (&settings.network, networks.as_slice()) {
         (None, [one]) => Ok(one),
         (None, []) => Err(Diagnostic::error("this file defines no network")
+            .at(Span::new(root.id, 0, 0), "no `network` in this file")
             .note("a file that is compiled must contain `network NAME { input CxHxW ... }`; files with only blocks are imported")),
-        (None, _) => Err(Diagnostic::error(format!("this file defines several networks: {}", names()))
+        (None, [first, second, ..]) => Err(Diagnostic::error(format!("this file defines several networks: {}", names()))
+            .at(second.name.span, "a second network")
+            .also(first.name.span, "the first network")
             .note("choose one with --network NAME")),
         (Some(want), _) => networks.iter().copied().find(|n| n.name.name == *want).ok_or_else(|| {
             Diagnostic::error(format!("no network `{want}` in this file")).note(format!("networks here: {}", names()))
@@ -111,7 +114,13 @@ struct Elab<'a> {
     names: HashMap<String, Span>,
     /// Block calls being expanded, to refuse recursion.
     calls: Vec<(&'a str, Span)>,
+    /// Elements being elaborated inside one another (the recursion depth, bounded by `MAX_DEPTH`).
+    depth: usize,
 }
+
+/// Most elements (block uses, groups, concats, repeats) nested inside one another: far more than
+/// any network needs, and far from the end of a 2 MiB thread stack.
+const MAX_DEPTH: usize = 100;
 
 /// Where an element is being elaborated.
 struct Cx {
@@ -124,12 +133,13 @@ struct Scope {
     prefix: String,
     indexed: bool,
     next_index: usize,
-    taken: HashSet<String>,
+    /// Each name taken, with where and whether it was given automatically.
+    taken: HashMap<String, (Span, bool)>,
 }
 
 impl Scope {
     fn module(prefix: String) -> Scope {
-        Scope { prefix, indexed: false, next_index: 0, taken: HashSet::new() }
+        Scope { prefix, indexed: false, next_index: 0, taken: HashMap::new() }
     }
 
     fn indexed(prefix: String) -> Scope {
@@ -140,33 +150,35 @@ impl Scope {
         if self.prefix.is_empty() { segment.to_string() } else { format!("{}.{segment}", self.prefix) }
     }
 
-    /// The name of the next element: its label, its index, or an automatic name from its kind.
-    fn element(&mut self, label: Option<&Ident>, kind: &str) -> Result<String, Diagnostic> {
+    /// The name of the next element (at `span`): its label, its index, or an automatic name from its kind.
+    fn element(&mut self, label: Option<&Ident>, kind: &str, span: Span) -> Result<String, Diagnostic> {
         let index = self.indexed.then(|| {
             self.next_index += 1;
             self.next_index - 1
         });
         match (label, index) {
             (Some(l), _) => {
-                if !self.taken.insert(l.name.clone()) {
+                if let Some((first, automatic)) = self.taken.insert(l.name.clone(), (l.span, false)) {
+                    let how = if automatic { format!("named `{}` automatically", l.name) } else { "first use".to_string() };
                     return Err(Diagnostic::error(format!("the name `{}` is used twice in one scope", l.name))
                         .at(l.span, "second use")
-                        .note("names of layers and block instances must be unique within their block"));
+                        .also(first, how)
+                        .note("names of layers and block instances must be unique within their block; an unlabelled one is named after its kind: `conv`, `conv_1`, `conv_2`, ..."));
                 }
                 Ok(self.path(&l.name))
             }
             (None, Some(i)) => Ok(self.path(&i.to_string())),
-            (None, None) => Ok(self.auto(kind)),
+            (None, None) => Ok(self.auto(kind, span)),
         }
     }
 
     /// `kind`, then `kind_1`, `kind_2`, ...: the first name not yet taken in this scope.
-    fn auto(&mut self, kind: &str) -> String {
+    fn auto(&mut self, kind: &str, span: Span) -> String {
         let segment = (0..)
             .map(|i| if i == 0 { kind.to_string() } else { format!("{kind}_{i}") })
-            .find(|s| !self.taken.contains(s))
+            .find(|s| !self.taken.contains_key(s))
             .expect("an unbounded sequence has a free name");
-        self.taken.insert(segment.clone());
+        self.taken.insert(segment.clone(), (span, true));
         self.path(&segment)
     }
 }
@@ -233,14 +245,14 @@ impl<'a> Elab<'a> {
             let at = input.dims.as_ref().map_or(input.kind_span, |d| d.1);
             let shown = shape.iter().map(usize::to_string).collect::<Vec<_>>().join("x");
             return Err(Diagnostic::error(format!("input must be CxHxW with every size at least 1, found `{shown}`"))
-                .at(at, "expected three sizes, as in 3x299x299")
+                .at(at, if shape.len() == 3 { "every size must be at least 1" } else { "expected three sizes, as in 3x299x299" })
                 .into());
         }
         if let Some(o) = input.options.first() {
             return Err(Diagnostic::error("input takes no options").at(o.span, "unexpected").into());
         }
         let mut scope = Scope::module(String::new());
-        let frame = self.add_frame(scope.element(label.as_ref(), "input")?, FrameKind::Layer, *span, None);
+        let frame = self.add_frame(scope.element(label.as_ref(), "input", *span)?, FrameKind::Layer, *span, None);
         let name = self.frames[frame.0].path.clone();
         let x = self.add_node(Op::Input(Input { shape: Shape(shape) }), name, *span, Some(frame), &[])?;
         let cx = Cx { env, file, frame: None };
@@ -270,7 +282,7 @@ impl<'a> Elab<'a> {
         match (label, st.elements.as_slice()) {
             (Some(l), [only]) => self.element(only, Some(l), x, scope, cx),
             (Some(l), elements) => {
-                let mut sub = Scope::indexed(scope.element(Some(l), "seq")?);
+                let mut sub = Scope::indexed(scope.element(Some(l), "seq", st.span)?);
                 self.chain(elements, x, &mut sub, cx)
             }
             (None, elements) => self.chain(elements, x, scope, cx),
@@ -278,17 +290,23 @@ impl<'a> Elab<'a> {
     }
 
     fn element(&mut self, e: &'a Element, label: Option<&'a Ident>, x: NodeIndex, scope: &mut Scope, cx: &Cx) -> Result<NodeIndex, Diagnostic> {
-        match &e.kind {
+        if self.depth == MAX_DEPTH {
+            return Err(Diagnostic::error(format!("nested too deeply: more than {MAX_DEPTH} levels of block uses, groups, concats and repeats"))
+                .at(e.span, format!("level {}", MAX_DEPTH + 1)));
+        }
+        self.depth += 1;
+        let out = match &e.kind {
             ElementKind::Layer(layer) => self.layer(layer, e.span, label, x, scope, cx),
             ElementKind::Call { block, args, inline } => self.call(block, args, *inline, e.span, label, x, scope, cx),
             ElementKind::Concat { branches } => self.concat(branches, None, e.span, x, scope, cx),
             ElementKind::Residual { args, branches } => {
-                let mark = residual_mark(args, &cx.env, e.span)?;
-                self.concat(branches, Some(mark), e.span, x, scope, cx)
+                residual_mark(args, &cx.env, e.span).and_then(|mark| self.concat(branches, Some(mark), e.span, x, scope, cx))
             }
             ElementKind::Repeat { count, body } => self.repeat(count, body, e.span, label, x, scope, cx),
             ElementKind::Group(st) => self.stmt(st, label, x, scope, cx),
-        }
+        };
+        self.depth -= 1;
+        out
     }
 
     fn layer(&mut self, layer: &'a Layer, span: Span, label: Option<&Ident>, x: NodeIndex, scope: &mut Scope, cx: &Cx) -> Result<NodeIndex, Diagnostic> {
@@ -300,7 +318,7 @@ impl<'a> Elab<'a> {
         let defaults = self.defaults.get(&cx.file).and_then(|d| d.get(&layer.kind)).unwrap_or(&no_defaults);
         let nodes = layer::lower(layer, defaults, &cx.env)?;
         let kind = layer.kind.keyword().replace(' ', "_");
-        let name = scope.element(label, &kind)?;
+        let name = scope.element(label, &kind, span)?;
         let frame = self.add_frame(name.clone(), FrameKind::Layer, span, cx.frame);
         let mut out = x;
         for (suffix, op) in nodes {
@@ -322,9 +340,12 @@ impl<'a> Elab<'a> {
             return Err(d);
         };
         if let Some(pos) = self.calls.iter().position(|(b, _)| *b == def.name.name) {
-            let mut d = Diagnostic::error(format!("block `{}` uses itself", def.name.name)).at(block.span, "recursive use");
-            for (b, s) in &self.calls[pos..] {
-                d = d.also(*s, format!("inside `{b}`"));
+            // `calls` holds each block being expanded with the span of its use in the one before.
+            let (user, _) = *self.calls.last().expect("the block found is being expanded");
+            let mut d = Diagnostic::error(format!("block `{}` uses itself", def.name.name))
+                .at(block.span, format!("`{user}` uses `{}` here", def.name.name));
+            for pair in self.calls[pos..].windows(2) {
+                d = d.also(pair[1].1, format!("`{}` uses `{}` here", pair[0].0, pair[1].0));
             }
             return Err(d.note("blocks cannot be recursive; use `repeat N { ... }` to stack copies"));
         }
@@ -333,7 +354,7 @@ impl<'a> Elab<'a> {
             return Err(Diagnostic::error("an inline block cannot be labelled")
                 .at(l.span, "its layers take their names in the enclosing scope"));
         }
-        let name = if inline { scope.prefix.clone() } else { scope.element(label, &def.name.name)? };
+        let name = if inline { scope.prefix.clone() } else { scope.element(label, &def.name.name, span)? };
         let frame = self.add_frame(name.clone(), FrameKind::Block { block: def.name.name.clone() }, span, cx.frame);
         let inner = Cx { env, file: self.block_file[def.name.name.as_str()], frame: Some(frame) };
         self.calls.push((&def.name.name, block.span));
@@ -364,7 +385,7 @@ impl<'a> Elab<'a> {
             }
             outs.push(out);
         }
-        let name = scope.auto("concat");
+        let name = scope.auto("concat", span);
         let frame = match cx.frame {
             Some(f) => f,
             None => self.add_frame(name.clone(), FrameKind::Layer, span, None),
@@ -386,7 +407,7 @@ impl<'a> Elab<'a> {
         }
         // Copies are numbered in their own indexed scope, or spliced into the enclosing one.
         let splice = label.is_none() && scope.indexed;
-        let mut own = (!splice).then(|| scope.element(label, "repeat").map(Scope::indexed)).transpose()?;
+        let mut own = (!splice).then(|| scope.element(label, "repeat", span).map(Scope::indexed)).transpose()?;
         let first_index = scope.next_index;
         let path = match &own {
             Some(s) => s.prefix.clone(),
@@ -403,7 +424,7 @@ impl<'a> Elab<'a> {
             x = match single {
                 Some(e) => self.element(e, e.label.as_ref(), x, copies, &inner)?,
                 None => {
-                    let mut copy = Scope::indexed(copies.element(None, "copy")?);
+                    let mut copy = Scope::indexed(copies.element(None, "copy", span)?);
                     self.seq(body, x, &mut copy, &inner)?
                 }
             };
@@ -422,7 +443,7 @@ fn residual_mark(args: &[Arg], env: &Env, span: Span) -> Result<ResidualMark, Di
             ("scale", Value::Int(s)) => scale = Some(s as f64),
             ("proj", Value::Str(s)) if !s.is_empty() => projection = s,
             ("scale" | "proj", v) => {
-                let want = if key == "scale" { "a number" } else { "a non-empty string" };
+                let want = if key == "scale" { "a number for `scale`" } else { "a non-empty string for `proj`" };
                 return Err(eval::type_error(a.value.span, want, &v));
             }
             _ => {

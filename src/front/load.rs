@@ -102,7 +102,7 @@ impl Loader<'_> {
                 }
                 Err(e) => self.errors.push(
                     Diagnostic::error(format!("cannot import `{rel}`: {e}"))
-                        .at(span, format!("looked for `{}`", target.display())),
+                        .at(span, format!("looked for `{}`", display_dir.join(&rel).display())),
                 ),
             }
         }

@@ -3,8 +3,9 @@
 use super::ast::*;
 use crate::diag::Diagnostic;
 use crate::source::{FileId, Span};
-use pest::iterators::Pair;
-use pest::Parser;
+use pest::error::{ErrorVariant, InputLocation};
+use pest::iterators::{Pair, Pairs};
+use pest::{Parser, Token};
 
 #[derive(pest_derive::Parser)]
 #[grammar = "../grammar/incc.pest"]
@@ -12,54 +13,140 @@ struct IncParser;
 
 pub fn parse(file: FileId, text: &str) -> Result<File, Diagnostic> {
     let mut pairs = IncParser::parse(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
+    check_limits(file, text, &pairs)?;
     let root = pairs.next().expect("the file rule always produces one pair");
     let cx = Cx { file };
     let items = root.into_inner().filter(|p| p.as_rule() != Rule::EOI).map(|p| cx.item(p)).collect();
     Ok(File { id: file, items })
 }
 
+/// Deepest nesting of braces, groups and parenthesised expressions. Building the AST, elaborating
+/// and evaluating recurse once per level, so the limit keeps them far from the end of the stack.
+const MAX_NESTING: usize = 64;
+/// Most operators (and signs) in one expression: each is one level of the evaluator's recursion.
+const MAX_OPERATORS: usize = 256;
+
+/// Checks the limits above on the parse tree, without recursion (it may be arbitrarily deep).
+fn check_limits(file: FileId, text: &str, pairs: &Pairs<Rule>) -> Result<(), Diagnostic> {
+    let nests = |rule| matches!(rule, Rule::body | Rule::branches | Rule::group | Rule::expr);
+    let (mut depth, mut exprs, mut operators) = (0, 0, 0);
+    for token in pairs.clone().tokens() {
+        match token {
+            Token::Start { rule, pos } => {
+                let at = Span::new(file, pos.pos(), pos.pos() + text[pos.pos()..].chars().next().map_or(0, char::len_utf8));
+                if nests(rule) {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(Diagnostic::error(format!("nested too deeply: more than {MAX_NESTING} levels of braces and parentheses"))
+                            .at(at, format!("level {depth} starts here")));
+                    }
+                }
+                if rule == Rule::expr {
+                    if exprs == 0 {
+                        operators = 0;
+                    }
+                    exprs += 1;
+                }
+                if matches!(rule, Rule::add_op | Rule::mul_op | Rule::neg) {
+                    operators += 1;
+                    if operators > MAX_OPERATORS {
+                        return Err(Diagnostic::error(format!("expression too long: more than {MAX_OPERATORS} operators"))
+                            .at(at, format!("operator {operators}")));
+                    }
+                }
+            }
+            Token::End { rule, .. } => {
+                if nests(rule) {
+                    depth -= 1;
+                }
+                if rule == Rule::expr {
+                    exprs -= 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
-    use pest::error::{ErrorVariant, InputLocation};
     let (start, end) = match e.location {
         InputLocation::Pos(p) => (p, p),
         InputLocation::Span((s, e)) => (s, e),
     };
-    // Point at the offending token (or the end of the line), never at an empty range.
-    // Point at the offending token; at the end of a line or of the file, at the position itself.
+    let line_end = text[start..].find(['\n', '\r']).map_or(text.len(), |n| start + n);
+    let unterminated = text[start..line_end].starts_with('"') && !text[start + 1..line_end].contains('"');
+    // Point at the offending token; at the end of a line or of the file, at that position.
     let end = if end > start {
         end
+    } else if unterminated {
+        line_end
     } else {
-        let rest = &text[start..];
-        if rest.starts_with(['\n', '\r']) {
-            start
-        } else {
-            start + rest.find([' ', '\t', '\n', '\r', '(', ')', '{', '}', ',']).filter(|&n| n > 0).unwrap_or(rest.chars().next().map_or(0, char::len_utf8))
-        }
+        let rest = &text[start..line_end];
+        let token = rest.find([' ', '\t', '(', ')', '{', '}', ',']).unwrap_or(rest.len());
+        start + if token > 0 { token } else { rest.chars().next().map_or(0, char::len_utf8) }
     };
     let found = if start >= text.len() {
         "the end of the file".to_string()
+    } else if unterminated {
+        "a string with no closing `\"` on its line".to_string()
     } else {
         let token = &text[start..end];
         if token.trim().is_empty() { "the end of the line".to_string() } else { format!("`{}`", token.escape_debug()) }
     };
-    let expected = match &e.variant {
-        ErrorVariant::ParsingError { positives, .. } => {
-            let mut names: Vec<&str> = positives.iter().map(|r| rule_name(*r)).collect();
-            names.sort();
-            names.dedup();
-            names.join(", ")
+    let span = Span::new(file, start, end);
+    let positives = match &e.variant {
+        ErrorVariant::ParsingError { positives, .. } => positives,
+        ErrorVariant::CustomError { message } => {
+            // pest's own guard against running out of stack ("stack limit reached").
+            return Diagnostic::error(format!("nested too deeply to parse ({message})"))
+                .at(span, "here")
+                .note(format!("at most {MAX_NESTING} levels of braces and parentheses are allowed"));
         }
-        ErrorVariant::CustomError { message } => message.clone(),
     };
-    let span = Span::new(file, start, end.min(text.len()).max(start));
-    Diagnostic::error(format!("syntax error: expected {expected}; found {found}"))
-        .at(span, format!("expected {expected}"))
+    let mut names: Vec<&str> = positives.iter().map(|r| rule_name(*r)).collect();
+    names.sort();
+    names.dedup();
+    let expected = closers(text, start).into_iter().chain(names).collect::<Vec<_>>().join(", ");
+    let d = Diagnostic::error(format!("syntax error: expected {expected}; found {found}")).at(span, format!("expected {expected}"));
+    // `pool 3x3`: a name that is not a layer reads as a block call, which then cannot take sizes.
+    let word = text[..start].trim_end_matches([' ', '\t']);
+    let word = &word[word.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1)..];
+    if positives.contains(&Rule::args) && !word.is_empty() && IncParser::parse(Rule::keyword, word).is_err() {
+        return d.note(format!(
+            "`{word}` is not a layer (the layers are {}), so it reads as a block whose arguments go in parentheses",
+            LAYERS.join(", ")
+        ));
+    }
+    d
+}
+
+const LAYERS: &[&str] =
+    &["input", "conv", "maxpool", "avgpool", "global avgpool", "global maxpool", "dropout", "fc", "flatten", "softmax", "relu"];
+
+/// The closing brackets that the grammar accepts at `pos`, which pest leaves out of its list (it
+/// names rules, not literal tokens): those with which the parser gets past `pos`. None after a
+/// comment on the same line, which would swallow the bracket.
+fn closers(text: &str, pos: usize) -> Vec<&'static str> {
+    let line = &text[text[..pos].rfind('\n').map_or(0, |i| i + 1)..pos];
+    if line.contains("//") || line.contains("/*") {
+        return vec![];
+    }
+    ["`}`", "`)`"]
+        .into_iter()
+        .filter(|c| {
+            let patched = format!("{}{}{}", &text[..pos], &c[1..2], &text[pos..]);
+            match IncParser::parse(Rule::file, &patched) {
+                Ok(_) => true,
+                Err(e) => matches!(e.location, InputLocation::Pos(p) | InputLocation::Span((p, _)) if p > pos),
+            }
+        })
+        .collect()
 }
 
 fn rule_name(rule: Rule) -> &'static str {
     match rule {
         Rule::EOI => "end of file",
-        Rule::item | Rule::import | Rule::defaults | Rule::block_def | Rule::network_def | Rule::kw_import
+        Rule::file | Rule::item | Rule::import | Rule::defaults | Rule::block_def | Rule::network_def | Rule::kw_import
         | Rule::kw_defaults | Rule::kw_block | Rule::kw_network => "`import`, `defaults`, `block` or `network`",
         Rule::ident | Rule::label | Rule::word | Rule::arg_name => "a name",
         Rule::params | Rule::param => "a parameter list `(name: type = default, ...)`",

@@ -6,7 +6,7 @@
 //! `residual(scale) { ... }` in the language marks its concat; `--residualize` marks the final
 //! concat of every block instance whose branches all start at the block's input and keep its grid.
 
-use super::shapes::infer_shapes;
+use super::shapes::{enclosing_block, infer_shapes};
 use crate::diag::Diagnostic;
 use crate::ir::ops::{Add, Conv, Op, Padding, Relu, Scale};
 use crate::ir::{Frame, FrameKind, Graph, Node, ResidualMark};
@@ -149,12 +149,28 @@ fn rewrite_one(graph: &mut Graph, c: NodeIndex) -> Result<(), Diagnostic> {
     let node = graph.node(c).clone();
     let x = mark.input;
     let (from, to) = (graph.shape(x).clone(), graph.shape(c).clone());
-    if from.grid().is_none() || from.grid() != to.grid() {
-        return Err(Diagnostic::error(format!(
-            "a residual block must keep its grid, but its input is {from} and its branches give {to}"
-        ))
-        .at(node.span, "the sum cannot add these")
-        .also(graph.node(x).span, format!("the block's input, {from}")));
+    let in_instance = |d: Diagnostic| match enclosing_block(graph, node.frame) {
+        Some((span, block)) => d.also(span, format!("in this instance of `{block}`")),
+        None => d,
+    };
+    if from.grid().is_none() {
+        return Err(in_instance(
+            Diagnostic::error(format!(
+                "a residual block needs a CxHxW feature map as its input, but its input is the flat vector {from}"
+            ))
+            .at(node.span, "this residual block")
+            .also(graph.node(x).span, format!("this gives {from}"))
+            .note("the projection back to the input's width is a 1x1 conv; put the block before the flatten or global pool"),
+        ));
+    }
+    if from.grid() != to.grid() {
+        return Err(in_instance(
+            Diagnostic::error(format!(
+                "a residual block must keep its grid, but its input is {from} and its branches give {to}"
+            ))
+            .at(node.span, "the sum cannot add these")
+            .also(graph.node(x).span, format!("the block's input, {from}")),
+        ));
     }
     let scope = out_scope(&node.name);
     let frame = graph.add_frame(Frame {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod errors;
 mod language;
 mod networks;
 mod numerics;
