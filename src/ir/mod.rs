@@ -210,6 +210,36 @@ impl Graph {
         FrameId(self.frames.len() - 1)
     }
 
+    /// Makes everything that reads `old` read `new` instead: consumers, the graph output, block
+    /// inputs and outputs, and residual marks (a rewrite that replaces a value calls this once).
+    pub fn replace_uses(&mut self, old: NodeIndex, new: NodeIndex) {
+        for (user, slot) in self.users(old) {
+            if user == new {
+                continue;
+            }
+            let edge = self.g.find_edge(old, user).expect("user edge exists");
+            self.g.remove_edge(edge);
+            self.g.add_edge(new, user, slot);
+        }
+        if self.output == old {
+            self.output = new;
+        }
+        for f in &mut self.frames {
+            if let Some((i, o)) = &mut f.io {
+                for end in [i, o] {
+                    if *end == old {
+                        *end = new;
+                    }
+                }
+            }
+        }
+        for n in self.g.node_indices().collect::<Vec<_>>() {
+            if let Some(mark) = self.g[n].residual.as_mut().filter(|m| m.input == old) {
+                mark.input = new;
+            }
+        }
+    }
+
     pub fn find(&self, name: &str) -> Option<NodeIndex> {
         self.g.node_indices().find(|&n| self.g[n].name == name)
     }

@@ -18,6 +18,15 @@ impl LowerAt<'_> {
         format!("{}.{suffix}", self.name)
     }
 
+    /// The inputs of a linear op: its input, `weight`, and `bias` if it has one.
+    pub fn linear_inputs(&self, bias: bool) -> Vec<String> {
+        let mut inputs = vec![self.inputs[0].clone(), self.param("weight")];
+        if bias {
+            inputs.push(self.param("bias"));
+        }
+        inputs
+    }
+
     /// A value private to this node's lowering (`global_avgpool/pooled`).
     pub fn internal(&self, what: &str) -> String {
         format!("{}/{what}", self.name)

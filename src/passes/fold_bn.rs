@@ -29,21 +29,7 @@ pub fn fold_graph(graph: &mut Graph) -> Vec<Fold> {
         let Op::Conv(c) = &mut graph.g[conv].op else { continue };
         folds.push(Fold { conv: conv_name, bn: bn_name, eps, conv_had_bias: c.bias });
         c.bias = true;
-        for (user, slot) in graph.users(bn) {
-            graph.g.add_edge(conv, user, slot);
-        }
-        if graph.output == bn {
-            graph.output = conv;
-        }
-        for f in &mut graph.frames {
-            if let Some((i, o)) = &mut f.io {
-                for end in [i, o] {
-                    if *end == bn {
-                        *end = conv;
-                    }
-                }
-            }
-        }
+        graph.replace_uses(bn, conv);
         graph.g.remove_node(bn);
     }
     folds

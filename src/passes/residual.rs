@@ -192,9 +192,10 @@ fn rewrite_one(graph: &mut Graph, c: NodeIndex) -> Result<(), Diagnostic> {
         }
         Ok(n)
     };
-    let users = graph.users(c);
     let conv = Conv { out_channels: from.channels(), kernel: [1, 1], stride: [1, 1], padding: Padding::Valid, bias: true };
-    let mut out = add(graph, Op::Conv(conv), mark.projection.clone(), &[c])?;
+    // The projection is connected to the concat last, once the concat's other readers moved.
+    let proj = add(graph, Op::Conv(conv), mark.projection.clone(), &[])?;
+    let mut out = proj;
     if mark.scale != 1.0 {
         out = add(graph, Op::Scale(Scale { factor: mark.scale }), join(&scope, "scale"), &[out])?;
     }
@@ -202,30 +203,8 @@ fn rewrite_one(graph: &mut Graph, c: NodeIndex) -> Result<(), Diagnostic> {
     if mark.activation {
         out = add(graph, Op::Relu(Relu), join(&scope, "relu"), &[out])?;
     }
-    for (user, slot) in users {
-        let edge = graph.g.find_edge(c, user).expect("user edge exists");
-        graph.g.remove_edge(edge);
-        graph.g.add_edge(out, user, slot);
-    }
-    if graph.output == c {
-        graph.output = out;
-    }
-    // Whatever referred to the concat's value (the next block's input, this block's output) now
-    // refers to the sum.
-    for f in &mut graph.frames {
-        if let Some((i, o)) = &mut f.io {
-            for end in [i, o] {
-                if *end == c {
-                    *end = out;
-                }
-            }
-        }
-    }
-    let marked: Vec<NodeIndex> = graph.g.node_indices().filter(|&n| graph.node(n).residual.is_some()).collect();
-    for n in marked {
-        if let Some(m) = graph.g[n].residual.as_mut().filter(|m| m.input == c) {
-            m.input = out;
-        }
-    }
+    // The block's value is now the sum: everything that read the concat reads the sum.
+    graph.replace_uses(c, out);
+    graph.g.add_edge(c, proj, 0);
     Ok(())
 }

@@ -125,12 +125,8 @@ impl OpRule for Conv {
     }
 
     fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
-        let weight = at.param("weight");
-        let bias = at.param("bias");
-        let mut inputs = vec![at.inputs[0].as_str(), weight.as_str()];
-        if self.bias {
-            inputs.push(&bias);
-        }
+        let inputs = at.linear_inputs(self.bias);
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let mut attrs = window(self.kernel, self.stride, self.pads(at.input_shapes[0]));
         attrs.push(ints("dilations", &[1, 1]));
         attrs.push(int("group", 1));

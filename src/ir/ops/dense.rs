@@ -45,12 +45,8 @@ impl OpRule for Fc {
     }
 
     fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
-        let weight = at.param("weight");
-        let bias = at.param("bias");
-        let mut inputs = vec![at.inputs[0].as_str(), weight.as_str()];
-        if self.bias {
-            inputs.push(&bias);
-        }
+        let inputs = at.linear_inputs(self.bias);
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         cx.node("Gemm", at.name, &inputs, &[&at.output], vec![int("transB", 1)]);
     }
 }
