@@ -12,4 +12,5 @@ pub mod passes;
 pub mod report;
 pub mod runtime;
 pub mod source;
+pub mod train;
 pub mod weights;

@@ -59,6 +59,57 @@ struct CompileArgs {
     /// Print the model in readable ONNX text form (weights elided).
     #[arg(long)]
     text: bool,
+    /// Emit ONE graph that performs a whole training step (and `<output>.eval.onnx`, the
+    /// evaluation graph with the same parameter names, as inputs).
+    #[arg(long)]
+    train: bool,
+    #[command(flatten)]
+    training: TrainingArgs,
+}
+
+/// How a training step learns (`--train`).
+#[derive(Args)]
+struct TrainingArgs {
+    /// rmsprop (the paper's: decay 0.9, momentum 0.9, epsilon 1.0), sgd, adam or adamw.
+    #[arg(long, default_value = "rmsprop", value_parser = ["rmsprop", "sgd", "adam", "adamw"])]
+    optimizer: String,
+    /// Momentum of sgd and rmsprop.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// Nesterov momentum (sgd).
+    #[arg(long)]
+    nesterov: bool,
+    /// Label smoothing of the cross-entropy.
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f32,
+    /// Weight decay (L2 on conv and fc weights; decoupled for adamw).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    /// Decay biases and batch-norm parameters too.
+    #[arg(long)]
+    decay_all: bool,
+    /// Clip gradients by their global norm.
+    #[arg(long)]
+    clip_norm: Option<f32>,
+}
+
+impl TrainingArgs {
+    fn config(&self) -> incc::train::TrainConfig {
+        use incc::train::Optimizer;
+        let optimizer = match self.optimizer.as_str() {
+            "sgd" => Optimizer::Sgd { momentum: self.momentum, nesterov: self.nesterov },
+            "adam" | "adamw" => Optimizer::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, decoupled: self.optimizer == "adamw" },
+            _ => Optimizer::Rmsprop { decay: 0.9, momentum: self.momentum, epsilon: 1.0 },
+        };
+        incc::train::TrainConfig {
+            optimizer,
+            label_smoothing: self.label_smoothing,
+            weight_decay: self.weight_decay,
+            decay_all: self.decay_all,
+            clip_norm: self.clip_norm,
+            debug_outputs: false,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -97,6 +148,9 @@ struct FlopsArgs {
     /// Every row and the totals as JSON.
     #[arg(long)]
     json: bool,
+    /// Count a training step: forward and backward.
+    #[arg(long)]
+    train: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -193,7 +247,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
         }
         Command::Flops(a) => {
             let compiled = build(&a.common, None)?;
-            let report = cost::report(&compiled.graph, a.convention, a.depth, a.batch);
+            let report = cost::report_with(&compiled.graph, a.convention, a.depth, a.batch, a.train);
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("a report serialises"));
             } else {
@@ -248,6 +302,9 @@ fn compile_command(a: CompileArgs) -> Result<(), ExitCode> {
         Some(path) => incc::driver::WeightsSource::File(path),
         None => incc::driver::WeightsSource::Seed(a.seed),
     };
+    if a.train {
+        return train_command(&a, &settings, &passes);
+    }
     let start = std::time::Instant::now();
     let artifact = incc::driver::build_onnx(&a.common.file, &settings, &passes, source, a.batch).map_err(fail(1))?;
     for w in &artifact.compiled.warnings {
@@ -269,6 +326,36 @@ fn compile_command(a: CompileArgs) -> Result<(), ExitCode> {
     }
     if a.text {
         print!("{}", incc::onnx::text::render(&artifact.model));
+    }
+    Ok(())
+}
+
+/// `incc compile --train`: the training-step graph and its evaluation graph.
+fn train_command(a: &CompileArgs, settings: &Settings, passes: &PassOptions) -> Result<(), ExitCode> {
+    if a.common.fold_bn {
+        return Err(report("error: --fold-bn is for inference; a training step needs its batch norms".into()));
+    }
+    let compiled = incc::driver::compile(&a.common.file, settings, passes, None).map_err(|f| report(f.render()))?;
+    let start = std::time::Instant::now();
+    let model = incc::train::emit_training(&compiled.graph, &compiled.sources, &a.training.config(), a.batch)
+        .map_err(|d| report(d.render(&compiled.sources)))?;
+    let eval = incc::onnx::emit::emit_eval(&compiled.graph, &compiled.sources, a.batch).map_err(report)?;
+    if let Some(path) = &a.output {
+        let eval_path = path.with_extension("eval.onnx");
+        for (p, m) in [(path, &model), (&eval_path, &eval)] {
+            incc::onnx::emit::write(m, p, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD)
+                .map_err(|e| report(format!("error: cannot write `{}`: {e}", p.display())))?;
+        }
+        eprintln!(
+            "wrote {} (training step, {} nodes) and {} (evaluation) in {:.2} s",
+            path.display(),
+            model.graph.as_ref().map_or(0, |g| g.node.len()),
+            eval_path.display(),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    if a.text {
+        print!("{}", incc::onnx::text::render(&model));
     }
     Ok(())
 }

@@ -31,25 +31,13 @@ pub struct EmitOptions {
 /// Builds the model. Initializers hold their data inline; `write` moves them to a side file when
 /// the model is too large for one protobuf message.
 pub fn emit(graph: &Graph, weights: &Weights, sources: &SourceMap, options: &EmitOptions) -> Result<ModelProto, String> {
-    let batch = || match options.batch {
-        Some(n) => Dimension { value: Some(dimension::Value::DimValue(n as i64)), ..Dimension::default() },
-        None => Dimension { value: Some(dimension::Value::DimParam("N".into())), ..Dimension::default() },
-    };
-    let value_info = |name: &str, dims: &[usize]| ValueInfoProto {
-        name: name.to_string(),
-        r#type: Some(TypeProto {
-            value: Some(TypeValue::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(TensorShapeProto {
-                    dim: std::iter::once(batch())
-                        .chain(dims.iter().map(|&d| Dimension { value: Some(dimension::Value::DimValue(d as i64)), ..Dimension::default() }))
-                        .collect(),
-                }),
-            })),
-            ..TypeProto::default()
-        }),
-        ..ValueInfoProto::default()
-    };
+    emit_with(graph, Some(weights), sources, options)
+}
+
+/// With `weights`, parameters are initializers; without, graph inputs.
+fn emit_with(graph: &Graph, weights: Option<&Weights>, sources: &SourceMap, options: &EmitOptions) -> Result<ModelProto, String> {
+    let batch = options.batch;
+    let value_info = |name: &str, dims: &[usize]| value_info(name, dims, batch, DataType::Float);
 
     // The network's outputs: `logits`, and `probabilities` when it ends in a softmax.
     let last = graph.output;
@@ -77,6 +65,7 @@ pub fn emit(graph: &Graph, weights: &Weights, sources: &SourceMap, options: &Emi
     let mut lowering = Lowering::default();
     let mut values = vec![];
     let mut initializers = vec![];
+    let mut param_inputs = vec![];
     for n in graph.order() {
         let node = graph.node(n);
         if n == graph.input {
@@ -98,6 +87,10 @@ pub fn emit(graph: &Graph, weights: &Weights, sources: &SourceMap, options: &Emi
             values.push(value_info(&names[&n], &graph.shape(n).0));
         }
         for (name, spec) in graph.params(n) {
+            let Some(weights) = weights else {
+                param_inputs.push(plain_value_info(&name, &spec.shape));
+                continue;
+            };
             let tensor = weights.tensors.get(&name).ok_or_else(|| format!("no value for parameter `{name}`"))?;
             if tensor.shape != spec.shape {
                 return Err(format!("parameter `{name}` has shape {:?}, the graph needs {:?}", tensor.shape, spec.shape));
@@ -122,7 +115,7 @@ pub fn emit(graph: &Graph, weights: &Weights, sources: &SourceMap, options: &Emi
         name: graph.name.clone(),
         node: lowering.nodes,
         initializer: initializers,
-        input: vec![value_info("images", &graph.shape(graph.input).0)],
+        input: std::iter::once(value_info("images", &graph.shape(graph.input).0)).chain(param_inputs).collect(),
         output: outputs,
         value_info: values,
         doc_string: format!("network {} compiled by incc", graph.name),
@@ -142,6 +135,43 @@ pub fn emit(graph: &Graph, weights: &Weights, sources: &SourceMap, options: &Emi
             .collect(),
         ..ModelProto::default()
     })
+}
+
+/// The evaluation graph of a training setup: the inference graph with every parameter and
+/// running statistic as a graph input of the same name (the training step's names), so that one
+/// checkpoint, fed by name, serves both; no weights are stored in it.
+pub fn emit_eval(graph: &Graph, sources: &SourceMap, batch: Option<usize>) -> Result<ModelProto, String> {
+    let options = EmitOptions { batch, metadata: vec![("incc.graph".into(), "evaluation".into())] };
+    emit_with(graph, None, sources, &options)
+}
+
+/// A tensor's type: `batch` (a fixed size, or the symbolic `N` when `None`) then `dims`.
+pub fn value_info(name: &str, dims: &[usize], batch: Option<usize>, elem: DataType) -> ValueInfoProto {
+    let first = match batch {
+        Some(n) => dimension::Value::DimValue(n as i64),
+        None => dimension::Value::DimParam("N".into()),
+    };
+    let dims = std::iter::once(first).chain(dims.iter().map(|&d| dimension::Value::DimValue(d as i64))).collect();
+    typed(name, dims, elem)
+}
+
+/// A tensor's type with exactly `dims` (no batch): parameters, optimizer state, scalars.
+pub fn plain_value_info(name: &str, dims: &[usize]) -> ValueInfoProto {
+    typed(name, dims.iter().map(|&d| dimension::Value::DimValue(d as i64)).collect(), DataType::Float)
+}
+
+fn typed(name: &str, dims: Vec<dimension::Value>, elem: DataType) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(TypeProto {
+            value: Some(TypeValue::TensorType(type_proto::Tensor {
+                elem_type: elem as i32,
+                shape: Some(TensorShapeProto { dim: dims.into_iter().map(|v| Dimension { value: Some(v), ..Dimension::default() }).collect() }),
+            })),
+            ..TypeProto::default()
+        }),
+        ..ValueInfoProto::default()
+    }
 }
 
 /// Writes the model atomically. Past `threshold` bytes of initializers, their data goes to

@@ -3,6 +3,7 @@
 
 use super::proto::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto, TensorProto};
 use crate::ir::Shape;
+use std::collections::HashSet;
 
 /// One IR node being lowered: its name, the ONNX values it reads and the value it must define.
 pub struct LowerAt<'a> {
@@ -36,10 +37,26 @@ impl LowerAt<'_> {
 #[derive(Default)]
 pub struct Lowering {
     pub nodes: Vec<NodeProto>,
-    /// Non-trainable constants an op needs (a residual scale); initializers of the graph.
+    /// Non-trainable constants an op needs (a residual scale, reduction axes); initializers.
     pub constants: Vec<TensorProto>,
+    constant_names: HashSet<String>,
     /// Shapes (batch excluded) of values made inside a lowering, for value_info.
     pub intermediates: Vec<(String, Vec<usize>)>,
+}
+
+/// What reverse mode tells an op's gradient rule: the gradient of the loss with respect to its
+/// output, and which inputs need one (the image input does not).
+pub struct GradAt {
+    pub dy: String,
+    pub wants: Vec<bool>,
+}
+
+/// What a gradient rule writes: a gradient per input (None where not wanted) and one per
+/// trainable parameter, by suffix (`weight`, `bias`).
+#[derive(Default)]
+pub struct Grads {
+    pub inputs: Vec<Option<String>>,
+    pub params: Vec<(&'static str, String)>,
 }
 
 impl Lowering {
@@ -56,13 +73,44 @@ impl Lowering {
 
     /// A float scalar constant (rank 0), returned by name.
     pub fn scalar(&mut self, name: String, value: f32) -> String {
-        self.constants.push(TensorProto {
-            name: name.clone(),
-            data_type: DataType::Float as i32,
-            float_data: vec![value],
-            ..TensorProto::default()
-        });
+        self.floats(name, &[], vec![value])
+    }
+
+    /// A float constant of any shape; one with a name already defined is not defined again.
+    pub fn floats(&mut self, name: String, dims: &[usize], values: Vec<f32>) -> String {
+        if self.constant_names.insert(name.clone()) {
+            self.constants.push(TensorProto {
+                name: name.clone(),
+                dims: dims.iter().map(|&d| d as i64).collect(),
+                data_type: DataType::Float as i32,
+                float_data: values,
+                ..TensorProto::default()
+            });
+        }
         name
+    }
+
+    /// A 1-D int64 constant (axes, shapes, split sizes), shared by name: `ints(&[0, 2, 3])` is
+    /// defined once as `const/ints/0_2_3`.
+    pub fn ints(&mut self, values: &[i64]) -> String {
+        let text: Vec<String> = values.iter().map(|v| v.to_string().replace('-', "m")).collect();
+        let name = format!("const/ints/{}", text.join("_"));
+        if self.constant_names.insert(name.clone()) {
+            self.constants.push(TensorProto {
+                name: name.clone(),
+                dims: vec![values.len() as i64],
+                data_type: DataType::Int64 as i32,
+                int64_data: values.to_vec(),
+                ..TensorProto::default()
+            });
+        }
+        name
+    }
+
+    /// A one-node op with one output named `output`; returns the output's name.
+    pub fn op(&mut self, op_type: &str, output: String, inputs: &[&str], attributes: Vec<AttributeProto>) -> String {
+        self.node(op_type, output.clone(), inputs, &[&output], attributes);
+        output
     }
 }
 
@@ -77,6 +125,10 @@ pub fn ints(name: &str, values: &[usize]) -> AttributeProto {
 
 pub fn int(name: &str, value: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: value, ..AttributeProto::default() }
+}
+
+pub fn string(name: &str, value: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::String as i32, s: value.as_bytes().to_vec(), ..AttributeProto::default() }
 }
 
 pub fn float(name: &str, value: f32) -> AttributeProto {

@@ -50,6 +50,8 @@ fn initializer(t: &TensorProto) -> String {
     // Scalars and tiny constants are shown; weights are elided.
     if !t.float_data.is_empty() && t.float_data.len() <= 4 {
         format!("{ty} {} = {:?}", t.name, t.float_data)
+    } else if !t.int64_data.is_empty() && t.int64_data.len() <= 8 {
+        format!("{ty} {} = {:?}", t.name, t.int64_data)
     } else {
         format!("{ty} {}", t.name)
     }

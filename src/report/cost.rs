@@ -62,6 +62,8 @@ pub struct Report {
     pub batch: u64,
     pub convention: Convention,
     pub convention_text: &'static str,
+    /// Whether the figures are of a training step (forward + backward).
+    pub train: bool,
     pub depth: Option<usize>,
     pub rows: Vec<Row>,
     pub totals: Totals,
@@ -70,6 +72,12 @@ pub struct Report {
 /// Builds the report. `depth` None: one row per source layer; Some(d): rows for the frames d levels
 /// down (top-level elements at 1), deeper frames folded into them.
 pub fn report(graph: &Graph, convention: Convention, depth: Option<usize>, batch: u64) -> Report {
+    report_with(graph, convention, depth, batch, false)
+}
+
+/// As `report`; with `train`, the multiply-adds of a whole training step: forward plus backward
+/// (each op's `backward_macs`; the image input needs no gradient).
+pub fn report_with(graph: &Graph, convention: Convention, depth: Option<usize>, batch: u64, train: bool) -> Report {
     let mut rows: Vec<Row> = vec![];
     let mut row_of: HashMap<FrameId, usize> = HashMap::new();
     let mut totals = Totals {
@@ -96,7 +104,13 @@ pub fn report(graph: &Graph, convention: Convention, depth: Option<usize>, batch
         });
         let shapes = graph.input_shapes(n);
         let out = graph.shape(n);
-        let cost = node.op.rule().cost(&shapes, out);
+        let mut cost = node.op.rule().cost(&shapes, out);
+        if train {
+            let input_grad = graph.inputs(n).iter().all(|&i| i != graph.input);
+            let backward = node.op.rule().backward_macs(&shapes, out, input_grad);
+            cost.macs += backward;
+            cost.fvcore += backward;
+        }
         let params: u64 = graph
             .params(n)
             .iter()
@@ -144,6 +158,7 @@ pub fn report(graph: &Graph, convention: Convention, depth: Option<usize>, batch
         batch,
         convention,
         convention_text: convention.describe(),
+        train,
         depth,
         rows,
         totals,
@@ -232,8 +247,9 @@ pub fn render_table(r: &Report, source: &str) -> String {
         }
     }
     let t = &r.totals;
+    let step = if r.train { "; a training step: forward + backward (dX and dW of conv and fc)" } else { "" };
     let mut out = format!(
-        "network {} ({source}), input N x {}, batch {}\nconvention: {}\n\n{table}\n\n",
+        "network {} ({source}), input N x {}, batch {}\nconvention: {}{step}\n\n{table}\n\n",
         r.network, r.input, r.batch, r.convention_text
     );
     let lines = [

@@ -64,6 +64,11 @@ fn check_shape(input: &TensorInfo, shape: [usize; 4]) -> Result<(), RuntimeError
 /// Runs one prepared input and copies every output out.
 pub(crate) fn run_tensor(session: &mut Session, (name, tensor): &(String, Tensor<f32>)) -> Result<Vec<Output>, RuntimeError> {
     let outputs = session.run(ort::inputs![name.as_str() => tensor]).map_err(RuntimeError::ort("running the model"))?;
+    copy_outputs(&outputs)
+}
+
+/// Every output as (name, shape, values); all of incc's outputs are f32.
+fn copy_outputs(outputs: &ort::session::SessionOutputs<'_>) -> Result<Vec<Output>, RuntimeError> {
     let mut result = Vec::with_capacity(outputs.len());
     for (out_name, value) in outputs.iter() {
         let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| {
@@ -74,4 +79,26 @@ pub(crate) fn run_tensor(session: &mut Session, (name, tensor): &(String, Tensor
         result.push((out_name.to_owned(), shape, data.to_vec()));
     }
     Ok(result)
+}
+
+/// A named input of any of the element types incc's graphs take.
+pub enum Feed {
+    F32(Vec<usize>, Vec<f32>),
+    I64(Vec<usize>, Vec<i64>),
+}
+
+/// Runs `model` with inputs by name (a training step's parameters, state, labels, ...) and copies
+/// every f32 output out, by name.
+pub fn run_named(model: &mut Model, feeds: Vec<(String, Feed)>) -> Result<Vec<Output>, RuntimeError> {
+    let mut values: Vec<(String, ort::value::DynValue)> = Vec::with_capacity(feeds.len());
+    for (name, feed) in feeds {
+        let value = match feed {
+            Feed::F32(shape, data) => Tensor::from_array((shape, data)).map(|t| t.into_dyn()),
+            Feed::I64(shape, data) => Tensor::from_array((shape, data)).map(|t| t.into_dyn()),
+        }
+        .map_err(RuntimeError::ort(&format!("creating the input tensor `{name}`")))?;
+        values.push((name, value));
+    }
+    let outputs = model.session.run(values).map_err(RuntimeError::ort("running the model"))?;
+    copy_outputs(&outputs)
 }

@@ -8,4 +8,5 @@ mod networks;
 mod numerics;
 mod onnx;
 mod residual;
+mod train;
 mod runtime;

@@ -2,7 +2,7 @@
 
 use super::{one_feature_map, Cost, OpRule, ShapeError};
 use crate::ir::{ParamRole, ParamSpec, Shape};
-use crate::onnx::lower::{int, ints, window, LowerAt, Lowering};
+use crate::onnx::lower::{int, ints, window, GradAt, Grads, LowerAt, Lowering};
 
 /// How a window op pads its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,5 +131,66 @@ impl OpRule for Conv {
         attrs.push(ints("dilations", &[1, 1]));
         attrs.push(int("group", 1));
         cx.node("Conv", at.name, &inputs, &[&at.output], attrs);
+    }
+
+    fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
+        let x = at.inputs[0].as_str();
+        let input = at.input_shapes[0];
+        let (h, w) = input.grid()?;
+        let [t, l, b, r] = self.pads(input);
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        // Rows and columns of the padded input that no window reaches (stride does not divide).
+        let (rh, rw) = ((h + t + b - kh) % sh, (w + l + r - kw) % sw);
+        let weight = at.param("weight");
+        let dy = g.dy.as_str();
+        // dX: the transposed conv; output_padding, never output_shape (it would move the pads).
+        let dx = g.wants[0].then(|| {
+            let mut attrs = window(self.kernel, self.stride, [t, l, b, r]);
+            attrs.push(ints("output_padding", &[rh, rw]));
+            cx.op("ConvTranspose", at.internal("dx"), &[dy, &weight], attrs)
+        });
+        let dw = if self.kernel == [1, 1] && self.stride == [1, 1] && [t, l, b, r] == [0; 4] {
+            // 1x1: dW = sum over the batch of dY(Co x HW) . X(Ci x HW)^T, a batched MatMul.
+            let (co, ci) = (self.out_channels as i64, input.channels() as i64);
+            let shape_dy = cx.ints(&[0, co, -1]);
+            let shape_x = cx.ints(&[0, ci, -1]);
+            let dy3 = cx.op("Reshape", at.internal("dw/dy3"), &[dy, &shape_dy], vec![]);
+            let x3 = cx.op("Reshape", at.internal("dw/x3"), &[x, &shape_x], vec![]);
+            let xt = cx.op("Transpose", at.internal("dw/x3t"), &[&x3], vec![ints("perm", &[0, 2, 1])]);
+            let prod = cx.op("MatMul", at.internal("dw/prod"), &[&dy3, &xt], vec![]);
+            let axes = cx.ints(&[0]);
+            let sum = cx.op("ReduceSum", at.internal("dw/sum"), &[&prod, &axes], vec![int("keepdims", 0)]);
+            let shape_w = cx.ints(&[co, ci, 1, 1]);
+            cx.op("Reshape", at.internal("dw"), &[&sum, &shape_w], vec![])
+        } else {
+            // General: a conv of X (batch as channels) with dY as the kernel, dilated by the
+            // stride; rows no window reaches are cropped first when the padding cannot absorb them.
+            let mut xin = x.to_string();
+            if b < rh || r < rw {
+                let ends = cx.ints(&[(h + b - rh.max(b)) as i64, (w + r - rw.max(r)) as i64]);
+                let starts = cx.ints(&[0, 0]);
+                let axes = cx.ints(&[2, 3]);
+                xin = cx.op("Slice", at.internal("dw/crop"), &[x, &starts, &ends, &axes], vec![]);
+            }
+            let xt = cx.op("Transpose", at.internal("dw/xt"), &[&xin], vec![ints("perm", &[1, 0, 2, 3])]);
+            let dyt = cx.op("Transpose", at.internal("dw/dyt"), &[dy], vec![ints("perm", &[1, 0, 2, 3])]);
+            let pads = [t, l, b.saturating_sub(rh), r.saturating_sub(rw)];
+            let attrs = vec![ints("strides", &[1, 1]), ints("dilations", &[sh, sw]), ints("pads", &pads)];
+            let c = cx.op("Conv", at.internal("dw/conv"), &[&xt, &dyt], attrs);
+            cx.op("Transpose", at.internal("dw"), &[&c], vec![ints("perm", &[1, 0, 2, 3])])
+        };
+        let mut params = vec![("weight", dw)];
+        if self.bias {
+            let axes = cx.ints(&[0, 2, 3]);
+            params.push(("bias", cx.op("ReduceSum", at.internal("db"), &[dy, &axes], vec![int("keepdims", 0)])));
+        }
+        Some(Grads { inputs: vec![dx], params })
+    }
+
+    fn backward_macs(&self, inputs: &[&Shape], output: &Shape, input_grad: bool) -> u64 {
+        // dW costs what the forward costs; so does dX, when it is computed.
+        let forward = self.cost(inputs, output).macs;
+        forward * (1 + u64::from(input_grad))
     }
 }

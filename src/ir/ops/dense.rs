@@ -2,7 +2,7 @@
 
 use super::{one_input, Cost, OpRule, ShapeError};
 use crate::ir::{ParamRole, ParamSpec, Shape};
-use crate::onnx::lower::{int, LowerAt, Lowering};
+use crate::onnx::lower::{int, GradAt, Grads, LowerAt, Lowering};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fc {
@@ -48,5 +48,20 @@ impl OpRule for Fc {
         let inputs = at.linear_inputs(self.bias);
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         cx.node("Gemm", at.name, &inputs, &[&at.output], vec![int("transB", 1)]);
+    }
+
+    fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
+        let (x, dy, weight) = (at.inputs[0].as_str(), g.dy.as_str(), at.param("weight"));
+        let dx = g.wants[0].then(|| cx.op("Gemm", at.internal("dx"), &[dy, &weight], vec![]));
+        let mut params = vec![("weight", cx.op("Gemm", at.internal("dw"), &[dy, x], vec![int("transA", 1)]))];
+        if self.bias {
+            let axes = cx.ints(&[0]);
+            params.push(("bias", cx.op("ReduceSum", at.internal("db"), &[dy, &axes], vec![int("keepdims", 0)])));
+        }
+        Some(Grads { inputs: vec![dx], params })
+    }
+
+    fn backward_macs(&self, inputs: &[&Shape], output: &Shape, input_grad: bool) -> u64 {
+        self.cost(inputs, output).macs * (1 + u64::from(input_grad))
     }
 }

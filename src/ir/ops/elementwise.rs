@@ -2,7 +2,7 @@
 
 use super::{fmt_float, one_input, OpRule, ShapeError};
 use crate::ir::Shape;
-use crate::onnx::lower::{int, LowerAt, Lowering};
+use crate::onnx::lower::{int, GradAt, Grads, LowerAt, Lowering};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Relu;
@@ -20,6 +20,13 @@ impl OpRule for Relu {
 
     fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
         cx.node("Relu", at.name, &[&at.inputs[0]], &[&at.output], vec![]);
+    }
+
+    fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
+        let zero = cx.scalar("const/zero".into(), 0.0);
+        let positive = cx.op("Greater", at.internal("d/positive"), &[&at.output, &zero], vec![]);
+        let dx = cx.op("Where", at.internal("dx"), &[&positive, &g.dy, &zero], vec![]);
+        Some(Grads { inputs: vec![Some(dx)], params: vec![] })
     }
 }
 
@@ -43,6 +50,12 @@ impl OpRule for Scale {
     fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
         let factor = cx.scalar(at.param("factor"), self.factor as f32);
         cx.node("Mul", at.name, &[&at.inputs[0], &factor], &[&at.output], vec![]);
+    }
+
+    fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
+        let factor = at.param("factor");
+        let dx = cx.op("Mul", at.internal("dx"), &[&g.dy, &factor], vec![]);
+        Some(Grads { inputs: vec![Some(dx)], params: vec![] })
     }
 }
 
@@ -68,6 +81,12 @@ impl OpRule for Add {
     fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
         cx.node("Add", at.name, &[&at.inputs[0], &at.inputs[1]], &[&at.output], vec![]);
     }
+
+    fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
+        let _ = (cx, at);
+        // The sum passes its gradient to both terms unchanged.
+        Some(Grads { inputs: g.wants.iter().map(|&w| w.then(|| g.dy.clone())).collect(), params: vec![] })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -91,6 +110,21 @@ impl OpRule for Dropout {
         // Inference: dropout is the identity.
         cx.node("Identity", at.name, &[&at.inputs[0]], &[&at.output], vec![]);
     }
+
+    fn lower_train(&self, cx: &mut Lowering, at: &LowerAt) {
+        // The mask comes from the host, scaled by 1 / (1 - p): every step draws a new one, and a
+        // resumed run does not replay old masks.
+        cx.node("Mul", at.name, &[&at.inputs[0], &at.param("mask")], &[&at.output], vec![]);
+    }
+
+    fn step_inputs(&self, output: &Shape) -> Vec<(&'static str, Vec<usize>)> {
+        vec![("mask", output.0.clone())]
+    }
+
+    fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
+        let dx = cx.op("Mul", at.internal("dx"), &[&g.dy, &at.param("mask")], vec![]);
+        Some(Grads { inputs: vec![Some(dx)], params: vec![] })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -113,5 +147,15 @@ impl OpRule for Softmax {
 
     fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
         cx.node("Softmax", at.name, &[&at.inputs[0]], &[&at.output], vec![int("axis", -1)]);
+    }
+
+    fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
+        // dX = Y * (dY - sum(dY * Y))
+        let axes = cx.ints(&[-1]);
+        let prod = cx.op("Mul", at.internal("d/prod"), &[&g.dy, &at.output], vec![]);
+        let sum = cx.op("ReduceSum", at.internal("d/sum"), &[&prod, &axes], vec![int("keepdims", 1)]);
+        let diff = cx.op("Sub", at.internal("d/diff"), &[&g.dy, &sum], vec![]);
+        let dx = cx.op("Mul", at.internal("dx"), &[&at.output, &diff], vec![]);
+        Some(Grads { inputs: vec![Some(dx)], params: vec![] })
     }
 }

@@ -17,7 +17,7 @@ pub use pool::{GlobalPool, Pool, PoolKind};
 pub use structural::{Concat, Flatten, Input};
 
 use super::{ParamSpec, Shape};
-use crate::onnx::lower::{LowerAt, Lowering};
+use crate::onnx::lower::{GradAt, Grads, LowerAt, Lowering};
 
 /// A shape rule failure; the pass that calls the rule adds the node's location.
 #[derive(Debug, Clone)]
@@ -71,6 +71,25 @@ pub trait OpRule {
     }
     /// The op in standard ONNX (opset 18), inference semantics.
     fn lower(&self, cx: &mut Lowering, at: &LowerAt);
+    /// The op in training mode (batch statistics, dropout masks); the inference form by default.
+    fn lower_train(&self, cx: &mut Lowering, at: &LowerAt) {
+        self.lower(cx, at);
+    }
+    /// Inputs a training step feeds this op besides its parameters, as (suffix, per-example
+    /// shape): a dropout's mask.
+    fn step_inputs(&self, _output: &Shape) -> Vec<(&'static str, Vec<usize>)> {
+        vec![]
+    }
+    /// Reverse mode: the gradients of the inputs and parameters, given the output's. `None`: the
+    /// op has no gradient rule (autodiff reports it at the op's source location).
+    fn gradient(&self, _cx: &mut Lowering, _at: &LowerAt, _g: &GradAt) -> Option<Grads> {
+        None
+    }
+    /// Multiply-adds of the backward pass (incc convention), for `incc flops --train`;
+    /// `input_grad`: whether the input's gradient is computed.
+    fn backward_macs(&self, _inputs: &[&Shape], _output: &Shape, _input_grad: bool) -> u64 {
+        0
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -3,7 +3,7 @@
 use super::conv::{describe_window, window_output, Padding};
 use super::{one_feature_map, Cost, OpRule, ShapeError};
 use crate::ir::Shape;
-use crate::onnx::lower::{int, window, LowerAt, Lowering};
+use crate::onnx::lower::{int, ints, window, GradAt, Grads, LowerAt, Lowering};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
@@ -25,6 +25,26 @@ pub struct Pool {
 impl Pool {
     pub fn pads(&self, input: &Shape) -> [usize; 4] {
         self.padding.resolve(input.grid().unwrap_or((0, 0)), self.kernel, self.stride)
+    }
+
+    /// 1 / (the number of cells each output averages), per output position, row-major.
+    fn inverse_counts(&self, (h, w): (usize, usize), (ho, wo): (usize, usize), [t, l, _, _]: [usize; 4]) -> Vec<f32> {
+        let inside = |o: usize, stride: usize, pad: usize, k: usize, size: usize| {
+            let start = (o * stride) as isize - pad as isize;
+            (start.max(0)..(start + k as isize).min(size as isize)).count()
+        };
+        let mut out = Vec::with_capacity(ho * wo);
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let count = if self.count_include_pad {
+                    self.kernel[0] * self.kernel[1]
+                } else {
+                    inside(oy, self.stride[0], t, self.kernel[0], h) * inside(ox, self.stride[1], l, self.kernel[1], w)
+                };
+                out.push(1.0 / count as f32);
+            }
+        }
+        out
     }
 }
 
@@ -62,6 +82,57 @@ impl OpRule for Pool {
         };
         cx.node(op, at.name, &[&at.inputs[0]], &[&at.output], attrs);
     }
+
+    fn lower_train(&self, cx: &mut Lowering, at: &LowerAt) {
+        match self.kind {
+            // Max pooling keeps the argmax of each window for the backward pass.
+            PoolKind::Max => {
+                let attrs = window(self.kernel, self.stride, self.pads(at.input_shapes[0]));
+                cx.node("MaxPool", at.name, &[&at.inputs[0]], &[&at.output, &at.internal("indices")], attrs);
+            }
+            PoolKind::Avg => self.lower(cx, at),
+        }
+    }
+
+    fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
+        let x = at.inputs[0].as_str();
+        let input = at.input_shapes[0];
+        let dx = match self.kind {
+            // Scatter-add dY to the flat argmax positions (overlapping windows accumulate).
+            PoolKind::Max => {
+                let size = cx.op("Size", at.internal("d/size"), &[x], vec![]);
+                let one = cx.ints(&[1]);
+                let size1 = cx.op("Reshape", at.internal("d/size1"), &[&size, &one], vec![]);
+                let zeros = cx.op("ConstantOfShape", at.internal("d/zeros"), &[&size1], vec![]);
+                let column = cx.ints(&[-1, 1]);
+                let flat = cx.ints(&[-1]);
+                let index = cx.op("Reshape", at.internal("d/index"), &[&at.internal("indices"), &column], vec![]);
+                let updates = cx.op("Reshape", at.internal("d/updates"), &[&g.dy, &flat], vec![]);
+                let attrs = vec![crate::onnx::lower::string("reduction", "add")];
+                let scattered = cx.op("ScatterND", at.internal("d/scattered"), &[&zeros, &index, &updates], attrs);
+                let shape = cx.op("Shape", at.internal("d/shape"), &[x], vec![]);
+                cx.op("Reshape", at.internal("dx"), &[&scattered, &shape], vec![])
+            }
+            // Each output spreads dY / (its window's count) back over its window: a depthwise
+            // transposed conv with a kernel of ones.
+            PoolKind::Avg => {
+                let (h, w) = input.grid()?;
+                let pads = self.pads(input);
+                let out = window_output("avgpool", (h, w), self.kernel, self.stride, pads).ok()?;
+                let inverse_counts = self.inverse_counts((h, w), out, pads);
+                let counts = cx.floats(at.internal("d/inverse_counts"), &[1, 1, out.0, out.1], inverse_counts);
+                let scaled = cx.op("Mul", at.internal("d/scaled"), &[&g.dy, &counts], vec![]);
+                let c = input.channels();
+                let ones = cx.floats(at.internal("d/ones"), &[c, 1, self.kernel[0], self.kernel[1]], vec![1.0; c * self.kernel[0] * self.kernel[1]]);
+                let (rh, rw) = ((h + pads[0] + pads[2] - self.kernel[0]) % self.stride[0], (w + pads[1] + pads[3] - self.kernel[1]) % self.stride[1]);
+                let mut attrs = window(self.kernel, self.stride, pads);
+                attrs.push(ints("output_padding", &[rh, rw]));
+                attrs.push(int("group", c as i64));
+                cx.op("ConvTranspose", at.internal("dx"), &[&scaled, &ones], attrs)
+            }
+        };
+        Some(Grads { inputs: vec![Some(dx)], params: vec![] })
+    }
 }
 
 /// Pools each channel over the whole grid and flattens: CxHxW -> C.
@@ -98,5 +169,21 @@ impl OpRule for GlobalPool {
         cx.node(op, at.name, &[&at.inputs[0]], &[&pooled], vec![]);
         cx.intermediates.push((pooled.clone(), vec![at.input_shapes[0].channels(), 1, 1]));
         cx.node("Flatten", at.internal("flatten"), &[&pooled], &[&at.output], vec![int("axis", 1)]);
+    }
+
+    fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
+        // Average only: each cell gets dY / (H x W). Global max pooling has no gradient rule.
+        if self.kind != PoolKind::Avg {
+            return None;
+        }
+        let x = at.inputs[0].as_str();
+        let (h, w) = at.input_shapes[0].grid()?;
+        let shape = cx.ints(&[0, -1, 1, 1]);
+        let dy4 = cx.op("Reshape", at.internal("d/dy4"), &[&g.dy, &shape], vec![]);
+        let inv = cx.scalar(at.internal("d/inv_area"), 1.0 / (h * w) as f32);
+        let scaled = cx.op("Mul", at.internal("d/scaled"), &[&dy4, &inv], vec![]);
+        let full = cx.op("Shape", at.internal("d/shape"), &[x], vec![]);
+        let dx = cx.op("Expand", at.internal("dx"), &[&scaled, &full], vec![]);
+        Some(Grads { inputs: vec![Some(dx)], params: vec![] })
     }
 }

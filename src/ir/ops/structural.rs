@@ -2,7 +2,7 @@
 
 use super::{one_input, OpRule, ShapeError};
 use crate::ir::Shape;
-use crate::onnx::lower::{int, LowerAt, Lowering};
+use crate::onnx::lower::{int, GradAt, Grads, LowerAt, Lowering};
 
 /// The network's image input, `images` [N, C, H, W].
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +66,16 @@ impl OpRule for Concat {
         let inputs: Vec<&str> = at.inputs.iter().map(String::as_str).collect();
         cx.node("Concat", at.name, &inputs, &[&at.output], vec![int("axis", 1)]);
     }
+
+    fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
+        // Split the gradient back into the branches' widths.
+        let widths: Vec<i64> = at.input_shapes.iter().map(|s| s.channels() as i64).collect();
+        let split = cx.ints(&widths);
+        let outputs: Vec<String> = (0..widths.len()).map(|i| at.internal(&format!("dx{i}"))).collect();
+        let names: Vec<&str> = outputs.iter().map(String::as_str).collect();
+        cx.node("Split", at.internal("split"), &[&g.dy, &split], &names, vec![int("axis", 1)]);
+        Some(Grads { inputs: outputs.into_iter().map(Some).collect(), params: vec![] })
+    }
 }
 
 /// CxHxW -> C*H*W.
@@ -85,5 +95,11 @@ impl OpRule for Flatten {
 
     fn lower(&self, cx: &mut Lowering, at: &LowerAt) {
         cx.node("Flatten", at.name, &[&at.inputs[0]], &[&at.output], vec![int("axis", 1)]);
+    }
+
+    fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
+        let shape = cx.op("Shape", at.internal("d/shape"), &[&at.inputs[0]], vec![]);
+        let dx = cx.op("Reshape", at.internal("dx"), &[&g.dy, &shape], vec![]);
+        Some(Grads { inputs: vec![Some(dx)], params: vec![] })
     }
 }
