@@ -163,9 +163,41 @@ impl OpRule for Conv {
             let sum = cx.op("ReduceSum", at.internal("dw/sum"), &[&prod, &axes], vec![int("keepdims", 0)]);
             let shape_w = cx.ints(&[co, ci, 1, 1]);
             cx.op("Reshape", at.internal("dw"), &[&sum, &shape_w], vec![])
+        } else if input.channels() * kh * kw > 32 {
+            // im2col: the kh x kw strided views of the padded input, stacked, times dY, summed
+            // over the batch (the faster form once a window holds more than ~32 values).
+            let (co, ci) = (self.out_channels as i64, input.channels() as i64);
+            let (ho, wo) = (((h + t + b - kh) / sh + 1) as i64, ((w + l + r - kw) / sw + 1) as i64);
+            let pad_spec = cx.ints(&[0, 0, t as i64, l as i64, 0, 0, b as i64, r as i64]);
+            let padded = cx.op("Pad", at.internal("dw/padded"), &[x, &pad_spec], vec![]);
+            let axes = cx.ints(&[2, 3]);
+            let steps = cx.ints(&[sh as i64, sw as i64]);
+            let at2 = cx.ints(&[2]);
+            let mut views = vec![];
+            for i in 0..kh as i64 {
+                for j in 0..kw as i64 {
+                    let starts = cx.ints(&[i, j]);
+                    let ends = cx.ints(&[i + sh as i64 * (ho - 1) + 1, j + sw as i64 * (wo - 1) + 1]);
+                    let view = cx.op("Slice", at.internal(&format!("dw/view{i}_{j}")), &[&padded, &starts, &ends, &axes, &steps], vec![]);
+                    views.push(cx.op("Unsqueeze", at.internal(&format!("dw/col{i}_{j}")), &[&view, &at2], vec![]));
+                }
+            }
+            let refs: Vec<&str> = views.iter().map(String::as_str).collect();
+            let stacked = cx.op("Concat", at.internal("dw/stacked"), &refs, vec![int("axis", 2)]);
+            let cols_shape = cx.ints(&[0, ci * (kh * kw) as i64, ho * wo]);
+            let cols = cx.op("Reshape", at.internal("dw/cols"), &[&stacked, &cols_shape], vec![]);
+            let cols_t = cx.op("Transpose", at.internal("dw/cols_t"), &[&cols], vec![ints("perm", &[0, 2, 1])]);
+            let dy_shape = cx.ints(&[0, co, ho * wo]);
+            let dy3 = cx.op("Reshape", at.internal("dw/dy3"), &[dy, &dy_shape], vec![]);
+            let prod = cx.op("MatMul", at.internal("dw/prod"), &[&dy3, &cols_t], vec![]);
+            let batch_axis = cx.ints(&[0]);
+            let sum = cx.op("ReduceSum", at.internal("dw/sum"), &[&prod, &batch_axis], vec![int("keepdims", 0)]);
+            let w_shape = cx.ints(&[co, ci, kh as i64, kw as i64]);
+            cx.op("Reshape", at.internal("dw"), &[&sum, &w_shape], vec![])
         } else {
-            // General: a conv of X (batch as channels) with dY as the kernel, dilated by the
-            // stride; rows no window reaches are cropped first when the padding cannot absorb them.
+            // Few values per window (the RGB stem): a conv of X (batch as channels) with dY as the
+            // kernel, dilated by the stride; rows no window reaches are cropped first when the
+            // padding cannot absorb them.
             let mut xin = x.to_string();
             if b < rh || r < rw {
                 let ends = cx.ints(&[(h + b - rh.max(b)) as i64, (w + r - rw.max(r)) as i64]);
