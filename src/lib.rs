@@ -9,6 +9,7 @@ pub mod fsutil;
 pub mod ir;
 pub mod onnx;
 pub mod passes;
+pub mod plot;
 pub mod report;
 pub mod runtime;
 pub mod source;

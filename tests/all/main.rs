@@ -7,6 +7,7 @@ mod language;
 mod networks;
 mod numerics;
 mod onnx;
+mod plot;
 mod residual;
 mod train;
 mod runtime;
