@@ -10,6 +10,7 @@ pub mod ir;
 pub mod onnx;
 pub mod passes;
 pub mod report;
+pub mod rng;
 pub mod runtime;
 pub mod source;
 pub mod train;
