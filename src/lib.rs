@@ -1,6 +1,7 @@
 //! incc: a compiler from declarative descriptions of Inception-family networks (`.inc` files) to a
 //! typed graph IR with exact shapes and costs, and on to ONNX. See ARCHITECTURE.md for the map.
 
+pub mod data;
 pub mod diag;
 pub mod driver;
 pub mod elab;

@@ -6,7 +6,7 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use image::imageops::{self, FilterType};
-use image::{DynamicImage, ImageBuffer, ImageError, ImageReader, Pixel, RgbImage};
+use image::{DynamicImage, GenericImageView, ImageBuffer, ImageError, ImageReader, Pixel, RgbImage};
 
 use super::error::RuntimeError;
 use crate::rng::SplitMix64;
@@ -138,8 +138,9 @@ pub fn preprocess(image: &RgbImage, pre: &Preprocess) -> Result<Vec<f32>, Runtim
 ///
 /// # Errors
 /// An empty image, or one too large to resize.
-pub(crate) fn resize_center_crop<P>(image: &ImageBuffer<P, Vec<u8>>, height: usize, width: usize, crop_pct: f32) -> Result<ImageBuffer<P, Vec<u8>>, RuntimeError>
+pub(crate) fn resize_center_crop<I, P>(image: &I, height: usize, width: usize, crop_pct: f32) -> Result<ImageBuffer<P, Vec<u8>>, RuntimeError>
 where
+    I: GenericImageView<Pixel = P>,
     P: Pixel<Subpixel = u8> + 'static,
 {
     let (iw, ih) = (u64::from(image.width()), u64::from(image.height()));
@@ -155,9 +156,10 @@ where
     let (nw, nh) = (to_u32(nw)?, to_u32(nh)?);
     let (ch, cw) = (to_u32(height as u64)?, to_u32(width as u64)?);
     let (top, left) = (center_offset(nh, ch), center_offset(nw, cw));
-    let crop = |image: &ImageBuffer<P, Vec<u8>>| imageops::crop_imm(image, left, top, cw, ch).to_image();
-    // PIL's BICUBIC (timm's interpolation for Inception) is Catmull-Rom, antialiased when shrinking.
-    Ok(if (nw, nh) == image.dimensions() { crop(image) } else { crop(&imageops::resize(image, nw, nh, FilterType::CatmullRom)) })
+    // PIL's BICUBIC (timm's interpolation for Inception) is Catmull-Rom, antialiased when shrinking;
+    // `resize` to the same size is a plain copy.
+    let resized = imageops::resize(image, nw, nh, FilterType::CatmullRom);
+    Ok(imageops::crop_imm(&resized, left, top, cw, ch).to_image())
 }
 
 fn to_u32(n: u64) -> Result<u32, RuntimeError> {
