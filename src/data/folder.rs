@@ -39,6 +39,9 @@ impl Folder {
             Split::Validation if !held_out => root.join("val"),
             _ => train.clone(),
         };
+        if !dir.is_dir() {
+            return Err(DataError::file(&dir, "not found: an image folder with train/ has its validation split in val/"));
+        }
         let mut items = Vec::new();
         for (name, class_dir) in subfolders(&dir)? {
             let class = classes.iter().position(|(n, _)| *n == name).ok_or_else(|| {

@@ -229,6 +229,10 @@ fn image_folder_with_train_and_val() {
     assert!(corrupt.starts_with(&format!("{}: corrupt or truncated image", bad.display())), "{corrupt}");
 
     let stray = dir.write("val/bird/x.png", &tagged(1));
+    std::fs::rename(dir.0.join("val"), dir.0.join("validation")).unwrap();
+    let no_val = err_text(data::open(&spec, Split::Validation));
+    assert_eq!(no_val, format!("{}: not found: an image folder with train/ has its validation split in val/", dir.0.join("val").display()));
+    std::fs::rename(dir.0.join("validation"), dir.0.join("val")).unwrap();
     let unknown = err_text(data::open(&spec, Split::Validation));
     assert!(unknown.starts_with(&format!("{}: is not a class of the train split", stray.parent().unwrap().display())), "{unknown}");
 }
