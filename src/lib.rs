@@ -1,6 +1,7 @@
 //! incc: a compiler from declarative descriptions of Inception-family networks (`.inc` files) to a
 //! typed graph IR with exact shapes and costs, and on to ONNX. See ARCHITECTURE.md for the map.
 
+pub mod data;
 pub mod diag;
 pub mod driver;
 pub mod elab;
@@ -11,6 +12,7 @@ pub mod onnx;
 pub mod passes;
 pub mod plot;
 pub mod report;
+pub mod rng;
 pub mod runtime;
 pub mod source;
 pub mod train;

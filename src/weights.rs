@@ -2,6 +2,7 @@
 //! timm's layout), and the value side of batch-norm folding.
 
 use crate::ir::{Graph, ParamRole, ParamSpec};
+use crate::rng::Rng;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -44,58 +45,28 @@ impl fmt::Display for WeightsError {
 
 impl std::error::Error for WeightsError {}
 
-/// A small, fast, seedable generator (splitmix64 seeding xoshiro256++), so that weights are the
-/// same on every machine for a given seed and parameter name.
-struct Rng([u64; 4]);
-
-impl Rng {
-    fn new(seed: u64, name: &str) -> Rng {
-        // FNV-1a of the name, mixed with the seed: each tensor's stream is independent of the others.
-        let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        for b in name.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        let mut sm = h;
-        let mut next = || {
-            sm = sm.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = sm;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
-        Rng([next(), next(), next(), next()])
+/// The generator of one tensor, so that weights are the same on every machine for a given seed and
+/// parameter name.
+fn tensor_rng(seed: u64, name: &str) -> Rng {
+    // FNV-1a of the name, mixed with the seed: each tensor's stream is independent of the others.
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
+    Rng::new(h)
+}
 
-    fn next_u64(&mut self) -> u64 {
-        let s = &mut self.0;
-        let result = (s[0].wrapping_add(s[3])).rotate_left(23).wrapping_add(s[0]);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
-    }
-
-    /// Uniform in (0, 1).
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// Fills `out` with standard normals truncated to [-2, 2] (as TF's truncated_normal and timm's
-    /// trunc_normal_), times `std`: inverse-CDF sampling through a quantile table, which is exact
-    /// up to the table's interpolation (< 1e-6) and an order of magnitude faster than Box-Muller.
-    fn fill_truncated_normal(&mut self, out: &mut [f32], std: f64) {
-        let table = truncated_normal_quantiles();
-        let steps = (table.len() - 1) as f64;
-        for x in out {
-            let pos = self.uniform() * steps;
-            let i = pos as usize;
-            let frac = pos - i as f64;
-            *x = ((table[i] + (table[i + 1] - table[i]) * frac) * std) as f32;
-        }
+/// Fills `out` with standard normals truncated to [-2, 2] (as TF's truncated_normal and timm's
+/// trunc_normal_), times `std`: inverse-CDF sampling through a quantile table, which is exact up
+/// to the table's interpolation (< 1e-6) and an order of magnitude faster than Box-Muller.
+fn fill_truncated_normal(rng: &mut Rng, out: &mut [f32], std: f64) {
+    let table = truncated_normal_quantiles();
+    let steps = (table.len() - 1) as f64;
+    for x in out {
+        let pos = rng.uniform() * steps;
+        let i = pos as usize;
+        let frac = pos - i as f64;
+        *x = ((table[i] + (table[i + 1] - table[i]) * frac) * std) as f32;
     }
 }
 
@@ -149,7 +120,7 @@ pub fn init_tensor(name: &str, spec: &ParamSpec, seed: u64) -> Tensor {
             let fan_in: usize = spec.shape[1..].iter().product();
             let std = (2.0 / fan_in.max(1) as f64).sqrt();
             let mut t = Tensor::filled(spec.shape.clone(), 0.0);
-            Rng::new(seed, name).fill_truncated_normal(&mut t.data, std);
+            fill_truncated_normal(&mut tensor_rng(seed, name), &mut t.data, std);
             t
         }
         ParamRole::Bias | ParamRole::BnShift | ParamRole::RunningMean => Tensor::filled(spec.shape.clone(), 0.0),
@@ -255,7 +226,7 @@ mod tests {
     #[test]
     fn truncated_normal_has_the_right_moments_and_bounds() {
         let mut data = vec![0f32; 200_000];
-        Rng::new(7, "w").fill_truncated_normal(&mut data, 1.0);
+        fill_truncated_normal(&mut tensor_rng(7, "w"), &mut data, 1.0);
         let n = data.len() as f64;
         let mean = data.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
         let var = data.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;

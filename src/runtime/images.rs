@@ -6,9 +6,10 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use image::imageops::{self, FilterType};
-use image::{GenericImageView, ImageError, ImageReader, RgbImage};
+use image::{DynamicImage, GenericImageView, ImageBuffer, ImageError, ImageReader, Pixel, RgbImage};
 
 use super::error::RuntimeError;
+use crate::rng::SplitMix64;
 
 /// timm's default evaluation crop: the crop is 87.5% of the resized image's shorter side.
 pub const DEFAULT_CROP_PCT: f32 = 0.875;
@@ -83,6 +84,14 @@ impl Preprocess {
 /// names the file.
 pub fn load_image(path: &Path, pre: &Preprocess) -> Result<Vec<f32>, RuntimeError> {
     pre.check()?;
+    preprocess(&decode(path)?.to_rgb8(), pre)
+}
+
+/// Reads and decodes a PNG or JPEG file.
+///
+/// # Errors
+/// As [`load_image`].
+pub(crate) fn decode(path: &Path) -> Result<DynamicImage, RuntimeError> {
     let fail = |reason: String| RuntimeError::Image { path: path.to_path_buf(), reason };
     let reader = ImageReader::open(path)
         .and_then(ImageReader::with_guessed_format)
@@ -90,8 +99,7 @@ pub fn load_image(path: &Path, pre: &Preprocess) -> Result<Vec<f32>, RuntimeErro
     if reader.format().is_none() {
         return Err(fail("not a recognised image format (incc reads PNG and JPEG)".to_owned()));
     }
-    let image = reader.decode().map_err(|e| fail(decode_failure(&e)))?;
-    preprocess(&image.to_rgb8(), pre)
+    reader.decode().map_err(|e| fail(decode_failure(&e)))
 }
 
 fn decode_failure(e: &ImageError) -> String {
@@ -112,31 +120,46 @@ fn decode_failure(e: &ImageError) -> String {
 /// Invalid parameters (crop_pct outside (0, 1], zero std, empty crop).
 pub fn preprocess(image: &RgbImage, pre: &Preprocess) -> Result<Vec<f32>, RuntimeError> {
     pre.check()?;
-    let (iw, ih) = (u64::from(image.width()), u64::from(image.height()));
-    if iw == 0 || ih == 0 {
-        return Err(RuntimeError::Input("the image is empty".to_owned()));
-    }
-    // floor as timm (`math.floor(img_size / crop_pct)`), in f64 so that e.g. 299 / 0.875 is exact.
-    let target = |size: usize| (size as f64 / f64::from(pre.crop_pct) + 1e-9).floor() as u64;
-    let (th, tw) = (target(pre.height), target(pre.width));
-    // The binding side gets its target exactly; the other is scaled with it and truncated, as
-    // torchvision's Resize(int) does. Both end up >= the crop because crop_pct <= 1.
-    let (nw, nh) = if ih * tw >= iw * th { (tw, ih * tw / iw) } else { (iw * th / ih, th) };
-    let (nw, nh) = (to_u32(nw)?, to_u32(nh)?);
-    // PIL's BICUBIC (timm's interpolation for Inception) is Catmull-Rom, antialiased when shrinking.
-    let resized = if (nw, nh) == image.dimensions() { image.clone() } else { imageops::resize(image, nw, nh, FilterType::CatmullRom) };
-    let (ch, cw) = (to_u32(pre.height as u64)?, to_u32(pre.width as u64)?);
-    let (top, left) = (center_offset(nh, ch), center_offset(nw, cw));
-    let crop = imageops::crop_imm(&resized, left, top, cw, ch);
+    let crop = resize_center_crop(image, pre.height, pre.width, pre.crop_pct)?;
     let plane = pre.height * pre.width;
     let mut out = vec![0.0f32; 3 * plane];
-    for (x, y, pixel) in crop.pixels() {
+    for (x, y, pixel) in crop.enumerate_pixels() {
         let at = y as usize * pre.width + x as usize;
         for c in 0..3 {
             out[c * plane + at] = (f32::from(pixel[c]) / 255.0 - pre.mean[c]) / pre.std[c];
         }
     }
     Ok(out)
+}
+
+/// The geometry of [`preprocess`] for any 8-bit pixel type (grey training data too): resize so
+/// that the image just covers `floor(height / crop_pct)` x `floor(width / crop_pct)`, then
+/// center-crop to `height` x `width`. `crop_pct` must be in (0, 1].
+///
+/// # Errors
+/// An empty image, or one too large to resize.
+pub(crate) fn resize_center_crop<I, P>(image: &I, height: usize, width: usize, crop_pct: f32) -> Result<ImageBuffer<P, Vec<u8>>, RuntimeError>
+where
+    I: GenericImageView<Pixel = P>,
+    P: Pixel<Subpixel = u8> + 'static,
+{
+    let (iw, ih) = (u64::from(image.width()), u64::from(image.height()));
+    if iw == 0 || ih == 0 {
+        return Err(RuntimeError::Input("the image is empty".to_owned()));
+    }
+    // floor as timm (`math.floor(img_size / crop_pct)`), in f64 so that e.g. 299 / 0.875 is exact.
+    let target = |size: usize| (size as f64 / f64::from(crop_pct) + 1e-9).floor() as u64;
+    let (th, tw) = (target(height), target(width));
+    // The binding side gets its target exactly; the other is scaled with it and truncated, as
+    // torchvision's Resize(int) does. Both end up >= the crop because crop_pct <= 1.
+    let (nw, nh) = if ih * tw >= iw * th { (tw, ih * tw / iw) } else { (iw * th / ih, th) };
+    let (nw, nh) = (to_u32(nw)?, to_u32(nh)?);
+    let (ch, cw) = (to_u32(height as u64)?, to_u32(width as u64)?);
+    let (top, left) = (center_offset(nh, ch), center_offset(nw, cw));
+    // PIL's BICUBIC (timm's interpolation for Inception) is Catmull-Rom, antialiased when shrinking;
+    // `resize` to the same size is a plain copy.
+    let resized = imageops::resize(image, nw, nh, FilterType::CatmullRom);
+    Ok(imageops::crop_imm(&resized, left, top, cw, ch).to_image())
 }
 
 fn to_u32(n: u64) -> Result<u32, RuntimeError> {
@@ -157,17 +180,9 @@ fn center_offset(size: u32, crop: u32) -> u32 {
 /// random-weight timm references) answers low-variance input with logits in the thousands.
 #[must_use]
 pub fn synthetic_batch(shape: [usize; 4], seed: u64) -> Vec<f32> {
-    // SplitMix64: tiny, fast and identical on every platform, so a seed names one batch.
-    let mut state = seed;
-    let mut uniform = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        // The top 53 bits, as a float in (0, 1]: never 0, so the logarithm below is finite.
-        ((z >> 11) + 1) as f64 / (1u64 << 53) as f64
-    };
+    let mut rng = SplitMix64::new(seed);
+    // The top 53 bits, as a float in (0, 1]: never 0, so the logarithm below is finite.
+    let mut uniform = || ((rng.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
     let len: usize = shape.iter().product();
     let mut out = Vec::with_capacity(len + 1);
     while out.len() < len {

@@ -1,0 +1,250 @@
+//! Training data: readers of the usual image-classification sets (IDX for MNIST and
+//! Fashion-MNIST, the CIFAR binary batches, image folders in the ImageNet layout), the train and
+//! evaluation transforms, and a parallel loader whose batches depend only on (seed, epoch).
+//!
+//! Every error names the file (or folder) it concerns and what is wrong with it.
+
+mod cifar;
+mod folder;
+mod idx;
+mod loader;
+mod transform;
+
+pub use loader::{batch_count, batches, loader_throughput, Batch, Loader, LoaderConfig};
+pub use transform::{Transform, TrainCrop};
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::runtime::error::RuntimeError;
+use crate::runtime::images::{DEFAULT_CROP_PCT, INCEPTION_MEAN_STD};
+
+/// Why data could not be read or prepared.
+#[derive(Debug)]
+pub enum DataError {
+    /// A file or folder of a data set is missing, unreadable or not what it should be.
+    File {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong, in words.
+        reason: String,
+    },
+    /// A data spec, transform or loader setting that cannot work, or an index out of range.
+    Invalid(String),
+}
+
+impl DataError {
+    pub(crate) fn file(path: &Path, reason: impl Into<String>) -> DataError {
+        DataError::File { path: path.to_path_buf(), reason: reason.into() }
+    }
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataError::File { path, reason } => write!(f, "{}: {reason}", path.display()),
+            DataError::Invalid(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for DataError {}
+
+impl From<RuntimeError> for DataError {
+    fn from(e: RuntimeError) -> DataError {
+        match e {
+            RuntimeError::Image { path, reason } | RuntimeError::File { path, reason } => DataError::File { path, reason },
+            other => DataError::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// Which data set, and the folder it is in: `KIND:DIR` on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataSpec {
+    /// MNIST's IDX files.
+    Mnist(PathBuf),
+    /// Fashion-MNIST: the same IDX layout as MNIST.
+    FashionMnist(PathBuf),
+    /// CIFAR-10's binary batches.
+    Cifar10(PathBuf),
+    /// CIFAR-100's binary files (fine labels).
+    Cifar100(PathBuf),
+    /// One folder per class (the ImageNet layout).
+    ImageFolder(PathBuf),
+}
+
+/// The kinds of [`DataSpec`], as written before the colon.
+pub const KINDS: [&str; 5] = ["mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"];
+
+impl DataSpec {
+    /// The kind, as written before the colon.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DataSpec::Mnist(_) => KINDS[0],
+            DataSpec::FashionMnist(_) => KINDS[1],
+            DataSpec::Cifar10(_) => KINDS[2],
+            DataSpec::Cifar100(_) => KINDS[3],
+            DataSpec::ImageFolder(_) => KINDS[4],
+        }
+    }
+
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        match self {
+            DataSpec::Mnist(dir) | DataSpec::FashionMnist(dir) | DataSpec::Cifar10(dir) | DataSpec::Cifar100(dir) | DataSpec::ImageFolder(dir) => dir,
+        }
+    }
+
+    /// The usual transform of this kind of data for a `channels` x `height` x `width` input,
+    /// Inception normalisation (mean = std = 0.5):
+    /// - MNIST-like: random crop with padding `size / 14` (2 for 28), no flip (digits and
+    ///   garments have a handedness);
+    /// - CIFAR: random crop with padding `size / 8` (4 for 32) and horizontal flip;
+    /// - image folders: random-resized crop (scale 0.08..1, aspect 3/4..4/3) and flip for
+    ///   training, timm's resize to `size / 0.875` and center crop for evaluation.
+    ///
+    /// The small sets are resized to the input size first when it differs (e.g. 28 -> 32).
+    #[must_use]
+    pub fn default_transform(&self, channels: usize, height: usize, width: usize, train: bool) -> Transform {
+        let size = height.min(width);
+        let (crop, flip, crop_pct) = match self {
+            DataSpec::Mnist(_) | DataSpec::FashionMnist(_) => (TrainCrop::Pad((size / 14).max(1)), false, 1.0),
+            DataSpec::Cifar10(_) | DataSpec::Cifar100(_) => (TrainCrop::Pad((size / 8).max(1)), true, 1.0),
+            DataSpec::ImageFolder(_) => (TrainCrop::RandomResized { scale: (0.08, 1.0), ratio: (0.75, 4.0 / 3.0) }, true, DEFAULT_CROP_PCT),
+        };
+        Transform {
+            channels,
+            height,
+            width,
+            train,
+            crop,
+            flip,
+            crop_pct,
+            mean: vec![INCEPTION_MEAN_STD[0]; channels],
+            std: vec![INCEPTION_MEAN_STD[0]; channels],
+        }
+    }
+}
+
+impl fmt::Display for DataSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind(), self.dir().display())
+    }
+}
+
+impl FromStr for DataSpec {
+    type Err = DataError;
+
+    fn from_str(s: &str) -> Result<DataSpec, DataError> {
+        let expected = || format!("expected KIND:DIR with KIND one of {}", KINDS.join(", "));
+        let Some((kind, dir)) = s.split_once(':') else {
+            return Err(DataError::Invalid(format!("data `{s}`: {}", expected())));
+        };
+        if dir.is_empty() {
+            return Err(DataError::Invalid(format!("data `{s}` names no folder: {}", expected())));
+        }
+        let dir = PathBuf::from(dir);
+        Ok(match kind {
+            "mnist" => DataSpec::Mnist(dir),
+            "fashion-mnist" => DataSpec::FashionMnist(dir),
+            "cifar10" => DataSpec::Cifar10(dir),
+            "cifar100" => DataSpec::Cifar100(dir),
+            "imagefolder" => DataSpec::ImageFolder(dir),
+            _ => return Err(DataError::Invalid(format!("unknown data kind `{kind}` in `{s}`: {}", expected()))),
+        })
+    }
+}
+
+/// Which part of a data set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Validation,
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Split::Train => "train",
+            Split::Validation => "validation",
+        })
+    }
+}
+
+/// An undecoded-to-float image: 8-bit, `height` x `width` x `channels` (HWC), grey or RGB.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawImage {
+    pub width: usize,
+    pub height: usize,
+    /// 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    pub pixels: Vec<u8>,
+}
+
+/// Labelled examples, indexed `0..len()`. Shared by the loader's threads.
+pub trait Source: Send + Sync {
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The number of classes; every label is below it.
+    fn classes(&self) -> usize;
+
+    /// Example `index`: its image and its label.
+    ///
+    /// # Errors
+    /// `index` out of range, or an image that cannot be read (the error names its file).
+    fn get(&self, index: usize) -> Result<(RawImage, u32), DataError>;
+
+    /// One line for logs: what, which split, how many, from where.
+    fn describe(&self) -> String;
+}
+
+/// Opens one split of a data set. The layouts, in `DIR`:
+/// - MNIST, Fashion-MNIST: `train-images-idx3-ubyte`, `train-labels-idx1-ubyte` (train) and
+///   `t10k-*` (validation), each raw or gzipped (with or without `.gz` in the name);
+/// - CIFAR-10: `data_batch_1.bin` .. `data_batch_5.bin` (train), `test_batch.bin` (validation),
+///   in `DIR` or `DIR/cifar-10-batches-bin`;
+/// - CIFAR-100: `train.bin`, `test.bin`, in `DIR` or `DIR/cifar-100-binary`;
+/// - image folder: `DIR/train/<class>/*.{jpg,jpeg,png}` and `DIR/val/<class>/*`, or without
+///   `train/`, `DIR/<class>/*` with every tenth file of each class (in name order: the 10th,
+///   20th, ...) held out as the validation split.
+///
+/// # Errors
+/// A missing, truncated or corrupt file, wrong magic numbers, counts that do not match, labels
+/// out of range; each names its file.
+pub fn open(spec: &DataSpec, split: Split) -> Result<Box<dyn Source>, DataError> {
+    Ok(match spec {
+        DataSpec::Mnist(dir) => Box::new(idx::Idx::open(dir, "MNIST", split)?),
+        DataSpec::FashionMnist(dir) => Box::new(idx::Idx::open(dir, "Fashion-MNIST", split)?),
+        DataSpec::Cifar10(dir) => Box::new(cifar::Cifar::open(dir, &cifar::CIFAR10, split)?),
+        DataSpec::Cifar100(dir) => Box::new(cifar::Cifar::open(dir, &cifar::CIFAR100, split)?),
+        DataSpec::ImageFolder(dir) => Box::new(folder::Folder::open(dir, split)?),
+    })
+}
+
+/// A whole file, gunzipped when it starts with gzip's magic bytes.
+fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot read it: {e}")))?;
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes);
+    }
+    // gzip ends with the unpacked size (mod 2^32): a capacity hint, capped against corrupt ones.
+    let hint = bytes.len().checked_sub(4).map_or(0, |at| u32::from_le_bytes(bytes[at..].try_into().unwrap_or_default()) as usize);
+    let mut out = Vec::with_capacity(hint.min(1 << 30));
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_end(&mut out)
+        .map_err(|e| DataError::file(path, format!("truncated or corrupt gzip data: {e}")))?;
+    Ok(out)
+}
+
+/// The error of `Source::get` for an index past the end.
+fn out_of_range(index: usize, len: usize) -> DataError {
+    DataError::Invalid(format!("example {index} is out of range: the source has {len}"))
+}
