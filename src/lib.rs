@@ -16,4 +16,5 @@ pub mod rng;
 pub mod runtime;
 pub mod source;
 pub mod train;
+pub mod trainer;
 pub mod weights;

@@ -33,6 +33,12 @@ enum Command {
     Run(cli::exec::RunArgs),
     /// Latency and images/s at several batch sizes (median, spread), optionally against a baseline model.
     Bench(cli::exec::BenchArgs),
+    /// Train a network on real data with ONNX Runtime (CPU or CUDA).
+    Train(Box<cli::train::TrainArgs>),
+    /// Top-1 / top-5 of a checkpoint on a validation split.
+    Eval(cli::train::EvalArgs),
+    /// Training curves of one or more runs (loss and top-1 error vs epoch) to PNG or SVG.
+    Plot(cli::train::PlotArgs),
     /// Compile to an ONNX model (inference graph) with seeded or loaded weights.
     Compile(CompileArgs),
 }
@@ -69,7 +75,7 @@ struct CompileArgs {
 
 /// How a training step learns (`--train`).
 #[derive(Args)]
-struct TrainingArgs {
+pub struct TrainingArgs {
     /// rmsprop (the paper's: decay 0.9, momentum 0.9, epsilon 1.0), sgd, adam or adamw.
     #[arg(long, default_value = "rmsprop", value_parser = ["rmsprop", "sgd", "adam", "adamw"])]
     optimizer: String,
@@ -94,7 +100,7 @@ struct TrainingArgs {
 }
 
 impl TrainingArgs {
-    fn config(&self) -> incc::train::TrainConfig {
+    pub fn config(&self) -> incc::train::TrainConfig {
         use incc::train::Optimizer;
         let optimizer = match self.optimizer.as_str() {
             "sgd" => Optimizer::Sgd { momentum: self.momentum, nesterov: self.nesterov },
@@ -270,6 +276,9 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
         Command::Compile(a) => compile_command(a)?,
         Command::Run(a) => cli::exec::run_command(a).map_err(report)?,
         Command::Bench(a) => cli::exec::bench_command(a).map_err(report)?,
+        Command::Train(a) => cli::train::train_command(*a).map_err(report)?,
+        Command::Eval(a) => cli::train::eval_command(a).map_err(report)?,
+        Command::Plot(a) => cli::train::plot_command(a).map_err(report)?,
         Command::Passes => {
             for pass in PASSES {
                 println!("{:<18} {}", pass.name, pass.what);

@@ -1,3 +1,4 @@
 //! Subcommands that need ONNX Runtime.
 
 pub mod exec;
+pub mod train;

@@ -82,6 +82,7 @@ fn copy_outputs(outputs: &ort::session::SessionOutputs<'_>) -> Result<Vec<Output
 }
 
 /// A named input of any of the element types incc's graphs take.
+#[derive(Clone, Debug)]
 pub enum Feed {
     F32(Vec<usize>, Vec<f32>),
     I64(Vec<usize>, Vec<i64>),

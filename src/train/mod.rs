@@ -22,7 +22,7 @@ pub use optim::Optimizer;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
     pub optimizer: Optimizer,
     /// Label smoothing of the softmax cross-entropy (0.1 as Inception-v3/v4 trained).

@@ -3,7 +3,7 @@
 
 use crate::onnx::lower::Lowering;
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "name", rename_all = "lowercase")]
 pub enum Optimizer {
     /// p' = p - lr * v', v' = momentum * v + g (PyTorch); Nesterov: p' = p - lr * (g + momentum * v').

@@ -11,4 +11,5 @@ mod onnx;
 mod plot;
 mod residual;
 mod train;
+mod trainer;
 mod runtime;

@@ -144,3 +144,17 @@ fn residualize_spec_errors() {
     let Err(err) = compile_with(&arch("inception_v4"), &Settings::default(), &passes, None) else { panic!("an unknown block must be refused") };
     assert!(err.render().contains("the network has no block `no_such_block`"), "{}", err.render());
 }
+
+/// The Fashion-MNIST pair of archs/mini: the hand-written residual twin is exactly what
+/// `--residualize scale=0.2` makes of the plain network, and costs under 5 % more.
+#[test]
+fn the_mini_residual_twin_equals_the_residualized_plain_network() {
+    let hand = compile_arch("mini/inception_resnet_fmnist");
+    let passes = PassOptions { residualize: Some(ResidualizeSpec::parse("scale=0.2").expect("spec")), ..PassOptions::default() };
+    let twin = compile_with(&arch("mini/inception_fmnist"), &Settings::default(), &passes, None).unwrap_or_else(|f| panic!("{}", f.render()));
+    let strip = |s: String| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(strip(structure(&hand)), strip(structure(&twin)));
+    let plain = report(&compile_arch("mini/inception_fmnist").graph, Convention::Incc, None, 1).totals.macs as f64;
+    let residual = report(&hand.graph, Convention::Incc, None, 1).totals.macs as f64;
+    assert!(residual / plain < 1.05, "the twin costs {:.1} % more", 100.0 * (residual / plain - 1.0));
+}

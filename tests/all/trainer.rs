@@ -1,0 +1,173 @@
+//! `incc train` / `incc eval` on real data (Fashion-MNIST, from the Debian package
+//! dataset-fashion-mnist that .ci/run installs): learning, exact resume, failures that keep work.
+
+use crate::common::ort_ready;
+use incc::runtime::session::Provider;
+use incc::trainer::schedule::Schedule;
+use incc::trainer::{eval_checkpoint, top_k_hits, train, RunConfig, Runner};
+use std::path::{Path, PathBuf};
+
+const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Fashion-MNIST and ONNX Runtime, or a reason to skip (a failure in CI, which installs both).
+fn ready() -> bool {
+    if !Path::new(FMNIST).join("train-images-idx3-ubyte.gz").exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install the Debian package dataset-fashion-mnist");
+        eprintln!("skipped: no Fashion-MNIST in {FMNIST} (apt-get install dataset-fashion-mnist)");
+        return false;
+    }
+    ort_ready()
+}
+
+fn config(limit_train: usize, batch: usize, epochs: u64) -> RunConfig {
+    RunConfig {
+        arch: PathBuf::from("archs/mini/inception_resnet_fmnist.inc"),
+        set: vec![],
+        input: None,
+        residualize: None,
+        data: format!("fashion-mnist:{FMNIST}"),
+        epochs,
+        batch,
+        train: incc::train::TrainConfig::default(),
+        lr: 0.045,
+        schedule: Schedule::paper(),
+        warmup_epochs: 0.0,
+        ema: Some(0.99),
+        seed: 4,
+        limit_train: Some(limit_train),
+        limit_val: Some(1000),
+    }
+}
+
+fn runner(out: &Path, max_steps: Option<u64>) -> Runner {
+    Runner { provider: Provider::Cpu, threads: Some(1), workers: 2, out: out.to_path_buf(), max_steps, progress: false }
+}
+
+fn fresh(name: &str) -> PathBuf {
+    let dir = PathBuf::from("target/test-runs").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn a_short_real_training_learns_far_above_chance() {
+    if !ready() {
+        return;
+    }
+    let out = fresh("learns");
+    // 2 epochs of 6,400 examples at batch 64: 200 steps.
+    let s = train(&config(6400, 64, 2), &runner(&out, None), false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.steps, 200);
+    let top1 = s.val_top1.expect("validated");
+    assert!(top1 > 0.6, "validation top-1 {top1} after 200 steps (chance is 0.1)");
+    // The metrics, the checkpoints, and `incc eval` agreeing with the run's own validation.
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
+    assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"epoch\"")).count(), 2);
+    assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"step\"")).count(), 200);
+    let r = Runner { out: PathBuf::new(), ..runner(&out, None) };
+    let (e, ema) = eval_checkpoint(&out.join("last.safetensors"), None, &format!("fashion-mnist:{FMNIST}"), &r, true).expect("evaluates");
+    assert!(ema);
+    assert_eq!(e.examples, 1000);
+    assert!((e.top1 - top1).abs() < 1e-9, "eval {} vs the run's {top1}", e.top1);
+    assert!(out.join("best.safetensors").exists());
+    // The curves of this run plot.
+    let run = incc::plot::read_run(&out).expect("reads");
+    incc::plot::plot(&[run], &out.join("curves.svg")).expect("plots");
+}
+
+/// Training N steps equals training N/2, stopping, resuming and training N/2 more: the same
+/// parameters, optimizer state, running statistics and averages, bit for bit (the data order,
+/// crops and dropout masks depend on the seed and the position only).
+#[test]
+fn resuming_continues_exactly() {
+    if !ready() {
+        return;
+    }
+    // 20 steps an epoch: the run crosses an epoch end (validation, checkpoint) after step 20.
+    let cfg = config(640, 32, 3);
+    let whole = fresh("resume-whole");
+    train(&cfg, &runner(&whole, Some(30)), false).unwrap_or_else(|e| panic!("{e}"));
+    let halves = fresh("resume-halves");
+    train(&cfg, &runner(&halves, Some(15)), false).unwrap_or_else(|e| panic!("{e}"));
+    train(&cfg, &runner(&halves, Some(30)), true).unwrap_or_else(|e| panic!("{e}"));
+    let a = incc::trainer::checkpoint::load(&whole.join("last.safetensors")).expect("loads");
+    let b = incc::trainer::checkpoint::load(&halves.join("last.safetensors")).expect("loads");
+    assert_eq!(a.position, b.position);
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for (name, t) in &a.tensors {
+        assert!(t == &b.tensors[name], "`{name}` differs after resuming");
+    }
+}
+
+#[test]
+fn a_corrupt_or_truncated_checkpoint_is_a_clear_error() {
+    if !ready() {
+        return;
+    }
+    let out = fresh("corrupt");
+    train(&config(640, 32, 1), &runner(&out, Some(2)), false).unwrap_or_else(|e| panic!("{e}"));
+    let path = out.join("last.safetensors");
+    let bytes = std::fs::read(&path).expect("checkpoint");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
+    let err = train(&config(640, 32, 1), &runner(&out, Some(4)), true).err().expect("refused");
+    assert!(err.contains("last.safetensors") && err.contains("truncated or corrupt"), "{err}");
+    std::fs::write(&path, b"garbage").expect("corrupt");
+    let err = incc::trainer::checkpoint::load(&path).err().expect("refused");
+    assert!(err.contains("not a valid safetensors file"), "{err}");
+}
+
+#[test]
+fn a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    if !ready() {
+        return;
+    }
+    let out = fresh("diverge");
+    let good = config(640, 32, 2);
+    train(&good, &runner(&out, Some(20)), false).unwrap_or_else(|e| panic!("{e}"));
+    // The same run, resumed with a learning rate no network survives.
+    let path = out.join("last.safetensors");
+    let mut last = incc::trainer::checkpoint::load(&path).expect("loads");
+    let good_params = last.tensors.clone();
+    let mut settings: RunConfig = serde_json::from_str(&last.settings).expect("settings");
+    settings.lr = 1e30;
+    settings.schedule = Schedule::Constant;
+    last.settings = serde_json::to_string(&settings).expect("json");
+    incc::trainer::checkpoint::save(&path, &last).expect("save");
+    let err = train(&good, &runner(&out, Some(40)), true).err().expect("the loss diverges");
+    assert!(err.contains("the loss became") && err.contains("last good checkpoint"), "{err}");
+    // The checkpoint on disk is the last one before the divergence: step 20's parameters.
+    let kept = incc::trainer::checkpoint::load(&path).expect("the last good checkpoint is still readable");
+    assert_eq!(kept.position.step, 20);
+    for (name, t) in &good_params {
+        assert!(kept.tensors[name] == *t, "`{name}` changed");
+    }
+}
+
+#[test]
+fn top_k_on_a_hand_made_case() {
+    // Three examples, four classes.
+    let logits = [
+        0.1, 0.9, 0.3, 0.2, // label 1: top-1
+        0.5, 0.4, 0.3, 0.6, // label 0: second
+        0.1, 0.2, 0.3, 0.4, // label 0: last
+    ];
+    let labels = [1, 0, 0];
+    assert_eq!(top_k_hits(&logits, &labels, 4, 1), 1);
+    assert_eq!(top_k_hits(&logits, &labels, 4, 2), 2);
+    assert_eq!(top_k_hits(&logits, &labels, 4, 4), 3);
+    // A tie with the label counts against the example.
+    assert_eq!(top_k_hits(&[1.0, 1.0], &[1], 2, 1), 0);
+}
+
+#[test]
+fn training_on_cuda_without_a_gpu_fails_clearly() {
+    if !ready() {
+        return;
+    }
+    let out = fresh("cuda");
+    let r = Runner { provider: Provider::Cuda { device: 0 }, ..runner(&out, Some(1)) };
+    match train(&config(640, 32, 1), &r, false) {
+        Ok(_) => eprintln!("CUDA is available here: the CUDA path ran"),
+        Err(e) => assert!(e.contains("CUDA"), "{e}"),
+    }
+}
