@@ -74,10 +74,13 @@ pub enum DataSpec {
     Cifar100(PathBuf),
     /// One folder per class (the ImageNet layout).
     ImageFolder(PathBuf),
+    /// Seeded random images, generated on the fly: benchmarks that must not wait for disks
+    /// (`synthetic:COUNT[,SIZE[,CLASSES]]`, default 299 x 299 RGB and 1000 classes).
+    Synthetic { count: usize, size: usize, classes: usize },
 }
 
 /// The kinds of [`DataSpec`], as written before the colon.
-pub const KINDS: [&str; 5] = ["mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"];
+pub const KINDS: [&str; 6] = ["mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic"];
 
 impl DataSpec {
     /// The kind, as written before the colon.
@@ -89,13 +92,7 @@ impl DataSpec {
             DataSpec::Cifar10(_) => KINDS[2],
             DataSpec::Cifar100(_) => KINDS[3],
             DataSpec::ImageFolder(_) => KINDS[4],
-        }
-    }
-
-    #[must_use]
-    pub fn dir(&self) -> &Path {
-        match self {
-            DataSpec::Mnist(dir) | DataSpec::FashionMnist(dir) | DataSpec::Cifar10(dir) | DataSpec::Cifar100(dir) | DataSpec::ImageFolder(dir) => dir,
+            DataSpec::Synthetic { .. } => KINDS[5],
         }
     }
 
@@ -115,6 +112,8 @@ impl DataSpec {
             DataSpec::Mnist(_) | DataSpec::FashionMnist(_) => (TrainCrop::Pad((size / 14).max(1)), false, 1.0),
             DataSpec::Cifar10(_) | DataSpec::Cifar100(_) => (TrainCrop::Pad((size / 8).max(1)), true, 1.0),
             DataSpec::ImageFolder(_) => (TrainCrop::RandomResized { scale: (0.08, 1.0), ratio: (0.75, 4.0 / 3.0) }, true, DEFAULT_CROP_PCT),
+            // Noise needs no augmentation, and its cost should be the loader's floor.
+            DataSpec::Synthetic { .. } => (TrainCrop::Pad(0), false, 1.0),
         };
         Transform {
             channels,
@@ -132,7 +131,12 @@ impl DataSpec {
 
 impl fmt::Display for DataSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.kind(), self.dir().display())
+        match self {
+            DataSpec::Mnist(dir) | DataSpec::FashionMnist(dir) | DataSpec::Cifar10(dir) | DataSpec::Cifar100(dir) | DataSpec::ImageFolder(dir) => {
+                write!(f, "{}:{}", self.kind(), dir.display())
+            }
+            DataSpec::Synthetic { count, size, classes } => write!(f, "synthetic:{count},{size},{classes}"),
+        }
     }
 }
 
@@ -146,6 +150,17 @@ impl FromStr for DataSpec {
         };
         if dir.is_empty() {
             return Err(DataError::Invalid(format!("data `{s}` names no folder: {}", expected())));
+        }
+        if kind == "synthetic" {
+            let numbers: Result<Vec<usize>, _> = dir.split(',').map(|n| n.trim().parse::<usize>()).collect();
+            return match numbers.as_deref() {
+                Ok([count, rest @ ..]) if *count > 0 && rest.len() <= 2 && rest.iter().all(|&n| n > 0) => Ok(DataSpec::Synthetic {
+                    count: *count,
+                    size: rest.first().copied().unwrap_or(299),
+                    classes: rest.get(1).copied().unwrap_or(1000),
+                }),
+                _ => Err(DataError::Invalid(format!("data `{s}`: expected synthetic:COUNT[,SIZE[,CLASSES]] with positive numbers"))),
+            };
         }
         let dir = PathBuf::from(dir);
         Ok(match kind {
@@ -226,7 +241,40 @@ pub fn open(spec: &DataSpec, split: Split) -> Result<Box<dyn Source>, DataError>
         DataSpec::Cifar10(dir) => Box::new(cifar::Cifar::open(dir, &cifar::CIFAR10, split)?),
         DataSpec::Cifar100(dir) => Box::new(cifar::Cifar::open(dir, &cifar::CIFAR100, split)?),
         DataSpec::ImageFolder(dir) => Box::new(folder::Folder::open(dir, split)?),
+        DataSpec::Synthetic { count, size, classes } => Box::new(Synthetic { count: *count, size: *size, classes: *classes, split }),
     })
+}
+
+/// `synthetic:`: example i of a split is a seeded function of (split, i).
+struct Synthetic {
+    count: usize,
+    size: usize,
+    classes: usize,
+    split: Split,
+}
+
+impl Source for Synthetic {
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn get(&self, index: usize) -> Result<(RawImage, u32), DataError> {
+        if index >= self.count {
+            return Err(DataError::Invalid(format!("synthetic example {index} of {}", self.count)));
+        }
+        let mut rng = crate::rng::Rng::keyed(&[index as u64, self.split as u64, 0x7379_6e74]);
+        let pixels = (0..self.size * self.size * 3).map(|_| (rng.next_u64() >> 56) as u8).collect();
+        let label = rng.below(self.classes) as u32;
+        Ok((RawImage { width: self.size, height: self.size, channels: 3, pixels }, label))
+    }
+
+    fn describe(&self) -> String {
+        format!("{} synthetic {}x{} RGB images, {} classes ({})", self.count, self.size, self.size, self.classes, self.split)
+    }
 }
 
 /// A whole file, gunzipped when it starts with gzip's magic bytes.

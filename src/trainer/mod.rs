@@ -182,6 +182,7 @@ pub fn train(cfg: &RunConfig, runner: &Runner, resume: bool) -> Result<Summary, 
     });
 
     let mut summary = Summary { steps: position.step, last_loss: f32::NAN, val_top1: None, val_top5: None, step_images_per_s: 0.0, loader_images_per_s: 0.0 };
+    let run_start = Instant::now();
     let mut step_time = 0.0f64;
     let mut stepped_images = 0usize;
     let mut wait_time = 0.0f64;
@@ -253,7 +254,8 @@ pub fn train(cfg: &RunConfig, runner: &Runner, resume: bool) -> Result<Summary, 
                     }
                 }
             }
-            writeln!(metrics, "{}", serde_json::json!({"kind": "step", "epoch": epoch, "step": position.step, "loss": loss, "lr": lr})).map_err(|e| e.to_string())?;
+            let line = serde_json::json!({"kind": "step", "epoch": epoch, "step": position.step, "loss": loss, "lr": lr, "elapsed_s": run_start.elapsed().as_secs_f64()});
+            writeln!(metrics, "{line}").map_err(|e| e.to_string())?;
             bar.set_position(position.batch_in_epoch);
             bar.set_message(format!("loss {loss:.4}  {:.0} img/s", stepped_images as f64 / step_time.max(1e-9)));
             if runner.max_steps.is_some_and(|m| position.step >= m) {

@@ -264,6 +264,15 @@ fn image_folder_without_train_holds_out_every_tenth_file() {
 fn spec_parses_and_prints() {
     let spec: DataSpec = "fashion-mnist:/usr/share/datasets/fashion-mnist".parse().unwrap();
     assert_eq!(spec, DataSpec::FashionMnist("/usr/share/datasets/fashion-mnist".into()));
+    let synthetic: DataSpec = "synthetic:64,32,10".parse().expect("parses");
+    assert_eq!(synthetic, DataSpec::Synthetic { count: 64, size: 32, classes: 10 });
+    assert_eq!(synthetic.to_string(), "synthetic:64,32,10");
+    assert!("synthetic:0".parse::<DataSpec>().is_err());
+    let source = data::open(&synthetic, Split::Train).expect("opens");
+    let (a, label) = source.get(3).expect("example");
+    assert_eq!((a.width, a.height, a.channels, a.pixels.len()), (32, 32, 3, 32 * 32 * 3));
+    assert!(label < 10);
+    assert_eq!(source.get(3).expect("again").0, a, "a seeded function of the index");
     assert_eq!(spec.to_string(), "fashion-mnist:/usr/share/datasets/fashion-mnist");
     let kinds = "KIND one of mnist, fashion-mnist, cifar10, cifar100, imagefolder";
     for bad in ["svhn:/data", "/data/mnist", "mnist:"] {
