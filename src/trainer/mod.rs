@@ -261,13 +261,14 @@ pub fn train(cfg: &RunConfig, runner: &Runner, resume: bool) -> Result<Summary, 
             if runner.max_steps.is_some_and(|m| position.step >= m) {
                 bar.finish_and_clear();
                 save(&last_path, &engine, &ema, &position, &settings_json, &source)?;
-                summary.steps = position.step;
-                summary.step_images_per_s = stepped_images as f64 / step_time.max(1e-9);
-                return Ok(summary);
+                break;
             }
             waited = Instant::now();
         }
         bar.finish_and_clear();
+        if runner.max_steps.is_some_and(|m| position.step >= m) {
+            break;
+        }
         position.epoch += 1;
         position.batch_in_epoch = 0;
 
