@@ -3,7 +3,7 @@
 use incc::runtime::ortlib;
 use incc::runtime::session::Provider;
 use incc::trainer::schedule::Schedule;
-use incc::trainer::{RunConfig, Runner};
+use incc::trainer::{RunConfig, Runner, Start};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -13,8 +13,9 @@ pub struct TrainArgs {
     /// `fashion-mnist:DIR`, `mnist:DIR`, `cifar10:DIR`, `cifar100:DIR` or `imagefolder:DIR`.
     #[arg(long)]
     pub data: Option<String>,
-    #[arg(long, default_value_t = 10)]
-    pub epochs: u64,
+    /// Epochs (default 10); on --resume, a larger number extends the run.
+    #[arg(long)]
+    pub epochs: Option<u64>,
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
     /// Base learning rate (the paper's RMSProp: 0.045).
@@ -104,14 +105,15 @@ pub fn train_command(a: TrainArgs) -> Result<(), String> {
     let lib = ortlib::init(a.ort_lib.as_deref()).map_err(|e| format!("error: {e}"))?;
     eprintln!("ONNX Runtime: {lib}");
     let runner = Runner { provider: a.provider, threads: a.threads, workers: a.workers.max(1), out: a.out.clone(), max_steps: a.max_steps, progress: !a.quiet };
-    let cfg = match (&a.file, &a.data) {
-        (Some(file), Some(data)) => RunConfig {
+    let start = match (&a.file, &a.data) {
+        _ if a.resume => Start::Resume { epochs: a.epochs },
+        (Some(file), Some(data)) => Start::New(RunConfig {
             arch: file.clone(),
             set: a.set.iter().map(|kv| kv.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| format!("error: --set {kv}: expected NAME=VALUE"))).collect::<Result<_, _>>()?,
             input: None,
             residualize: a.residualize.clone(),
             data: data.clone(),
-            epochs: a.epochs,
+            epochs: a.epochs.unwrap_or(10),
             batch: a.batch,
             train: a.training.config(),
             lr: a.lr,
@@ -121,28 +123,10 @@ pub fn train_command(a: TrainArgs) -> Result<(), String> {
             seed: a.seed,
             limit_train: a.limit_train,
             limit_val: a.limit_val,
-        },
-        _ if a.resume => RunConfig {
-            // Only the epoch count is taken from the command line on resume (to extend a run).
-            arch: PathBuf::new(),
-            set: vec![],
-            input: None,
-            residualize: None,
-            data: String::new(),
-            epochs: a.epochs,
-            batch: a.batch,
-            train: a.training.config(),
-            lr: a.lr,
-            schedule: Schedule::Constant,
-            warmup_epochs: 0.0,
-            ema: None,
-            seed: 0,
-            limit_train: None,
-            limit_val: None,
-        },
+        }),
         _ => return Err("error: give the network and --data (or --resume with --out of a run)".into()),
     };
-    let s = incc::trainer::train(&cfg, &runner, a.resume).map_err(|e| format!("error: {e}"))?;
+    let s = incc::trainer::train(&start, &runner).map_err(|e| format!("error: {e}"))?;
     println!(
         "done: {} steps, last loss {:.4}{}; training step {:.1} images/s, loader alone {:.1} images/s; checkpoints in {}",
         s.steps,

@@ -105,22 +105,32 @@ fn mask(seed: u64, step: u64, which: usize, p: f64, len: usize) -> Vec<f32> {
     (0..len).map(|_| if rng.uniform() >= p { keep } else { 0.0 }).collect()
 }
 
-/// Trains, or resumes when `out` holds a checkpoint and `resume` is set.
-pub fn train(cfg: &RunConfig, runner: &Runner, resume: bool) -> Result<Summary, String> {
+/// How a run starts.
+pub enum Start {
+    New(RunConfig),
+    /// From `<out>/last.safetensors`, with the settings it records; `epochs` extends the run.
+    Resume { epochs: Option<u64> },
+}
+
+/// Trains a new run, or resumes one.
+pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
     std::fs::create_dir_all(&runner.out).map_err(|e| format!("cannot create `{}`: {e}", runner.out.display()))?;
     let last_path = runner.out.join("last.safetensors");
-    let (cfg, mut tensors, mut position) = if resume {
-        let c = checkpoint::load(&last_path)?;
-        let saved: RunConfig = serde_json::from_str(&c.settings).map_err(|e| format!("checkpoint `{}`: unreadable settings: {e}", last_path.display()))?;
-        let source = std::fs::read_to_string(&saved.arch).map_err(|e| format!("cannot read `{}`: {e}", saved.arch.display()))?;
-        if source != c.source {
-            return Err(format!("`{}` changed since the checkpoint was written; resuming would train another network", saved.arch.display()));
+    let (cfg, mut tensors, mut position) = match start {
+        Start::Resume { epochs } => {
+            let c = checkpoint::load(&last_path)?;
+            let saved: RunConfig = serde_json::from_str(&c.settings).map_err(|e| format!("checkpoint `{}`: unreadable settings: {e}", last_path.display()))?;
+            let source = std::fs::read_to_string(&saved.arch).map_err(|e| format!("cannot read `{}`: {e}", saved.arch.display()))?;
+            if source != c.source {
+                return Err(format!("`{}` changed since the checkpoint was written; resuming would train another network", saved.arch.display()));
+            }
+            let saved = RunConfig { epochs: epochs.unwrap_or(saved.epochs).max(saved.epochs), ..saved };
+            (saved, c.tensors, c.position)
         }
-        let saved = RunConfig { epochs: cfg.epochs.max(saved.epochs), ..saved };
-        (saved, c.tensors, c.position)
-    } else {
-        let position = Position { step: 0, epoch: 0, batch_in_epoch: 0, seed: cfg.seed, best_top1: None };
-        (cfg.clone(), BTreeMap::new(), position)
+        Start::New(cfg) => {
+            let position = Position { step: 0, epoch: 0, batch_in_epoch: 0, seed: cfg.seed, best_top1: None };
+            (cfg.clone(), BTreeMap::new(), position)
+        }
     };
     let compiled = compile(&cfg)?;
     let graph = &compiled.graph;

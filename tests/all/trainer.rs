@@ -4,7 +4,7 @@
 use crate::common::ort_ready;
 use incc::runtime::session::Provider;
 use incc::trainer::schedule::Schedule;
-use incc::trainer::{eval_checkpoint, top_k_hits, train, RunConfig, Runner};
+use incc::trainer::{eval_checkpoint, top_k_hits, train, RunConfig, Runner, Start};
 use std::path::{Path, PathBuf};
 
 const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -56,7 +56,7 @@ fn a_short_real_training_learns_far_above_chance() {
     }
     let out = fresh("learns");
     // 2 epochs of 6,400 examples at batch 64: 200 steps.
-    let s = train(&config(6400, 64, 2), &runner(&out, None), false).unwrap_or_else(|e| panic!("{e}"));
+    let s = train(&Start::New(config(6400, 64, 2)), &runner(&out, None)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.steps, 200);
     let top1 = s.val_top1.expect("validated");
     assert!(top1 > 0.6, "validation top-1 {top1} after 200 steps (chance is 0.1)");
@@ -86,10 +86,10 @@ fn resuming_continues_exactly() {
     // 20 steps an epoch: the run crosses an epoch end (validation, checkpoint) after step 20.
     let cfg = config(640, 32, 3);
     let whole = fresh("resume-whole");
-    train(&cfg, &runner(&whole, Some(30)), false).unwrap_or_else(|e| panic!("{e}"));
+    train(&Start::New(cfg.clone()), &runner(&whole, Some(30))).unwrap_or_else(|e| panic!("{e}"));
     let halves = fresh("resume-halves");
-    train(&cfg, &runner(&halves, Some(15)), false).unwrap_or_else(|e| panic!("{e}"));
-    train(&cfg, &runner(&halves, Some(30)), true).unwrap_or_else(|e| panic!("{e}"));
+    train(&Start::New(cfg.clone()), &runner(&halves, Some(15))).unwrap_or_else(|e| panic!("{e}"));
+    train(&Start::Resume { epochs: None }, &runner(&halves, Some(30))).unwrap_or_else(|e| panic!("{e}"));
     let a = incc::trainer::checkpoint::load(&whole.join("last.safetensors")).expect("loads");
     let b = incc::trainer::checkpoint::load(&halves.join("last.safetensors")).expect("loads");
     assert_eq!(a.position, b.position);
@@ -105,11 +105,11 @@ fn a_corrupt_or_truncated_checkpoint_is_a_clear_error() {
         return;
     }
     let out = fresh("corrupt");
-    train(&config(640, 32, 1), &runner(&out, Some(2)), false).unwrap_or_else(|e| panic!("{e}"));
+    train(&Start::New(config(640, 32, 1)), &runner(&out, Some(2))).unwrap_or_else(|e| panic!("{e}"));
     let path = out.join("last.safetensors");
     let bytes = std::fs::read(&path).expect("checkpoint");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
-    let err = train(&config(640, 32, 1), &runner(&out, Some(4)), true).err().expect("refused");
+    let err = train(&Start::Resume { epochs: None }, &runner(&out, Some(4))).err().expect("refused");
     assert!(err.contains("last.safetensors") && err.contains("truncated or corrupt"), "{err}");
     std::fs::write(&path, b"garbage").expect("corrupt");
     let err = incc::trainer::checkpoint::load(&path).err().expect("refused");
@@ -123,7 +123,7 @@ fn a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     }
     let out = fresh("diverge");
     let good = config(640, 32, 2);
-    train(&good, &runner(&out, Some(20)), false).unwrap_or_else(|e| panic!("{e}"));
+    train(&Start::New(good.clone()), &runner(&out, Some(20))).unwrap_or_else(|e| panic!("{e}"));
     // The same run, resumed with a learning rate no network survives.
     let path = out.join("last.safetensors");
     let mut last = incc::trainer::checkpoint::load(&path).expect("loads");
@@ -133,7 +133,7 @@ fn a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     settings.schedule = Schedule::Constant;
     last.settings = serde_json::to_string(&settings).expect("json");
     incc::trainer::checkpoint::save(&path, &last).expect("save");
-    let err = train(&good, &runner(&out, Some(40)), true).err().expect("the loss diverges");
+    let err = train(&Start::Resume { epochs: None }, &runner(&out, Some(40))).err().expect("the loss diverges");
     assert!(err.contains("the loss became") && err.contains("last good checkpoint"), "{err}");
     // The checkpoint on disk is the last one before the divergence: step 20's parameters.
     let kept = incc::trainer::checkpoint::load(&path).expect("the last good checkpoint is still readable");
@@ -166,7 +166,7 @@ fn training_on_cuda_without_a_gpu_fails_clearly() {
     }
     let out = fresh("cuda");
     let r = Runner { provider: Provider::Cuda { device: 0 }, ..runner(&out, Some(1)) };
-    match train(&config(640, 32, 1), &r, false) {
+    match train(&Start::New(config(640, 32, 1)), &r) {
         Ok(_) => eprintln!("CUDA is available here: the CUDA path ran"),
         Err(e) => assert!(e.contains("CUDA"), "{e}"),
     }
