@@ -22,6 +22,13 @@ pub struct ModelArgs {
     /// Seed of the initialisation when no --weights are given (for a `.inc`).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Where and how ONNX Runtime runs: shared by run, bench, train and eval.
+#[derive(clap::Args)]
+pub struct RuntimeArgs {
     /// Execution provider: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub provider: Provider,
@@ -31,6 +38,15 @@ pub struct ModelArgs {
     /// The ONNX Runtime library (file or folder); else ORT_DYLIB_PATH, .ort/lib, Python's onnxruntime.
     #[arg(long, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    /// Loads ONNX Runtime (once per process) and says which library.
+    pub fn init(&self) -> Result<SessionConfig, String> {
+        let lib = ortlib::init(self.ort_lib.as_deref()).map_err(|e| format!("error: {e}"))?;
+        eprintln!("ONNX Runtime: {lib}");
+        Ok(SessionConfig { provider: self.provider, threads: self.threads })
+    }
 }
 
 #[derive(clap::Args)]
@@ -83,9 +99,7 @@ fn is_source(path: &Path) -> bool {
 
 /// Initialises ONNX Runtime and loads the model, compiling a `.inc` in memory.
 fn load(args: &ModelArgs) -> Result<Model, String> {
-    let lib = ortlib::init(args.ort_lib.as_deref()).map_err(|e| format!("error: {e}"))?;
-    eprintln!("ONNX Runtime: {lib}");
-    let config = SessionConfig { provider: args.provider, threads: args.threads };
+    let config = args.runtime.init()?;
     let file = &args.common.file;
     let model = if is_source(file) {
         let settings = crate::settings(&args.common).map_err(|e| format!("error: {e}"))?;
@@ -195,7 +209,7 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
     eprintln!("provider: {provider_line}");
     let (ours, baseline) = match &a.baseline {
         Some(path) => {
-            let config = SessionConfig { provider: a.model.provider, threads: a.model.threads };
+            let config = SessionConfig { provider: a.model.runtime.provider, threads: a.model.runtime.threads };
             let mut other = session::Model::from_path(path, config).map_err(|e| format!("error: {e}"))?;
             if chw(&other)? != shape {
                 return Err(format!("error: the baseline `{}` takes another input size than the model", path.display()));
@@ -209,7 +223,7 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
     if a.json {
         let json = serde_json::json!({
             "model": a.model.common.file.display().to_string(),
-            "provider": a.model.provider.to_string(),
+            "provider": a.model.runtime.provider.to_string(),
             "providers_used": provider_line,
             "results": ours,
             "baseline": a.baseline.as_ref().map(|p| p.display().to_string()),
@@ -218,7 +232,7 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
         println!("{}", serde_json::to_string_pretty(&json).expect("serialisable"));
         return Ok(());
     }
-    println!("{} on {}:", a.model.common.file.display(), a.model.provider);
+    println!("{} on {}:", a.model.common.file.display(), a.model.runtime.provider);
     print!("{}", render_table(&ours));
     if let (Some(path), Some(base)) = (&a.baseline, &baseline) {
         println!("\nbaseline {}:", path.display());

@@ -1,7 +1,6 @@
 //! `incc train`, `incc eval` and `incc plot`.
 
-use incc::runtime::ortlib;
-use incc::runtime::session::Provider;
+use super::exec::RuntimeArgs;
 use incc::trainer::schedule::Schedule;
 use incc::trainer::{RunConfig, Runner, Start};
 use std::path::PathBuf;
@@ -53,15 +52,11 @@ pub struct TrainArgs {
     /// Use at most this many validation examples.
     #[arg(long)]
     pub limit_val: Option<usize>,
-    #[arg(long, default_value = "cpu")]
-    pub provider: Provider,
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Data-loading threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    #[arg(long, value_name = "PATH")]
-    pub ort_lib: Option<PathBuf>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -81,14 +76,11 @@ pub struct EvalArgs {
     /// Evaluate the raw parameters even when the checkpoint has averaged ones.
     #[arg(long)]
     pub no_ema: bool,
-    #[arg(long, default_value = "cpu")]
-    pub provider: Provider,
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Data-loading threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    #[arg(long, value_name = "PATH")]
-    pub ort_lib: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -102,9 +94,8 @@ pub struct PlotArgs {
 }
 
 pub fn train_command(a: TrainArgs) -> Result<(), String> {
-    let lib = ortlib::init(a.ort_lib.as_deref()).map_err(|e| format!("error: {e}"))?;
-    eprintln!("ONNX Runtime: {lib}");
-    let runner = Runner { provider: a.provider, threads: a.threads, workers: a.workers.max(1), out: a.out.clone(), max_steps: a.max_steps, progress: !a.quiet };
+    let config = a.runtime.init()?;
+    let runner = Runner { provider: config.provider, threads: config.threads, workers: a.workers.max(1), out: a.out.clone(), max_steps: a.max_steps, progress: !a.quiet };
     let start = match (&a.file, &a.data) {
         _ if a.resume => Start::Resume { epochs: a.epochs },
         (Some(file), Some(data)) => Start::New(RunConfig {
@@ -143,8 +134,8 @@ pub fn train_command(a: TrainArgs) -> Result<(), String> {
 }
 
 pub fn eval_command(a: EvalArgs) -> Result<(), String> {
-    ortlib::init(a.ort_lib.as_deref()).map_err(|e| format!("error: {e}"))?;
-    let runner = Runner { provider: a.provider, threads: a.threads, workers: a.workers.max(1), out: PathBuf::new(), max_steps: None, progress: false };
+    let config = a.runtime.init()?;
+    let runner = Runner { provider: config.provider, threads: config.threads, workers: a.workers.max(1), out: PathBuf::new(), max_steps: None, progress: false };
     let (e, ema) = incc::trainer::eval_checkpoint(&a.checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema).map_err(|e| format!("error: {e}"))?;
     println!(
         "{} ({} parameters): {} examples, top-1 {:.2}%, top-5 {:.2}%, loss {:.4}",
