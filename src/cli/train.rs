@@ -33,10 +33,10 @@ pub struct TrainArgs {
     pub seed: u64,
     /// Run folder: checkpoints (last, best), metrics.jsonl.
     #[arg(long)]
-    pub out: PathBuf,
-    /// Continue the run in --out exactly where it stopped.
-    #[arg(long)]
-    pub resume: bool,
+    pub out: Option<PathBuf>,
+    /// Continue the run in this folder exactly where it stopped (its settings come from its checkpoint).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
     /// Set a network parameter: `--set classes=10`.
     #[arg(long = "set", value_name = "NAME=VALUE", value_delimiter = ',')]
     pub set: Vec<String>,
@@ -94,10 +94,11 @@ pub struct PlotArgs {
 }
 
 pub fn train_command(a: TrainArgs) -> Result<(), String> {
+    let out = a.resume.clone().or(a.out.clone()).ok_or("error: give --out RUN_DIR for a new run, or --resume RUN_DIR")?;
     let config = a.runtime.init()?;
-    let runner = Runner { provider: config.provider, threads: config.threads, workers: a.workers.max(1), out: a.out.clone(), max_steps: a.max_steps, progress: !a.quiet };
+    let runner = Runner { provider: config.provider, threads: config.threads, workers: a.workers.max(1), out: out.clone(), max_steps: a.max_steps, progress: !a.quiet };
     let start = match (&a.file, &a.data) {
-        _ if a.resume => Start::Resume { epochs: a.epochs },
+        _ if a.resume.is_some() => Start::Resume { epochs: a.epochs },
         (Some(file), Some(data)) => Start::New(RunConfig {
             arch: file.clone(),
             set: a.set.iter().map(|kv| kv.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| format!("error: --set {kv}: expected NAME=VALUE"))).collect::<Result<_, _>>()?,
@@ -115,7 +116,7 @@ pub fn train_command(a: TrainArgs) -> Result<(), String> {
             limit_train: a.limit_train,
             limit_val: a.limit_val,
         }),
-        _ => return Err("error: give the network and --data (or --resume with --out of a run)".into()),
+        _ => return Err("error: give the network and --data (or --resume RUN_DIR)".into()),
     };
     let s = incc::trainer::train(&start, &runner).map_err(|e| format!("error: {e}"))?;
     println!(
@@ -128,7 +129,7 @@ pub fn train_command(a: TrainArgs) -> Result<(), String> {
         },
         s.step_images_per_s,
         s.loader_images_per_s,
-        a.out.display()
+        out.display()
     );
     Ok(())
 }

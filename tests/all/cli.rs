@@ -77,3 +77,27 @@ fn run_and_bench_on_the_cpu() {
     assert_eq!(code, 1, "no silent fallback: {err}");
     assert!(err.contains("CUDA"), "{err}");
 }
+
+#[test]
+fn train_resume_eval_and_plot_from_the_command_line() {
+    if !ort_ready() {
+        return;
+    }
+    let out = "target/cli-test/run";
+    let _ = std::fs::remove_dir_all(out);
+    let data = "synthetic:160,15,5";
+    let (code, stdout, err) = incc(&["train", "tests/fixtures/tiny_residual.inc", "--data", data, "--batch", "8", "--epochs", "2", "--max-steps", "25", "--out", out, "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.starts_with("done: 25 steps"), "{stdout}");
+    let (code, stdout, err) = incc(&["train", "--resume", out, "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.starts_with("done: 40 steps"), "{stdout}");
+    let (code, stdout, err) = incc(&["eval", &format!("{out}/best.safetensors"), "--data", data]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("160 examples, top-1"), "{stdout}");
+    let (code, _, err) = incc(&["plot", out, "--out", "target/cli-test/run.svg"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = incc(&["train", "tests/fixtures/tiny_residual.inc", "--data", "nope:/x", "--out", out]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown data kind `nope`"), "{err}");
+}
