@@ -31,7 +31,7 @@ pub struct Pass {
     run: fn(&mut Graph, &PassOptions, &mut PassReport) -> Result<(), Diagnostics>,
 }
 
-/// The pipeline, in order (`incc graph --list-passes`). `elaborate` is the front end's output.
+/// The pipeline, in order (`incc passes`). `elaborate` is the front end's output.
 pub const PASSES: &[Pass] = &[
     Pass { name: "elaborate", what: "the graph as written: blocks expanded, names given (no shapes yet)", run: |_, _, _| Ok(()) },
     Pass { name: "infer-shapes", what: "every node's output shape", run: |g, _, _| Ok(shapes::infer_shapes(g)?) },
