@@ -97,6 +97,15 @@ pub struct TrainingArgs {
     /// Clip gradients by their global norm.
     #[arg(long)]
     clip_norm: Option<f32>,
+    /// Compile the step for this device's kernels (cpu or gpu); `incc train` sets it from --provider.
+    #[arg(long, value_enum, default_value_t = TargetArg::Cpu)]
+    target: TargetArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetArg {
+    Cpu,
+    Gpu,
 }
 
 impl TrainingArgs {
@@ -113,6 +122,10 @@ impl TrainingArgs {
             weight_decay: self.weight_decay,
             decay_all: self.decay_all,
             clip_norm: self.clip_norm,
+            target: match self.target {
+                TargetArg::Cpu => incc::onnx::lower::Target::Cpu,
+                TargetArg::Gpu => incc::onnx::lower::Target::Gpu,
+            },
             debug_outputs: false,
         }
     }

@@ -49,6 +49,19 @@ pub struct Lowering {
 pub struct GradAt {
     pub dy: String,
     pub wants: Vec<bool>,
+    /// The device the step is compiled for: gradient rules with several forms pick the fast one.
+    pub target: Target,
+}
+
+/// What a training step is compiled for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// ONNX Runtime's CPU kernels: im2col + MatMul weight gradients beat a strided conv.
+    #[default]
+    Cpu,
+    /// cuDNN: a weight gradient as one (dilated) convolution, no im2col tensors in memory.
+    Gpu,
 }
 
 /// What a gradient rule writes: a gradient per input (None where not wanted) and one per

@@ -14,7 +14,7 @@ use crate::diag::Diagnostic;
 use crate::ir::ops::Op;
 use crate::ir::{Graph, ParamRole};
 use crate::onnx::emit::{plain_value_info, value_info, IR_VERSION, OPSET};
-use crate::onnx::lower::{int, GradAt, LowerAt, Lowering};
+use crate::onnx::lower::{int, GradAt, LowerAt, Lowering, Target};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::*;
 use crate::source::SourceMap;
@@ -33,6 +33,9 @@ pub struct TrainConfig {
     pub decay_all: bool,
     /// Clip gradients to this global norm.
     pub clip_norm: Option<f32>,
+    /// The device the step is compiled for (chooses among gradient forms).
+    #[serde(default)]
+    pub target: Target,
     /// Also output every parameter's gradient as `<param>__grad`, and each batch norm's batch
     /// mean and (biased) variance as `<node>/mean`, `<node>/var` (for checks and debugging).
     pub debug_outputs: bool,
@@ -46,6 +49,7 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             decay_all: false,
             clip_norm: None,
+            target: Target::Cpu,
             debug_outputs: false,
         }
     }
@@ -156,7 +160,7 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
         let wants: Vec<bool> = ins.iter().map(|&i| i != graph.input).collect();
         let first = cx.nodes.len();
         let here = at(n);
-        let g = node.op.rule().gradient(&mut cx, &here, &GradAt { dy, wants }).ok_or_else(|| {
+        let g = node.op.rule().gradient(&mut cx, &here, &GradAt { dy, wants, target: cfg.target }).ok_or_else(|| {
             Diagnostic::error(format!("`{}` has no gradient rule, so `{}` cannot be trained", node.op.rule().kind(), node.name))
                 .at(node.span, format!("a {} here", node.op.rule().kind()))
                 .note("replace it with an op that has one (e.g. `global avgpool` for `global maxpool`), or compile without --train")

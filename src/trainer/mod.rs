@@ -148,8 +148,14 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
         return Err(format!("the data has {} classes but the network outputs {classes}: set its class count (e.g. --set classes={})", train_data.classes(), train_data.classes()));
     }
 
-    // The step graph; its state is every input it also outputs as `__new`.
-    let model = emit_training(graph, &compiled.sources, &cfg.train, None).map_err(|d| d.render(&compiled.sources))?;
+    // The step graph, compiled for the device that runs it; its state is every input it also
+    // outputs as `__new`.
+    let target = match runner.provider {
+        Provider::Cpu => crate::onnx::lower::Target::Cpu,
+        Provider::Cuda { .. } => crate::onnx::lower::Target::Gpu,
+    };
+    let step_config = TrainConfig { target, ..cfg.train.clone() };
+    let model = emit_training(graph, &compiled.sources, &step_config, None).map_err(|d| d.render(&compiled.sources))?;
     let state_names: Vec<String> = model.graph.as_ref().expect("graph").output.iter().filter_map(|o| o.name.strip_suffix("__new").map(str::to_string)).collect();
     let state = state_names
         .iter()

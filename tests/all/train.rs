@@ -7,6 +7,7 @@ use incc::driver::Compiled;
 use incc::passes::PassOptions;
 use incc::runtime::session::{Model, SessionConfig};
 use incc::runtime::tensor::{run_named, Feed};
+use incc::onnx::lower::Target;
 use incc::train::{emit_training, Optimizer, TrainConfig};
 use incc::weights::Weights;
 use std::collections::HashMap;
@@ -99,9 +100,9 @@ fn sgd() -> TrainConfig {
 
 /// Central differences of the loss along one random direction of all parameters, against the
 /// gradient's inner product with that direction.
-fn check_gradients(name: &str, src: &str) {
+fn check_gradients(name: &str, src: &str, target: Target) {
     let c = compile_src(src, &PassOptions::default(), None).unwrap_or_else(|f| panic!("{name}: {}", f.render()));
-    let mut step = Step::new(&c, &sgd(), 3);
+    let mut step = Step::new(&c, &TrainConfig { target, ..sgd() }, 3);
     let mut weights = incc::weights::init(&c.graph, 5);
     for (n, t) in &mut weights.tensors {
         if n.ends_with("bn.weight") || n.ends_with(".bias") {
@@ -167,7 +168,10 @@ fn gradients_of_every_op_match_finite_differences() {
     for (name, src) in &cases {
         // The head after `fc` without a feature map needs its own shape; skip the shared one.
         let src = if name.starts_with("fc") { src.replace(HEAD, "}\n") } else { src.clone() };
-        check_gradients(name, &src);
+        // Both forms of the conv weight gradients: the CPU's (im2col) and the GPU's (one conv).
+        for target in [Target::Cpu, Target::Gpu] {
+            check_gradients(&format!("{name} ({target:?})"), &src, target);
+        }
     }
 }
 
@@ -228,7 +232,7 @@ fn a_full_step_of_a_small_inception_resnet_checked_piece_by_piece() {
         }
     }
     // And the gradients themselves, by finite differences over the whole network.
-    check_gradients("tiny Inception-ResNet", &std::fs::read_to_string(root().join(crate::onnx::TINY_RESIDUAL)).expect("fixture"));
+    check_gradients("tiny Inception-ResNet", &std::fs::read_to_string(root().join(crate::onnx::TINY_RESIDUAL)).expect("fixture"), Target::Cpu);
 }
 
 #[test]

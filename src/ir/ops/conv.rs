@@ -2,7 +2,7 @@
 
 use super::{one_feature_map, Cost, OpRule, ShapeError};
 use crate::ir::{ParamRole, ParamSpec, Shape};
-use crate::onnx::lower::{int, ints, window, GradAt, Grads, LowerAt, Lowering};
+use crate::onnx::lower::{int, ints, window, GradAt, Grads, LowerAt, Lowering, Target};
 
 /// How a window op pads its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,7 +163,7 @@ impl OpRule for Conv {
             let sum = cx.op("ReduceSum", at.internal("dw/sum"), &[&prod, &axes], vec![int("keepdims", 0)]);
             let shape_w = cx.ints(&[co, ci, 1, 1]);
             cx.op("Reshape", at.internal("dw"), &[&sum, &shape_w], vec![])
-        } else if input.channels() * kh * kw > 32 {
+        } else if g.target == Target::Cpu && input.channels() * kh * kw > 32 {
             // im2col: the kh x kw strided views of the padded input, stacked, times dY, summed
             // over the batch (the faster form once a window holds more than ~32 values).
             let (co, ci) = (self.out_channels as i64, input.channels() as i64);
@@ -195,9 +195,9 @@ impl OpRule for Conv {
             let w_shape = cx.ints(&[co, ci, kh as i64, kw as i64]);
             cx.op("Reshape", at.internal("dw"), &[&sum, &w_shape], vec![])
         } else {
-            // Few values per window (the RGB stem): a conv of X (batch as channels) with dY as the
-            // kernel, dilated by the stride; rows no window reaches are cropped first when the
-            // padding cannot absorb them.
+            // Few values per window (the RGB stem), or a GPU: a conv of X (batch as channels) with
+            // dY as the kernel, dilated by the stride; rows no window reaches are cropped first when
+            // the padding cannot absorb them.
             let mut xin = x.to_string();
             if b < rh || r < rw {
                 let ends = cx.ints(&[(h + b - rh.max(b)) as i64, (w + r - rw.max(r)) as i64]);
