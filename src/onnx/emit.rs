@@ -121,20 +121,21 @@ fn emit_with(graph: &Graph, weights: Option<&Weights>, sources: &SourceMap, opti
         doc_string: format!("network {} compiled by incc", graph.name),
         ..GraphProto::default()
     };
-    Ok(ModelProto {
+    Ok(model(graph_proto, format!("{} (inference graph)", graph.name), &options.metadata))
+}
+
+/// A model around `graph`: incc as the producer, opset 18 / IR 8, `metadata` as metadata_props.
+pub fn model(graph: GraphProto, doc_string: String, metadata: &[(String, String)]) -> ModelProto {
+    ModelProto {
         ir_version: IR_VERSION,
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
         producer_name: "incc".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
-        doc_string: format!("{} (inference graph)", graph.name),
-        graph: Some(graph_proto),
-        metadata_props: options
-            .metadata
-            .iter()
-            .map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone() })
-            .collect(),
+        doc_string,
+        graph: Some(graph),
+        metadata_props: metadata.iter().map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone() }).collect(),
         ..ModelProto::default()
-    })
+    }
 }
 
 /// The evaluation graph of a training setup: the inference graph with every parameter and

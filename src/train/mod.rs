@@ -13,7 +13,7 @@ pub mod optim;
 use crate::diag::Diagnostic;
 use crate::ir::ops::Op;
 use crate::ir::{Graph, ParamRole};
-use crate::onnx::emit::{plain_value_info, value_info, IR_VERSION, OPSET};
+use crate::onnx::emit::{model, plain_value_info, value_info};
 use crate::onnx::lower::{int, GradAt, LowerAt, Lowering, Target};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::*;
@@ -92,9 +92,9 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
     let mut cx = Lowering::default();
     let mut inputs = vec![value_info("images", &graph.shape(graph.input).0, batch, DataType::Float)];
     inputs.push(value_info("labels", &[], batch, DataType::Int64));
-    inputs.push(scalar_input("learning_rate"));
+    inputs.push(plain_value_info("learning_rate", &[]));
     if cfg.optimizer.needs_step() {
-        inputs.push(scalar_input("step"));
+        inputs.push(plain_value_info("step", &[]));
     }
     let mut params: Vec<Param> = vec![];
     let mut values = vec![];
@@ -214,21 +214,21 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
         value_info("logits", &[classes], batch, DataType::Float),
     ];
     for p in &params {
-        inputs.push(tensor_input(&p.name, &p.shape));
+        inputs.push(plain_value_info(&p.name, &p.shape));
         if !p.role.is_trainable() {
-            outputs.push(tensor_input(&format!("{}__new", p.name), &p.shape));
+            outputs.push(plain_value_info(&format!("{}__new", p.name), &p.shape));
             continue;
         }
         let decay = if decoupled && decays(p) { cfg.weight_decay } else { 0.0 };
         let updated = cfg.optimizer.update(&mut cx, &p.name, &grads[&p.name], decay);
-        outputs.push(tensor_input(&updated, &p.shape));
+        outputs.push(plain_value_info(&updated, &p.shape));
         for (slot, _) in cfg.optimizer.slots() {
-            inputs.push(tensor_input(&format!("{}.{slot}", p.name), &p.shape));
-            outputs.push(tensor_input(&format!("{}.{slot}__new", p.name), &p.shape));
+            inputs.push(plain_value_info(&format!("{}.{slot}", p.name), &p.shape));
+            outputs.push(plain_value_info(&format!("{}.{slot}__new", p.name), &p.shape));
         }
         if cfg.debug_outputs {
             let exported = cx.op("Identity", format!("{}__grad", p.name), &[&grads[&p.name]], vec![]);
-            outputs.push(tensor_input(&exported, &p.shape));
+            outputs.push(plain_value_info(&exported, &p.shape));
         }
     }
     if cfg.debug_outputs {
@@ -236,7 +236,7 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
             if let Op::BatchNorm(_) = graph.node(n).op {
                 let c = graph.shape(n).channels();
                 for stat in ["mean_c", "var_c"] {
-                    outputs.push(tensor_input(&format!("{}/{stat}", graph.node(n).name), &[c]));
+                    outputs.push(plain_value_info(&format!("{}/{stat}", graph.node(n).name), &[c]));
                 }
             }
         }
@@ -250,25 +250,17 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
             cfg.optimizer.slots().iter().map(|(s, v)| format!("{s}={v}")).collect::<Vec<_>>().join(","),
         ),
     ];
-    Ok(ModelProto {
-        ir_version: IR_VERSION,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
-        producer_name: "incc".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        doc_string: format!("{} (training step)", graph.name),
-        graph: Some(GraphProto {
-            name: format!("{}_train", graph.name),
-            node: cx.nodes,
-            initializer: cx.constants,
-            input: inputs,
-            output: outputs,
-            value_info: values,
-            doc_string: format!("one training step of network {}, compiled by incc", graph.name),
-            ..GraphProto::default()
-        }),
-        metadata_props: metadata.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect(),
-        ..ModelProto::default()
-    })
+    let graph_proto = GraphProto {
+        name: format!("{}_train", graph.name),
+        node: cx.nodes,
+        initializer: cx.constants,
+        input: inputs,
+        output: outputs,
+        value_info: values,
+        doc_string: format!("one training step of network {}, compiled by incc", graph.name),
+        ..GraphProto::default()
+    };
+    Ok(model(graph_proto, format!("{} (training step)", graph.name), &metadata))
 }
 
 fn stamp(nodes: &mut [NodeProto], sources: &SourceMap, span: crate::source::Span) {
@@ -276,12 +268,4 @@ fn stamp(nodes: &mut [NodeProto], sources: &SourceMap, span: crate::source::Span
     for n in nodes {
         n.doc_string = location.clone();
     }
-}
-
-fn scalar_input(name: &str) -> ValueInfoProto {
-    plain_value_info(name, &[])
-}
-
-fn tensor_input(name: &str, dims: &[usize]) -> ValueInfoProto {
-    plain_value_info(name, dims)
 }
