@@ -126,6 +126,8 @@ impl TrainingArgs {
                 TargetArg::Cpu => incc::onnx::lower::Target::Cpu,
                 TargetArg::Gpu => incc::onnx::lower::Target::Gpu,
             },
+            // `incc train --ema` sets it; a compiled step stays without.
+            ema: false,
             debug_outputs: false,
         }
     }

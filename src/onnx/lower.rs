@@ -42,6 +42,11 @@ pub struct Lowering {
     constant_names: HashSet<String>,
     /// Shapes (batch excluded) of values made inside a lowering, for value_info.
     pub intermediates: Vec<(String, Vec<usize>)>,
+    /// The batch size, when the graph is compiled for one (a training step's statistics then
+    /// divide by constants).
+    pub batch: Option<usize>,
+    /// The batch size as a float scalar, once computed from `images` (dynamic batch).
+    batch_value: Option<String>,
 }
 
 /// What reverse mode tells an op's gradient rule: the gradient of the loss with respect to its
@@ -118,6 +123,23 @@ impl Lowering {
             });
         }
         name
+    }
+
+    /// The batch size as a float scalar: a constant, or read once from the shape of `images`.
+    pub fn batch_size(&mut self) -> String {
+        if let Some(n) = self.batch {
+            return self.scalar(format!("const/batch/{n}"), n as f32);
+        }
+        if let Some(name) = &self.batch_value {
+            return name.clone();
+        }
+        let shape = self.op("Shape", "batch/shape".into(), &["images"], vec![int("start", 0), int("end", 1)]);
+        let n = self.op("Cast", "batch/n".into(), &[&shape], vec![int("to", DataType::Float as i64)]);
+        // [1] -> a scalar, so that it broadcasts like the constant.
+        let scalar_shape = self.ints(&[]);
+        let n = self.op("Reshape", "batch/size".into(), &[&n, &scalar_shape], vec![]);
+        self.batch_value = Some(n.clone());
+        n
     }
 
     /// A one-node op with one output named `output`; returns the output's name.

@@ -4,11 +4,13 @@
 //! session.
 //!
 //! Inputs: `images` [N,C,H,W], `labels` int64 [N], `learning_rate` (scalar), `step` (Adam),
-//! each dropout's `<node>.mask`, every parameter, optimizer slot `<param>.<slot>` and running
-//! statistic. Outputs: `loss`, `logits`, and `<name>__new` for every parameter, slot and running
-//! statistic (two buffer sets swapped each step; never one buffer as both input and output).
+//! `ema_decay` (with a moving average), each dropout's `<node>.mask`, every parameter and running
+//! statistic, the flat optimizer slots `opt/<group>.<slot>` and average `ema` (`update.rs`).
+//! Outputs: `loss`, `logits`, and `<name>__new` for every state input (two buffer sets swapped
+//! each step; never one buffer as both input and output).
 
 pub mod optim;
+pub mod update;
 
 use crate::diag::Diagnostic;
 use crate::ir::ops::Op;
@@ -36,7 +38,11 @@ pub struct TrainConfig {
     /// The device the step is compiled for (chooses among gradient forms).
     #[serde(default)]
     pub target: Target,
-    /// Also output every parameter's gradient as `<param>__grad`, and each batch norm's batch
+    /// Keep a moving average of the parameters and running statistics in the step (input
+    /// `ema_decay`, state `ema`), so that it never leaves the device.
+    #[serde(default)]
+    pub ema: bool,
+    /// Also output every parameter's gradient (before weight decay and clipping) as `<param>__grad`, and each batch norm's batch
     /// mean and (biased) variance as `<node>/mean`, `<node>/var` (for checks and debugging).
     pub debug_outputs: bool,
 }
@@ -50,6 +56,7 @@ impl Default for TrainConfig {
             decay_all: false,
             clip_norm: None,
             target: Target::Cpu,
+            ema: false,
             debug_outputs: false,
         }
     }
@@ -90,6 +97,7 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
         input_shapes: graph.input_shapes(n),
     };
     let mut cx = Lowering::default();
+    cx.batch = batch;
     let mut inputs = vec![value_info("images", &graph.shape(graph.input).0, batch, DataType::Float)];
     inputs.push(value_info("labels", &[], batch, DataType::Int64));
     inputs.push(plain_value_info("learning_rate", &[]));
@@ -134,11 +142,7 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
     // d loss / d logits = (softmax - target) / N
     let p = cx.op("Exp", "loss/d/p".into(), &[&logp], vec![]);
     let diff = cx.op("Sub", "loss/d/diff".into(), &[&p, &target], vec![]);
-    let shape = cx.op("Shape", "loss/d/shape".into(), &["logits"], vec![]);
-    let first = cx.ints(&[0]);
-    let one = cx.ints(&[1]);
-    let n_i = cx.op("Slice", "loss/d/n".into(), &[&shape, &first, &one], vec![]);
-    let n_f = cx.op("Cast", "loss/d/n_f".into(), &[&n_i], vec![int("to", DataType::Float as i64)]);
+    let n_f = cx.batch_size();
     let dlogits = cx.op("Div", "loss/d/logits".into(), &[&diff, &n_f], vec![]);
 
     // Backward: each node's gradient rule, in reverse order; pieces of one gradient are summed.
@@ -176,67 +180,31 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
         }
     }
 
-    // Weight decay (L2, added to the gradient; AdamW decays in its update instead).
-    let decays = |p: &Param| cfg.weight_decay != 0.0 && (cfg.decay_all || p.role == ParamRole::Weight);
-    let decoupled = matches!(cfg.optimizer, Optimizer::Adam { decoupled: true, .. });
-    let trainable: Vec<&Param> = params.iter().filter(|p| p.role.is_trainable()).collect();
-    for p in &trainable {
-        if decays(p) && !decoupled {
-            let wd = cx.scalar(format!("const/{:e}", cfg.weight_decay), cfg.weight_decay);
-            let decay = cx.op("Mul", format!("{}/decay", p.name), &[&p.name, &wd], vec![]);
-            let g = &grads[&p.name];
-            let total = cx.op("Add", format!("{}/grad_decayed", p.name), &[g, &decay], vec![]);
-            grads.insert(p.name.clone(), total);
-        }
-    }
-    // Clipping by the global norm: g * clip / max(norm, clip).
-    if let Some(clip) = cfg.clip_norm {
-        let squares: Vec<String> = trainable
-            .iter()
-            .map(|p| cx.op("ReduceSumSquare", format!("{}/grad_sq", p.name), &[&grads[&p.name]], vec![int("keepdims", 0)]))
-            .collect();
-        let refs: Vec<&str> = squares.iter().map(String::as_str).collect();
-        let total = cx.op("Sum", "clip/total_sq".into(), &refs, vec![]);
-        let norm = cx.op("Sqrt", "clip/norm".into(), &[&total], vec![]);
-        let limit = cx.scalar("clip/limit".into(), clip);
-        let larger = cx.op("Max", "clip/larger".into(), &[&norm, &limit], vec![]);
-        let factor = cx.op("Div", "clip/factor".into(), &[&limit, &larger], vec![]);
-        for p in &trainable {
-            let clipped = cx.op("Mul", format!("{}/grad_clipped", p.name), &[&grads[&p.name], &factor], vec![]);
-            grads.insert(p.name.clone(), clipped);
-        }
-    }
-
-    // The optimizer, then the graph's inputs and outputs.
-    cfg.optimizer.prepare(&mut cx);
+    // The update, then the graph's inputs and outputs.
     let mut outputs = vec![
         plain_value_info("loss", &[]),
         value_info("logits", &[classes], batch, DataType::Float),
     ];
-    for p in &params {
+    // Running statistics are inputs packed (`update.rs`), not one by one.
+    for p in params.iter().filter(|p| p.role.is_trainable()) {
         inputs.push(plain_value_info(&p.name, &p.shape));
-        if !p.role.is_trainable() {
-            outputs.push(plain_value_info(&format!("{}__new", p.name), &p.shape));
-            continue;
-        }
-        let decay = if decoupled && decays(p) { cfg.weight_decay } else { 0.0 };
-        let updated = cfg.optimizer.update(&mut cx, &p.name, &grads[&p.name], decay);
-        outputs.push(plain_value_info(&updated, &p.shape));
-        for (slot, _) in cfg.optimizer.slots() {
-            inputs.push(plain_value_info(&format!("{}.{slot}", p.name), &p.shape));
-            outputs.push(plain_value_info(&format!("{}.{slot}__new", p.name), &p.shape));
-        }
-        if cfg.debug_outputs {
+    }
+    let (update_inputs, update_outputs) = update::emit(&mut cx, graph, cfg, &grads);
+    inputs.extend(update_inputs);
+    outputs.extend(update_outputs);
+    if cfg.debug_outputs {
+        for p in params.iter().filter(|p| p.role.is_trainable()) {
             let exported = cx.op("Identity", format!("{}__grad", p.name), &[&grads[&p.name]], vec![]);
             outputs.push(plain_value_info(&exported, &p.shape));
         }
-    }
-    if cfg.debug_outputs {
         for &n in &order {
             if let Op::BatchNorm(_) = graph.node(n).op {
                 let c = graph.shape(n).channels();
-                for stat in ["mean_c", "var_c"] {
-                    outputs.push(plain_value_info(&format!("{}/{stat}", graph.node(n).name), &[c]));
+                let flat = cx.ints(&[-1]);
+                for (stat, from) in [("mean_c", "mean"), ("var_c", "var")] {
+                    let name = &graph.node(n).name;
+                    let exported = cx.op("Reshape", format!("{name}/{stat}"), &[&format!("{name}/{from}"), &flat], vec![]);
+                    outputs.push(plain_value_info(&exported, &[c]));
                 }
             }
         }

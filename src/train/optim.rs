@@ -1,5 +1,6 @@
-//! Optimizers as graph passes: each parameter's update, written in ONNX after the backward pass.
-//! State slots are graph inputs `<param>.<slot>` and outputs `<param>.<slot>__new`.
+//! Optimizers as graph passes: the update of a flat group of parameters (see `update.rs`),
+//! written in ONNX after the backward pass. State slots are graph inputs `<group>.<slot>` and
+//! outputs `<group>.<slot>__new`.
 
 use crate::onnx::lower::Lowering;
 
@@ -49,22 +50,23 @@ impl Optimizer {
         }
     }
 
-    /// Writes the update of `param` with gradient `grad`; returns the new parameter's value name.
-    /// `decoupled_decay`: AdamW's weight decay for this parameter (0 where it does not apply).
-    pub fn update(&self, cx: &mut Lowering, param: &str, grad: &str, decoupled_decay: f32) -> String {
+    /// Writes the update of the values `param` (the flat parameters of `group`) with gradient
+    /// `grad`; the slots are inputs `<group>.<slot>`. Returns the name of the new values.
+    /// `decoupled_decay`: AdamW's weight decay for the group (0 where it does not apply).
+    pub fn update(&self, cx: &mut Lowering, group: &str, param: &str, grad: &str, decoupled_decay: f32) -> String {
         let c = |cx: &mut Lowering, v: f32| cx.scalar(format!("const/{v:e}"), v);
         let lr = "learning_rate";
-        let slot = |s: &str| format!("{param}.{s}");
-        let new = |s: &str| format!("{param}.{s}__new");
-        let tmp = |s: &str| format!("{param}/opt/{s}");
-        let out = format!("{param}__new");
+        let slot = |s: &str| format!("{group}.{s}");
+        let new = |s: &str| format!("{group}.{s}__new");
+        let tmp = |s: &str| format!("{group}/{s}");
+        let out = format!("{group}/new");
         match *self {
             Optimizer::Sgd { momentum, nesterov } => {
                 let step = if momentum == 0.0 {
                     grad.to_string()
                 } else {
                     let mu = c(cx, momentum);
-                    let decayed = cx.op("Mul", tmp("decayed"), &[&slot("momentum"), &mu], vec![]);
+                    let decayed = cx.op("Mul", tmp("momentum_old"), &[&slot("momentum"), &mu], vec![]);
                     let v = cx.op("Add", new("momentum"), &[&decayed, grad], vec![]);
                     if nesterov {
                         let ahead = cx.op("Mul", tmp("ahead"), &[&v, &mu], vec![]);
@@ -107,7 +109,7 @@ impl Optimizer {
                 let mut step = cx.op("Div", tmp("step"), &[&mhat, &denom], vec![]);
                 if decoupled_decay != 0.0 {
                     let wd = c(cx, decoupled_decay);
-                    let decay = cx.op("Mul", tmp("decay"), &[param, &wd], vec![]);
+                    let decay = cx.op("Mul", tmp("decoupled_decay"), &[param, &wd], vec![]);
                     step = cx.op("Add", tmp("step_decay"), &[&step, &decay], vec![]);
                 }
                 let delta = cx.op("Mul", tmp("delta"), &[&step, lr], vec![]);

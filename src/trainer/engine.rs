@@ -14,9 +14,8 @@ pub struct StepInputs<'a> {
     pub images: &'a [f32],
     pub image_shape: [usize; 4],
     pub labels: &'a [i64],
-    pub learning_rate: f32,
-    /// Adam's step number (from 1).
-    pub step: Option<f32>,
+    /// Scalar inputs by name: `learning_rate`, Adam's `step` (from 1), `ema_decay`.
+    pub scalars: Vec<(&'static str, f32)>,
     /// (input name, shape, values): dropout masks.
     pub masks: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
@@ -74,9 +73,8 @@ impl StepEngine {
         bind(&mut self.binding, "images", host(inputs.image_shape.to_vec(), inputs.images.to_vec())?)?;
         let labels = Tensor::from_array((vec![inputs.labels.len()], inputs.labels.to_vec())).map_err(ort_err("creating the labels"))?.into_dyn();
         bind(&mut self.binding, "labels", labels)?;
-        bind(&mut self.binding, "learning_rate", host(vec![], vec![inputs.learning_rate])?)?;
-        if let Some(step) = inputs.step {
-            bind(&mut self.binding, "step", host(vec![], vec![step])?)?;
+        for &(name, value) in &inputs.scalars {
+            bind(&mut self.binding, name, host(vec![], vec![value])?)?;
         }
         for (name, shape, values) in &inputs.masks {
             bind(&mut self.binding, name, host(shape.clone(), values.clone())?)?;

@@ -14,6 +14,7 @@ use crate::driver::Compiled;
 use crate::ir::{Graph, ParamRole};
 use crate::runtime::session::{Model, Provider, SessionConfig};
 use crate::runtime::tensor::{run_named, Feed};
+use crate::train::update::{pack_all, packed_state, unpack_all, Packed};
 use crate::train::{emit_training, logits_node, TrainConfig};
 use crate::weights::{Tensor, Weights};
 use checkpoint::{Checkpoint, Position};
@@ -154,8 +155,17 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
         Provider::Cpu => crate::onnx::lower::Target::Cpu,
         Provider::Cuda { .. } => crate::onnx::lower::Target::Gpu,
     };
-    let step_config = TrainConfig { target, ..cfg.train.clone() };
-    let model = emit_training(graph, &compiled.sources, &step_config, None).map_err(|d| d.render(&compiled.sources))?;
+    let step_config = TrainConfig { target, ema: cfg.ema.is_some(), ..cfg.train.clone() };
+    let model = emit_training(graph, &compiled.sources, &step_config, Some(cfg.batch)).map_err(|d| d.render(&compiled.sources))?;
+    // The step keeps slots and the average packed; checkpoints keep them per parameter.
+    let packed = packed_state(graph, &step_config);
+    if cfg.ema.is_some() {
+        for (n, _) in crate::report::params::param_list(graph) {
+            let start = tensors[&n].clone();
+            tensors.entry(format!("ema/{n}")).or_insert(start);
+        }
+    }
+    pack_all(&packed, &mut tensors)?;
     let state_names: Vec<String> = model.graph.as_ref().expect("graph").output.iter().filter_map(|o| o.name.strip_suffix("__new").map(str::to_string)).collect();
     let state = state_names
         .iter()
@@ -187,15 +197,6 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
         .append(true)
         .open(runner.out.join("metrics.jsonl"))
         .map_err(|e| format!("cannot write metrics in `{}`: {e}", runner.out.display()))?;
-    let mut ema: Option<BTreeMap<String, Vec<f32>>> = cfg.ema.map(|_| {
-        crate::report::params::param_list(graph)
-            .into_iter()
-            .map(|(n, _)| {
-                let v = tensors.get(&format!("ema/{n}")).unwrap_or(&tensors[&n]).data.clone();
-                (n, v)
-            })
-            .collect()
-    });
 
     let mut summary = Summary { steps: position.step, last_loss: f32::NAN, val_top1: None, val_top5: None, step_images_per_s: 0.0, loader_images_per_s: 0.0 };
     let run_start = Instant::now();
@@ -232,14 +233,22 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
                     (name.clone(), [vec![n], shape.clone()].concat(), mask(cfg.seed, position.step, i, *p, len))
                 })
                 .collect();
+            let mut scalars = vec![("learning_rate", lr)];
+            if cfg.train.optimizer.needs_step() {
+                scalars.push(("step", position.step as f32 + 1.0));
+            }
+            if let Some(decay) = cfg.ema {
+                // The average starts fast (TensorFlow's `num_updates`): its decay ramps up to `decay`.
+                let done = (position.step + 1) as f64;
+                scalars.push(("ema_decay", decay.min((1.0 + done) / (10.0 + done)) as f32));
+            }
             let started = Instant::now();
             let (loss, logits) = engine
                 .step(&StepInputs {
                     images: &batch.images,
                     image_shape: [n, input_shape[0], input_shape[1], input_shape[2]],
                     labels: &batch.labels,
-                    learning_rate: lr,
-                    step: cfg.train.optimizer.needs_step().then_some(position.step as f32 + 1.0),
+                    scalars,
                     masks,
                 })
                 .map_err(|e| e.to_string())?;
@@ -261,22 +270,13 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
             position.step += 1;
             position.batch_in_epoch += 1;
             summary.last_loss = loss;
-            if let (Some(decay), Some(avg)) = (cfg.ema, ema.as_mut()) {
-                let current = engine.state().map_err(|e| e.to_string())?;
-                for (name, _, values) in current {
-                    if let Some(a) = avg.get_mut(&name) {
-                        let d = decay.min((1.0 + position.step as f64) / (10.0 + position.step as f64)) as f32;
-                        a.iter_mut().zip(values).for_each(|(a, v)| *a = d * *a + (1.0 - d) * v);
-                    }
-                }
-            }
             let line = serde_json::json!({"kind": "step", "epoch": epoch, "step": position.step, "loss": loss, "lr": lr, "elapsed_s": run_start.elapsed().as_secs_f64()});
             writeln!(metrics, "{line}").map_err(|e| e.to_string())?;
             bar.set_position(position.batch_in_epoch);
             bar.set_message(format!("loss {loss:.4}  {:.0} img/s", stepped_images as f64 / step_time.max(1e-9)));
             if runner.max_steps.is_some_and(|m| position.step >= m) {
                 bar.finish_and_clear();
-                save(&last_path, &engine, &ema, &position, &settings_json, &source)?;
+                save(&last_path, &engine, &packed, &position, &settings_json, &source)?;
                 break;
             }
             waited = Instant::now();
@@ -289,14 +289,9 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
         position.batch_in_epoch = 0;
 
         // Validation with the averaged parameters, if any.
-        let state = engine.state().map_err(|e| e.to_string())?;
-        let mut eval_weights = Weights { tensors: state.into_iter().map(|(n, shape, data)| (n, Tensor { shape, data })).collect() };
-        if let Some(avg) = &ema {
-            for (n, v) in avg {
-                if let Some(t) = eval_weights.tensors.get_mut(n) {
-                    t.data = v.clone();
-                }
-            }
+        let mut eval_weights = Weights { tensors: current_state(&engine, &packed)? };
+        if cfg.ema.is_some() {
+            use_average(&mut eval_weights.tensors);
         }
         let val = evaluate(&mut evaluator, graph, &eval_weights, val_data.clone(), val_transform.clone(), cfg.batch, runner.workers, cfg.limit_val)?;
         let train_loss = loss_sum / seen.max(1) as f64;
@@ -323,7 +318,7 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
         if best {
             position.best_top1 = Some(val.top1);
         }
-        save(&last_path, &engine, &ema, &position, &settings_json, &source)?;
+        save(&last_path, &engine, &packed, &position, &settings_json, &source)?;
         if best {
             std::fs::copy(&last_path, runner.out.join("best.tmp")).and_then(|_| std::fs::rename(runner.out.join("best.tmp"), runner.out.join("best.safetensors"))).map_err(|e| e.to_string())?;
         }
@@ -350,14 +345,20 @@ fn progress_bar(show: bool, len: u64, pos: u64, epoch: u64, epochs: u64) -> indi
     bar
 }
 
-fn save(path: &Path, engine: &StepEngine, ema: &Option<BTreeMap<String, Vec<f32>>>, position: &Position, settings: &str, source: &str) -> Result<(), String> {
-    let mut tensors: BTreeMap<String, Tensor> = engine.state().map_err(|e| e.to_string())?.into_iter().map(|(n, shape, data)| (n, Tensor { shape, data })).collect();
-    if let Some(avg) = ema {
-        for (n, v) in avg {
-            let shape = tensors[n].shape.clone();
-            tensors.insert(format!("ema/{n}"), Tensor { shape, data: v.clone() });
-        }
-    }
+/// The engine's state copied to the host, per parameter (as checkpoints keep it).
+fn current_state(engine: &StepEngine, packed: &[Packed]) -> Result<BTreeMap<String, Tensor>, String> {
+    let state = engine.state().map_err(|e| e.to_string())?;
+    Ok(unpack_all(packed, state.into_iter().map(|(n, shape, data)| (n, Tensor { shape, data }))))
+}
+
+/// Replaces each parameter by its moving average `ema/<param>`, where there is one.
+fn use_average(tensors: &mut BTreeMap<String, Tensor>) {
+    let averages: Vec<(String, Tensor)> = tensors.iter().filter_map(|(k, t)| k.strip_prefix("ema/").map(|n| (n.to_string(), t.clone()))).collect();
+    tensors.extend(averages);
+}
+
+fn save(path: &Path, engine: &StepEngine, packed: &[Packed], position: &Position, settings: &str, source: &str) -> Result<(), String> {
+    let tensors = current_state(engine, packed)?;
     let c = Checkpoint { tensors, position: position.clone(), settings: settings.to_string(), source: source.to_string() };
     checkpoint::save(path, &c).map_err(|e| format!("cannot write the checkpoint `{}`: {e}", path.display()))
 }
@@ -436,14 +437,10 @@ pub fn eval_checkpoint(path: &Path, arch: Option<&Path>, data: &str, runner: &Ru
     }
     let compiled = compile(&cfg)?;
     let graph = &compiled.graph;
-    let mut weights = Weights { tensors: c.tensors.clone() };
-    let with_ema = use_ema && c.tensors.keys().any(|k| k.starts_with("ema/"));
+    let mut weights = Weights { tensors: c.tensors };
+    let with_ema = use_ema && weights.tensors.keys().any(|k| k.starts_with("ema/"));
     if with_ema {
-        for (k, t) in &c.tensors {
-            if let Some(name) = k.strip_prefix("ema/") {
-                weights.tensors.insert(name.to_string(), t.clone());
-            }
-        }
+        use_average(&mut weights.tensors);
     }
     let spec: DataSpec = data.parse().map_err(|e: crate::data::DataError| e.to_string())?;
     let val: Arc<dyn Source> = Arc::from(open(&spec, Split::Validation).map_err(|e| e.to_string())?);

@@ -8,9 +8,10 @@ use incc::passes::PassOptions;
 use incc::runtime::session::{Model, SessionConfig};
 use incc::runtime::tensor::{run_named, Feed};
 use incc::onnx::lower::Target;
+use incc::train::update::{pack_all, packed_state, Packed};
 use incc::train::{emit_training, Optimizer, TrainConfig};
-use incc::weights::Weights;
-use std::collections::HashMap;
+use incc::weights::{Tensor, Weights};
+use std::collections::{BTreeMap, HashMap};
 
 /// Deterministic values in [-1, 1).
 fn noise(seed: u64, n: usize) -> Vec<f32> {
@@ -32,6 +33,8 @@ struct Step {
     images: Vec<f32>,
     labels: Vec<i64>,
     masks: HashMap<String, Vec<f32>>,
+    /// The step's flat optimizer slots, from the per-parameter ones the tests keep.
+    packed: Vec<Packed>,
 }
 
 impl Step {
@@ -55,6 +58,7 @@ impl Step {
             images: noise(7, batch * input),
             labels: (0..batch).map(|i| (i * 3 % classes) as i64).collect(),
             masks,
+            packed: packed_state(&c.graph, cfg),
         }
     }
 
@@ -66,20 +70,39 @@ impl Step {
             ("labels".to_string(), Feed::I64(vec![self.batch], self.labels.clone())),
             ("learning_rate".to_string(), Feed::F32(vec![], vec![lr])),
         ];
+        if self.model.info().inputs.iter().any(|i| i.name == "ema_decay") {
+            feeds.push(("ema_decay".to_string(), Feed::F32(vec![], vec![EMA_DECAY])));
+        }
         for (name, mask) in &self.masks {
             let per = mask.len() / self.batch;
             feeds.push((name.clone(), Feed::F32(vec![self.batch, per], mask.clone())));
         }
-        for (name, t) in &weights.tensors {
-            feeds.push((name.clone(), Feed::F32(t.shape.clone(), t.data.clone())));
-        }
+        // Parameters, running statistics and slots, packed as the step takes them.
+        let mut values: BTreeMap<String, Tensor> = weights.tensors.clone();
         for (name, v) in state {
-            let base = name.rsplit_once('.').map_or(name.as_str(), |(b, _)| b);
-            feeds.push((name.clone(), Feed::F32(weights.tensors[base].shape.clone(), v.clone())));
+            // `<param>.<slot>` or `ema/<param>`: the shape of the parameter.
+            let param = name.strip_prefix("ema/").unwrap_or_else(|| name.rsplit_once('.').map_or(name.as_str(), |(b, _)| b));
+            values.insert(name.clone(), Tensor { shape: weights.tensors[param].shape.clone(), data: v.clone() });
         }
-        run_named(&mut self.model, feeds).expect("the step runs").into_iter().map(|(n, _, v)| (n, v)).collect()
+        pack_all(&self.packed, &mut values).expect("every packed value's members");
+        for input in &self.model.info().inputs {
+            if let Some(t) = values.get(&input.name) {
+                feeds.push((input.name.clone(), Feed::F32(t.shape.clone(), t.data.clone())));
+            }
+        }
+        let mut out: HashMap<String, Vec<f32>> = run_named(&mut self.model, feeds).expect("the step runs").into_iter().map(|(n, _, v)| (n, v)).collect();
+        // Packed new values per member: `<param>.<slot>__new`, `<stat>__new`.
+        for p in &self.packed {
+            if let Some(flat) = out.remove(&format!("{}__new", p.name)) {
+                out.extend(p.unpack(&flat).into_iter().map(|(n, t)| (format!("{n}__new"), t.data)));
+            }
+        }
+        out
     }
 }
+
+/// The moving average's decay fed to steps that keep one.
+const EMA_DECAY: f32 = 0.75;
 
 /// Optimizer state at its initial values, for every trainable parameter.
 fn initial_state(weights: &Weights, graph: &incc::ir::Graph, optimizer: &Optimizer) -> HashMap<String, Vec<f32>> {
@@ -181,10 +204,15 @@ fn a_full_step_of_a_small_inception_resnet_checked_piece_by_piece() {
         return;
     }
     let c = crate::common::compile_with(&root().join(crate::onnx::TINY_RESIDUAL), &Default::default(), &PassOptions::default(), None).expect("compiles");
-    let cfg = TrainConfig { debug_outputs: true, ..TrainConfig::default() }; // RMSProp as the paper, smoothing 0.1
+    // RMSProp as the paper, smoothing 0.1, a moving average of the parameters.
+    let cfg = TrainConfig { debug_outputs: true, ema: true, ..TrainConfig::default() };
     let mut step = Step::new(&c, &cfg, 4);
     let weights = incc::weights::init(&c.graph, 11);
-    let state = initial_state(&weights, &c.graph, &cfg.optimizer);
+    let mut state = initial_state(&weights, &c.graph, &cfg.optimizer);
+    // An average unlike the parameters: ema/<p> = p / 2.
+    for (name, t) in &weights.tensors {
+        state.insert(format!("ema/{name}"), t.data.iter().map(|v| v / 2.0).collect());
+    }
     let lr = 0.045f32;
     let out = step.run(&weights, &state, lr);
 
@@ -229,6 +257,14 @@ fn a_full_step_of_a_small_inception_resnet_checked_piece_by_piece() {
                 assert!((out[&format!("{name}.running_mean__new")][ch] - rm).abs() < 1e-6, "{name} mean");
                 assert!((out[&format!("{name}.running_var__new")][ch] - rv).abs() < 1e-5, "{name} var");
             }
+        }
+    }
+    // The moving average of every parameter and running statistic, towards its new value.
+    for (name, t) in &weights.tensors {
+        let (new, avg) = (&out[&format!("{name}__new")], &out[&format!("ema/{name}__new")]);
+        for i in 0..t.data.len() {
+            let expect = EMA_DECAY * t.data[i] / 2.0 + (1.0 - EMA_DECAY) * new[i];
+            assert!((avg[i] - expect).abs() <= 1e-6 * (1.0 + expect.abs()), "ema/{name}[{i}]: {} vs {expect}", avg[i]);
         }
     }
     // And the gradients themselves, by finite differences over the whole network.

@@ -80,6 +80,12 @@ pub trait OpRule {
     fn step_inputs(&self, _output: &Shape) -> Vec<(&'static str, Vec<usize>)> {
         vec![]
     }
+    /// The momentum of the op's running statistics (parameters with a `Running*` role): the
+    /// training step moves each towards the batch value its `lower_train` defines as
+    /// `<param>/batch`.
+    fn running_momentum(&self) -> Option<f32> {
+        None
+    }
     /// Reverse mode: the gradients of the inputs and parameters, given the output's. `None`: the
     /// op has no gradient rule (autodiff reports it at the op's source location).
     fn gradient(&self, _cx: &mut Lowering, _at: &LowerAt, _g: &GradAt) -> Option<Grads> {

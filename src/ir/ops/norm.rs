@@ -48,64 +48,86 @@ impl OpRule for BatchNorm {
     }
 
     fn lower_train(&self, cx: &mut Lowering, at: &LowerAt) {
-        // Batch statistics; the running ones move by `momentum`, with the unbiased variance
-        // (as PyTorch and TensorFlow's fused batch norm).
+        // Batch statistics. Full-size passes: mean, centring, sum of squares, y = xc * scale + beta
+        // (five; the per-channel arithmetic is on [1,C,1,1]). The running statistics move
+        // towards `<param>/batch` (the batch mean and unbiased variance) in the step's packed
+        // update (`train/update.rs`), as PyTorch and TensorFlow's fused batch norm.
         let x = at.inputs[0].as_str();
         let axes = cx.ints(&[0, 2, 3]);
         let keep = || vec![int("keepdims", 1)];
         let mean = cx.op("ReduceMean", at.internal("mean"), &[x, &axes], keep());
         let xc = cx.op("Sub", at.internal("xc"), &[x, &mean], vec![]);
-        let sq = cx.op("Mul", at.internal("sq"), &[&xc, &xc], vec![]);
-        let var = cx.op("ReduceMean", at.internal("var"), &[&sq, &axes], keep());
+        let sum_sq = cx.op("ReduceSumSquare", at.internal("sum_sq"), &[&xc, &axes], keep());
+        let (per_value, per_value_unbiased) = counts(cx, at);
+        let var = cx.op("Mul", at.internal("var"), &[&sum_sq, &per_value], vec![]);
         let eps = cx.scalar(at.internal("eps"), self.eps as f32);
         let var_eps = cx.op("Add", at.internal("var_eps"), &[&var, &eps], vec![]);
-        let std = cx.op("Sqrt", at.internal("std"), &[&var_eps], vec![]);
-        let invstd = cx.op("Reciprocal", at.internal("invstd"), &[&std], vec![]);
-        let xhat = cx.op("Mul", at.internal("xhat"), &[&xc, &invstd], vec![]);
+        let minus_half = cx.scalar("const/-0.5".into(), -0.5);
+        let invstd = cx.op("Pow", at.internal("invstd"), &[&var_eps, &minus_half], vec![]);
         let shape4 = cx.ints(&[1, -1, 1, 1]);
         let gamma4 = cx.op("Reshape", at.internal("gamma4"), &[&at.param("weight"), &shape4], vec![]);
         let beta4 = cx.op("Reshape", at.internal("beta4"), &[&at.param("bias"), &shape4], vec![]);
-        let scaled = cx.op("Mul", at.internal("scaled"), &[&xhat, &gamma4], vec![]);
+        let scale = cx.op("Mul", at.internal("scale"), &[&gamma4, &invstd], vec![]);
+        let scaled = cx.op("Mul", at.internal("scaled"), &[&xc, &scale], vec![]);
         cx.node("Add", at.name, &[&scaled, &beta4], &[&at.output], vec![]);
+        cx.op("Identity", format!("{}/batch", at.param("running_mean")), &[&mean], vec![]);
+        cx.op("Mul", format!("{}/batch", at.param("running_var")), &[&sum_sq, &per_value_unbiased], vec![]);
+    }
 
-        let flat = cx.ints(&[-1]);
-        let mean_c = cx.op("Reshape", at.internal("mean_c"), &[&mean, &flat], vec![]);
-        let var_c = cx.op("Reshape", at.internal("var_c"), &[&var, &flat], vec![]);
-        let size = cx.op("Size", at.internal("size"), &[x], vec![]);
-        let size_f = cx.op("Cast", at.internal("size_f"), &[&size], vec![int("to", 1)]);
-        let channels = cx.scalar(at.internal("channels"), at.input_shapes[0].channels() as f32);
-        let m = cx.op("Div", at.internal("m"), &[&size_f, &channels], vec![]);
-        let one = cx.scalar("const/one".into(), 1.0);
-        let m1 = cx.op("Sub", at.internal("m_1"), &[&m, &one], vec![]);
-        let bessel = cx.op("Div", at.internal("bessel"), &[&m, &m1], vec![]);
-        let unbiased = cx.op("Mul", at.internal("unbiased"), &[&var_c, &bessel], vec![]);
-        let keep_old = cx.scalar(at.internal("keep"), (1.0 - self.momentum) as f32);
-        let take_new = cx.scalar(at.internal("momentum"), self.momentum as f32);
-        for (stat, batch) in [("running_mean", &mean_c), ("running_var", &unbiased)] {
-            let old = cx.op("Mul", at.internal(&format!("{stat}/old")), &[&at.param(stat), &keep_old], vec![]);
-            let new = cx.op("Mul", at.internal(&format!("{stat}/new")), &[batch, &take_new], vec![]);
-            cx.op("Add", format!("{}__new", at.param(stat)), &[&old, &new], vec![]);
-        }
+    fn running_momentum(&self) -> Option<f32> {
+        Some(self.momentum as f32)
     }
 
     fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
-        // With batch statistics: dX = (dY - mean(dY) - xhat * mean(dY * xhat)) * gamma / std.
-        let (dy, xhat) = (g.dy.as_str(), at.internal("xhat"));
+        // With batch statistics, m values per channel, s = sum(dY * xc):
+        // dX = scale * (dY - sum(dY) / m - xc * invstd^2 * s / m) = dY * a + xc * b + c with
+        // a = scale, b = -scale * invstd^2 * s / m, c = -scale * sum(dY) / m ([1,C,1,1] each).
+        // Full-size passes: two sums, dY * xc, and the four of dX.
+        let dy = g.dy.as_str();
+        let (xc, invstd, scale) = (at.internal("xc"), at.internal("invstd"), at.internal("scale"));
         let axes = cx.ints(&[0, 2, 3]);
-        let dy_xhat = cx.op("Mul", at.internal("d/dy_xhat"), &[dy, &xhat], vec![]);
+        let keep = || vec![int("keepdims", 1)];
+        let flat = cx.ints(&[-1]);
+        let sum_dy = cx.op("ReduceSum", at.internal("d/sum_dy"), &[dy, &axes], keep());
+        let dy_xc = cx.op("Mul", at.internal("d/dy_xc"), &[dy, &xc], vec![]);
+        let s = cx.op("ReduceSum", at.internal("d/sum_dy_xc"), &[&dy_xc, &axes], keep());
+        let s_invstd = cx.op("Mul", at.internal("d/s_invstd"), &[&s, &invstd], vec![]);
+        let dgamma = cx.op("Reshape", at.internal("dweight"), &[&s_invstd, &flat], vec![]);
+        let dbeta = cx.op("Reshape", at.internal("dbias"), &[&sum_dy, &flat], vec![]);
         let dx = g.wants[0].then(|| {
-            let keep = || vec![int("keepdims", 1)];
-            let mean_dy = cx.op("ReduceMean", at.internal("d/mean_dy"), &[dy, &axes], keep());
-            let mean_dy_xhat = cx.op("ReduceMean", at.internal("d/mean_dy_xhat"), &[&dy_xhat, &axes], keep());
-            let centred = cx.op("Sub", at.internal("d/centred"), &[dy, &mean_dy], vec![]);
-            let proj = cx.op("Mul", at.internal("d/proj"), &[&xhat, &mean_dy_xhat], vec![]);
-            let diff = cx.op("Sub", at.internal("d/diff"), &[&centred, &proj], vec![]);
-            let factor = cx.op("Mul", at.internal("d/factor"), &[&at.internal("gamma4"), &at.internal("invstd")], vec![]);
-            cx.op("Mul", at.internal("dx"), &[&diff, &factor], vec![])
+            let per_value = at.internal("per_value");
+            let minus_scale = cx.op("Neg", at.internal("d/minus_scale"), &[&scale], vec![]);
+            let minus_scale_m = cx.op("Mul", at.internal("d/minus_scale_m"), &[&minus_scale, &per_value], vec![]);
+            let s_invstd2 = cx.op("Mul", at.internal("d/s_invstd2"), &[&s_invstd, &invstd], vec![]);
+            let b = cx.op("Mul", at.internal("d/b"), &[&s_invstd2, &minus_scale_m], vec![]);
+            let c = cx.op("Mul", at.internal("d/c"), &[&sum_dy, &minus_scale_m], vec![]);
+            let dy_a = cx.op("Mul", at.internal("d/dy_a"), &[dy, &scale], vec![]);
+            let xc_b = cx.op("Mul", at.internal("d/xc_b"), &[&xc, &b], vec![]);
+            let xc_b_c = cx.op("Add", at.internal("d/xc_b_c"), &[&xc_b, &c], vec![]);
+            cx.op("Add", at.internal("dx"), &[&dy_a, &xc_b_c], vec![])
         });
-        let no_keep = || vec![int("keepdims", 0)];
-        let dgamma = cx.op("ReduceSum", at.internal("dweight"), &[&dy_xhat, &axes], no_keep());
-        let dbeta = cx.op("ReduceSum", at.internal("dbias"), &[dy, &axes], no_keep());
         Some(Grads { inputs: vec![dx], params: vec![("weight", dgamma), ("bias", dbeta)] })
+    }
+}
+
+/// 1/m and 1/(m-1) for the m = N*H*W values of each channel, as `<node>/per_value` and
+/// `<node>/per_value_unbiased`: constants when the batch size is known.
+fn counts(cx: &mut Lowering, at: &LowerAt) -> (String, String) {
+    let shape = &at.input_shapes[0].0;
+    let spatial = (shape[1] * shape[2]) as f32;
+    let (per_value, unbiased) = (at.internal("per_value"), at.internal("per_value_unbiased"));
+    match cx.batch {
+        Some(n) => {
+            let m = n as f32 * spatial;
+            (cx.scalar(per_value, 1.0 / m), cx.scalar(unbiased, 1.0 / (m - 1.0)))
+        }
+        None => {
+            let n = cx.batch_size();
+            let spatial = cx.scalar(format!("const/{spatial:e}"), spatial);
+            let m = cx.op("Mul", at.internal("m"), &[&n, &spatial], vec![]);
+            let one = cx.scalar("const/one".into(), 1.0);
+            let m_1 = cx.op("Sub", at.internal("m_1"), &[&m, &one], vec![]);
+            (cx.op("Reciprocal", per_value, &[&m], vec![]), cx.op("Reciprocal", unbiased, &[&m_1], vec![]))
+        }
     }
 }
