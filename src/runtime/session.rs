@@ -189,6 +189,13 @@ impl Model {
         self.config
     }
 
+    /// A second session of the same model and configuration that profiles every run into
+    /// `<prefix>_<date>_<time>.json` (profiling can only be switched on when a session is
+    /// created); it costs one more model load.
+    pub(crate) fn profiling_twin(&self, prefix: &Path) -> Result<Session, RuntimeError> {
+        build_session(&self.source, self.config, Some(prefix))
+    }
+
     /// The model's only input: `run` and `bench` feed exactly one f32 tensor.
     ///
     /// # Errors
@@ -250,6 +257,11 @@ pub(crate) fn build_session(source: &Source, config: SessionConfig, profile: Opt
             RuntimeError::Load { what: source.describe(), reason }
         }
     })
+}
+
+/// Ends a session's profile and returns the file ONNX Runtime wrote it to.
+pub(crate) fn end_profiling(session: &mut Session) -> Result<PathBuf, RuntimeError> {
+    session.end_profiling().map(PathBuf::from).map_err(RuntimeError::ort("ending the profile"))
 }
 
 /// What to check, unless ONNX Runtime's message already says (a device ordinal out of range).
