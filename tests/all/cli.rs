@@ -104,6 +104,19 @@ fn bench_profile_from_the_command_line() {
 }
 
 #[test]
+fn train_profile_from_the_command_line() {
+    if !ort_ready() {
+        return;
+    }
+    let dir = fresh_folder("train-profile");
+    let (code, out, err) = incc(&["train", "tests/fixtures/tiny_residual.inc", "--data", "synthetic:64,15,5", "--batch", "8", "--max-steps", "3", "--out", "target/cli-test/train-profile/run", "--quiet", "--profile", "target/cli-test/train-profile/t.json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("where the time of a training step goes (profiled):\n2 runs, ") && out.contains("| ConvTranspose "), "{out}");
+    assert!(err.contains("wrote target/cli-test/train-profile/t.json and target/cli-test/train-profile/t.trace.json"), "{err}");
+    assert!(dir.join("t.json").exists() && dir.join("t.trace.json").exists());
+}
+
+#[test]
 fn train_resume_eval_and_plot_from_the_command_line() {
     if !ort_ready() {
         return;
