@@ -1,8 +1,9 @@
 //! `incc run` and `incc bench`: a `.inc` (compiled in memory) or any `.onnx`, on ONNX Runtime.
 
 use incc::driver::{build_onnx, WeightsSource};
-use incc::runtime::bench::{bench, bench_interleaved, render_table, BenchConfig};
+use incc::runtime::bench::{bench, bench_interleaved, profile, render_table, BenchConfig};
 use incc::runtime::images::{load_image, synthetic_batch, Preprocess};
+use incc::runtime::profile::ProfileFiles;
 use incc::runtime::providers::{describe_providers, providers_used};
 use incc::runtime::session::{Dim, Model, Provider, SessionConfig};
 use incc::runtime::tensor::run;
@@ -89,6 +90,15 @@ pub struct BenchArgs {
     /// alternating with incc's, and report incc's figures as ratios against it.
     #[arg(long, value_name = "MODEL.onnx")]
     pub baseline: Option<PathBuf>,
+    /// After the timed runs, profile --profile-runs runs of the first batch size (after --warmup
+    /// runs left out) with ONNX Runtime's profiler: print where the time goes (per op type, the
+    /// slowest nodes), write that summary as JSON to FILE.json and keep ONNX Runtime's trace as
+    /// FILE.trace.json (chrome://tracing, Perfetto). On CUDA, kernel times are launch times.
+    #[arg(long, value_name = "FILE.json")]
+    pub profile: Option<PathBuf>,
+    /// Runs to profile with --profile.
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..), requires = "profile")]
+    pub profile_runs: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -203,6 +213,7 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
         min_time: std::time::Duration::from_secs_f64(a.min_time.max(0.0)),
         ..BenchConfig::default()
     };
+    let files = a.profile.as_ref().map(ProfileFiles::new).transpose().map_err(|e| format!("error: {e}"))?;
     let mut model = load(&a.model)?;
     let shape = chw(&model)?;
     let provider_line = providers(&model, [1, shape[0], shape[1], shape[2]])?;
@@ -220,6 +231,14 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
         }
         None => (bench(&mut model, shape, &cfg).map_err(|e| format!("error: {e}"))?, None),
     };
+    let profiled = match &files {
+        Some(files) => {
+            let p = profile(&model, shape, cfg.batches[0], cfg.warmup, a.profile_runs, files).map_err(|e| format!("error: {e}"))?;
+            eprintln!("wrote {} and {}", files.summary().display(), files.trace().display());
+            Some(p)
+        }
+        None => None,
+    };
     if a.json {
         let json = serde_json::json!({
             "model": a.model.common.file.display().to_string(),
@@ -228,6 +247,7 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
             "results": ours,
             "baseline": a.baseline.as_ref().map(|p| p.display().to_string()),
             "baseline_results": baseline,
+            "profile": profiled,
         });
         println!("{}", serde_json::to_string_pretty(&json).expect("serialisable"));
         return Ok(());
@@ -241,6 +261,11 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
         for (o, b) in ours.iter().zip(base) {
             println!("batch {}: incc median latency = {:.3} x the baseline's ({:.2} vs {:.2} ms)", o.batch, o.median_ms / b.median_ms, o.median_ms, b.median_ms);
         }
+    }
+    if let Some(p) = &profiled {
+        // The profiler's own cost per node is in these times: the unprofiled median is the reference.
+        println!("\n\nwhere the time goes at batch {} (profiled; unprofiled median {:.3} ms per run):", cfg.batches[0], ours[0].median_ms);
+        print!("{}", p.render());
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `incc train`, `incc eval` and `incc plot`.
 
 use super::exec::RuntimeArgs;
+use incc::runtime::profile::ProfileFiles;
 use incc::trainer::schedule::Schedule;
 use incc::trainer::{RunConfig, Runner, Start};
 use std::path::PathBuf;
@@ -52,6 +53,12 @@ pub struct TrainArgs {
     /// Use at most this many validation examples.
     #[arg(long)]
     pub limit_val: Option<usize>,
+    /// Profile the training steps of this process with ONNX Runtime's profiler (meant for short
+    /// runs, e.g. with --max-steps: it records every node of every step): print where the time
+    /// goes (per op type, the slowest nodes; the first step is left out when more ran), write
+    /// that summary as JSON to FILE.json and keep ONNX Runtime's trace as FILE.trace.json.
+    #[arg(long, value_name = "FILE.json")]
+    pub profile: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Data-loading threads.
@@ -95,8 +102,9 @@ pub struct PlotArgs {
 
 pub fn train_command(a: TrainArgs) -> Result<(), String> {
     let out = a.resume.clone().or(a.out.clone()).ok_or("error: give --out RUN_DIR for a new run, or --resume RUN_DIR")?;
+    let files = a.profile.as_ref().map(ProfileFiles::new).transpose().map_err(|e| format!("error: {e}"))?;
     let config = a.runtime.init()?;
-    let runner = Runner { provider: config.provider, threads: config.threads, workers: a.workers.max(1), out: out.clone(), max_steps: a.max_steps, progress: !a.quiet };
+    let runner = Runner { provider: config.provider, threads: config.threads, workers: a.workers.max(1), out: out.clone(), max_steps: a.max_steps, progress: !a.quiet, profile: a.profile.clone() };
     let start = match (&a.file, &a.data) {
         _ if a.resume.is_some() => Start::Resume { epochs: a.epochs },
         (Some(file), Some(data)) => Start::New(RunConfig {
@@ -131,12 +139,17 @@ pub fn train_command(a: TrainArgs) -> Result<(), String> {
         s.loader_images_per_s,
         out.display()
     );
+    if let (Some(p), Some(files)) = (&s.profile, &files) {
+        println!("\nwhere the time of a training step goes (profiled):");
+        print!("{}", p.render());
+        eprintln!("wrote {} and {}", files.summary().display(), files.trace().display());
+    }
     Ok(())
 }
 
 pub fn eval_command(a: EvalArgs) -> Result<(), String> {
     let config = a.runtime.init()?;
-    let runner = Runner { provider: config.provider, threads: config.threads, workers: a.workers.max(1), out: PathBuf::new(), max_steps: None, progress: false };
+    let runner = Runner { provider: config.provider, threads: config.threads, workers: a.workers.max(1), out: PathBuf::new(), max_steps: None, progress: false, profile: None };
     let (e, ema) = incc::trainer::eval_checkpoint(&a.checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema).map_err(|e| format!("error: {e}"))?;
     println!(
         "{} ({} parameters): {} examples, top-1 {:.2}%, top-5 {:.2}%, loss {:.4}",

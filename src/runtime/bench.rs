@@ -1,4 +1,5 @@
-//! Latency and throughput of a model at several batch sizes, on synthetic input.
+//! Latency and throughput of a model at several batch sizes, on synthetic input, and where the
+//! time of a run goes.
 
 use std::time::{Duration, Instant};
 
@@ -7,8 +8,9 @@ use serde::Serialize;
 
 use super::error::RuntimeError;
 use super::images::synthetic_batch;
-use super::session::Model;
-use super::tensor::input_tensor;
+use super::profile::{Profile, ProfileFiles};
+use super::session::{end_profiling, Model};
+use super::tensor::{input_tensor, run_tensor};
 
 /// What to measure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +110,26 @@ pub fn bench_interleaved(models: &mut [&mut Model], input_chw_shape: [usize; 3],
         }
     }
     Ok(results)
+}
+
+/// Profiles `runs` runs of `model` on a synthetic batch of `batch` images in a profiling twin
+/// session, after `warmup` runs the summary leaves out, and writes `files` (see [`ProfileFiles`]).
+///
+/// # Errors
+/// As [`bench`], and the profile's files (their messages name them).
+pub fn profile(model: &Model, input_chw_shape: [usize; 3], batch: usize, warmup: usize, runs: usize, files: &ProfileFiles) -> Result<Profile, RuntimeError> {
+    let [c, h, w] = input_chw_shape;
+    let shape = [batch, c, h, w];
+    let input = input_tensor(model.image_input()?, synthetic_batch(shape, 0), shape)?;
+    let mut session = model.profiling_twin(&files.ort_prefix())?;
+    let ran = (0..warmup + runs).try_for_each(|_| run_tensor(&mut session, &input).map(drop));
+    let written = end_profiling(&mut session)?;
+    if let Err(e) = ran {
+        // A failed run leaves no half profile behind.
+        let _ = std::fs::remove_file(&written);
+        return Err(e);
+    }
+    files.finish(&written, warmup)
 }
 
 fn summarise(batch: usize, mut times_ms: Vec<f64>) -> BenchResult {

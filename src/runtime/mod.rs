@@ -4,6 +4,7 @@ pub mod bench;
 pub mod error;
 pub mod images;
 pub mod ortlib;
+pub mod profile;
 pub mod providers;
 pub mod session;
 pub mod tensor;

@@ -160,7 +160,17 @@ impl Model {
     /// # Errors
     /// ONNX Runtime not initialised, an invalid model, or CUDA unavailable (see the module docs).
     pub fn from_bytes(bytes: Vec<u8>, config: SessionConfig) -> Result<Self, RuntimeError> {
-        Self::load(Source::Bytes(bytes), config)
+        Self::load(Source::Bytes(bytes), config, None)
+    }
+
+    /// As [`Model::from_bytes`]; with `profile`, ONNX Runtime profiles every run into
+    /// `<profile>_<date>_<time>.json`, written by [`Model::end_profiling`] (or when the model is
+    /// dropped).
+    ///
+    /// # Errors
+    /// As [`Model::from_bytes`].
+    pub fn from_bytes_profiled(bytes: Vec<u8>, config: SessionConfig, profile: Option<&Path>) -> Result<Self, RuntimeError> {
+        Self::load(Source::Bytes(bytes), config, profile)
     }
 
     /// Loads a model file; external data (e.g. `model.onnx.data`) is found next to it.
@@ -168,11 +178,11 @@ impl Model {
     /// # Errors
     /// As [`Model::from_bytes`], and a missing or unreadable file.
     pub fn from_path(path: impl AsRef<Path>, config: SessionConfig) -> Result<Self, RuntimeError> {
-        Self::load(Source::Path(path.as_ref().to_path_buf()), config)
+        Self::load(Source::Path(path.as_ref().to_path_buf()), config, None)
     }
 
-    fn load(source: Source, config: SessionConfig) -> Result<Self, RuntimeError> {
-        let session = build_session(&source, config, None)?;
+    fn load(source: Source, config: SessionConfig, profile: Option<&Path>) -> Result<Self, RuntimeError> {
+        let session = build_session(&source, config, profile)?;
         let info = model_info(&session)?;
         Ok(Self { session, source, config, info })
     }
@@ -187,6 +197,21 @@ impl Model {
     #[must_use]
     pub fn config(&self) -> SessionConfig {
         self.config
+    }
+
+    /// A second session of the same model and configuration that profiles every run into
+    /// `<prefix>_<date>_<time>.json` (profiling can only be switched on when a session is
+    /// created); it costs one more model load.
+    pub(crate) fn profiling_twin(&self, prefix: &Path) -> Result<Session, RuntimeError> {
+        build_session(&self.source, self.config, Some(prefix))
+    }
+
+    /// Ends the profile of a model loaded with one and returns the file ONNX Runtime wrote.
+    ///
+    /// # Errors
+    /// ONNX Runtime fails to write it.
+    pub fn end_profiling(&mut self) -> Result<PathBuf, RuntimeError> {
+        end_profiling(&mut self.session)
     }
 
     /// The model's only input: `run` and `bench` feed exactly one f32 tensor.
@@ -250,6 +275,11 @@ pub(crate) fn build_session(source: &Source, config: SessionConfig, profile: Opt
             RuntimeError::Load { what: source.describe(), reason }
         }
     })
+}
+
+/// Ends a session's profile and returns the file ONNX Runtime wrote it to.
+pub(crate) fn end_profiling(session: &mut Session) -> Result<PathBuf, RuntimeError> {
+    session.end_profiling().map(PathBuf::from).map_err(RuntimeError::ort("ending the profile"))
 }
 
 /// What to check, unless ONNX Runtime's message already says (a device ordinal out of range).

@@ -4,7 +4,9 @@
 //! before an old one is read). Only the batch goes in and the loss and logits come out.
 
 use crate::runtime::error::RuntimeError;
+use crate::runtime::profile::{Profile, ProfileFiles};
 use crate::runtime::session::{Model, Provider, SessionConfig};
+use std::path::Path;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::IoBinding;
 use ort::value::{DynTensor, DynValue, Tensor};
@@ -32,6 +34,10 @@ pub struct StepEngine {
     /// Which buffer set holds the current state.
     current: usize,
     on_host: bool,
+    /// Where the steps' profile goes, until it is written.
+    profile: Option<ProfileFiles>,
+    /// Steps run by this engine.
+    steps: usize,
 }
 
 fn ort_err(context: &str) -> impl FnOnce(ort::Error) -> RuntimeError + '_ {
@@ -40,9 +46,11 @@ fn ort_err(context: &str) -> impl FnOnce(ort::Error) -> RuntimeError + '_ {
 
 impl StepEngine {
     /// Loads the training graph and puts `state` (every `(name, shape, values)` the graph updates)
-    /// in place.
-    pub fn new(model_bytes: Vec<u8>, config: SessionConfig, state: Vec<(String, Vec<usize>, Vec<f32>)>) -> Result<StepEngine, RuntimeError> {
-        let model = Model::from_bytes(model_bytes, config)?;
+    /// in place. With `profile` (the summary's path, see [`ProfileFiles`]), ONNX Runtime profiles
+    /// every step until [`StepEngine::end_profiling`].
+    pub fn new(model_bytes: Vec<u8>, config: SessionConfig, state: Vec<(String, Vec<usize>, Vec<f32>)>, profile: Option<&Path>) -> Result<StepEngine, RuntimeError> {
+        let profile = profile.map(ProfileFiles::new).transpose()?;
+        let model = Model::from_bytes_profiled(model_bytes, config, profile.as_ref().map(ProfileFiles::ort_prefix).as_deref())?;
         let allocator = match config.provider {
             Provider::Cpu => Allocator::default(),
             Provider::Cuda { device } => {
@@ -63,7 +71,7 @@ impl StepEngine {
             shapes.push(shape);
         }
         let binding = model.session.create_binding().map_err(ort_err("creating the IoBinding"))?;
-        Ok(StepEngine { model, binding, names, shapes, initial: Some(initial), buffers, current: 0, on_host: config.provider == Provider::Cpu })
+        Ok(StepEngine { model, binding, names, shapes, initial: Some(initial), buffers, current: 0, on_host: config.provider == Provider::Cpu, profile, steps: 0 })
     }
 
     /// One training step: returns the loss and the logits.
@@ -105,7 +113,18 @@ impl StepEngine {
         drop(outputs);
         self.initial = None;
         self.current = next;
+        self.steps += 1;
         Ok((loss, logits))
+    }
+
+    /// Ends the profile of the steps run so far, writes its summary and ONNX Runtime's trace (see
+    /// [`ProfileFiles`]) and returns the summary; `None` when the steps are not profiled. The
+    /// first step (memory planning and allocation, the state's first upload) is left out when
+    /// more steps ran.
+    pub fn end_profiling(&mut self) -> Result<Option<Profile>, RuntimeError> {
+        let Some(files) = self.profile.take() else { return Ok(None) };
+        let written = self.model.end_profiling()?;
+        files.finish(&written, usize::from(self.steps > 1)).map(Some)
     }
 
     /// The current state, copied to the host, by name.
@@ -127,5 +146,17 @@ impl StepEngine {
             out.push((name.clone(), self.shapes[i].clone(), values));
         }
         Ok(out)
+    }
+}
+
+impl Drop for StepEngine {
+    /// A run that stops early (an error, a NaN loss) leaves no half profile behind: ONNX Runtime
+    /// would write one when the session is dropped.
+    fn drop(&mut self) {
+        if self.profile.take().is_some() {
+            if let Ok(written) = self.model.end_profiling() {
+                let _ = std::fs::remove_file(written);
+            }
+        }
     }
 }

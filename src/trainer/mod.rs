@@ -59,6 +59,8 @@ pub struct Runner {
     /// Stop after this many steps in all (a checkpoint is written): for tests and smoke runs.
     pub max_steps: Option<u64>,
     pub progress: bool,
+    /// Profile the training steps run in this process into this summary (and its trace beside it).
+    pub profile: Option<PathBuf>,
 }
 
 pub struct Summary {
@@ -68,6 +70,8 @@ pub struct Summary {
     pub val_top5: Option<f64>,
     pub step_images_per_s: f64,
     pub loader_images_per_s: f64,
+    /// Where the steps' time went, with `Runner::profile`.
+    pub profile: Option<crate::runtime::profile::Profile>,
 }
 
 fn compile(cfg: &RunConfig) -> Result<Compiled, String> {
@@ -172,7 +176,7 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
         .map(|n| tensors.get(n).map(|t| (n.clone(), t.shape.clone(), t.data.clone())).ok_or_else(|| format!("no value for `{n}` (checkpoint of another network?)")))
         .collect::<Result<Vec<_>, String>>()?;
     let config = SessionConfig { provider: runner.provider, threads: runner.threads };
-    let mut engine = StepEngine::new(prost::Message::encode_to_vec(&model), config, state).map_err(|e| e.to_string())?;
+    let mut engine = StepEngine::new(prost::Message::encode_to_vec(&model), config, state, runner.profile.as_deref()).map_err(|e| e.to_string())?;
     let eval_model = crate::onnx::emit::emit_eval(graph, &compiled.sources, None)?;
     let mut evaluator = Model::from_bytes(prost::Message::encode_to_vec(&eval_model), config).map_err(|e| e.to_string())?;
 
@@ -198,7 +202,7 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
         .open(runner.out.join("metrics.jsonl"))
         .map_err(|e| format!("cannot write metrics in `{}`: {e}", runner.out.display()))?;
 
-    let mut summary = Summary { steps: position.step, last_loss: f32::NAN, val_top1: None, val_top5: None, step_images_per_s: 0.0, loader_images_per_s: 0.0 };
+    let mut summary = Summary { steps: position.step, last_loss: f32::NAN, val_top1: None, val_top5: None, step_images_per_s: 0.0, loader_images_per_s: 0.0, profile: None };
     let run_start = Instant::now();
     let mut step_time = 0.0f64;
     let mut stepped_images = 0usize;
@@ -326,6 +330,7 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
         summary.val_top5 = Some(val.top5);
     }
     summary.steps = position.step;
+    summary.profile = engine.end_profiling().map_err(|e| e.to_string())?;
     summary.step_images_per_s = stepped_images as f64 / step_time.max(1e-9);
     let probe = LoaderConfig { batch: cfg.batch, shuffle: true, seed: cfg.seed, epoch: 0, workers: runner.workers, drop_last: true, prefetch: 4, limit: cfg.limit_train, start_batch: 0 };
     summary.loader_images_per_s = loader_throughput(train_data, train_transform, &probe, 20).map_err(|e| e.to_string())?;

@@ -78,6 +78,44 @@ fn run_and_bench_on_the_cpu() {
     assert!(err.contains("CUDA"), "{err}");
 }
 
+/// A fresh folder for one test's files.
+fn fresh_folder(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new("target/cli-test").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("folder");
+    dir
+}
+
+#[test]
+fn bench_profile_from_the_command_line() {
+    if !ort_ready() {
+        return;
+    }
+    let dir = fresh_folder("bench-profile");
+    let (code, out, err) = incc(&["bench", "tests/fixtures/tiny_residual.inc", "--min-time", "0", "--iterations", "2", "--profile", "target/cli-test/bench-profile/p.json", "--profile-runs", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("where the time goes at batch 1 (profiled; unprofiled median") && out.contains("| op ") && out.contains("slowest "), "{out}");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("p.json")).expect("summary")).expect("json");
+    assert_eq!(summary["runs"], 2);
+    assert!(dir.join("p.trace.json").exists());
+    let (code, _, err) = incc(&["bench", "tests/fixtures/tiny_residual.inc", "--profile", "target/cli-test/no-such-folder/p.json"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("`target/cli-test/no-such-folder` is not a folder"), "{err}");
+}
+
+#[test]
+fn train_profile_from_the_command_line() {
+    if !ort_ready() {
+        return;
+    }
+    let dir = fresh_folder("train-profile");
+    let (code, out, err) = incc(&["train", "tests/fixtures/tiny_residual.inc", "--data", "synthetic:64,15,5", "--batch", "8", "--max-steps", "3", "--out", "target/cli-test/train-profile/run", "--quiet", "--profile", "target/cli-test/train-profile/t.json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("where the time of a training step goes (profiled):\n2 runs, ") && out.contains("| ConvTranspose "), "{out}");
+    assert!(err.contains("wrote target/cli-test/train-profile/t.json and target/cli-test/train-profile/t.trace.json"), "{err}");
+    assert!(dir.join("t.json").exists() && dir.join("t.trace.json").exists());
+}
+
 #[test]
 fn train_resume_eval_and_plot_from_the_command_line() {
     if !ort_ready() {

@@ -2,8 +2,8 @@
 //! out by hand. Every test needs ONNX Runtime: without one it prints `skipped: ...` and passes,
 //! unless `CI` is set, where it fails.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use incc::onnx::proto::{
@@ -11,16 +11,18 @@ use incc::onnx::proto::{
     tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
     StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
-use incc::runtime::bench::{bench, render_table, BenchConfig};
+use incc::driver::{build_onnx, WeightsSource};
+use incc::runtime::bench::{bench, profile, render_table, BenchConfig};
 use incc::runtime::error::RuntimeError;
 use incc::runtime::images::{preprocess, synthetic_batch, Preprocess};
+use incc::runtime::profile::{ProfileFiles, Trace, SLOWEST_NODES};
 use incc::runtime::providers::{describe_providers, providers_used};
 use incc::runtime::session::{Dim, Model, Provider, SessionConfig};
 use incc::runtime::tensor::run;
 use incc::runtime::topk::top_k;
 use prost::Message;
 
-use crate::common::ort_ready;
+use crate::common::{ort_ready, snapshots};
 
 // ---- tiny model builders -------------------------------------------------------------------
 
@@ -323,6 +325,66 @@ fn providers_used_on_cpu() {
     let counts = providers_used(&model, [1, 2, 2, 2]).unwrap();
     assert_eq!(counts.keys().collect::<Vec<_>>(), ["CPUExecutionProvider"], "{counts:?}");
     assert!(counts["CPUExecutionProvider"] >= 1, "{counts:?}");
+}
+
+/// A real profile on the CPU: the op types are those of the emitted graph (this network has
+/// nothing for ONNX Runtime to fuse) plus its layout changes, every node ran once per run, and
+/// the times add up.
+#[test]
+fn profile_of_a_compiled_model_has_the_ops_it_ran() {
+    if !ort_ready() {
+        return;
+    }
+    let artifact = build_onnx(Path::new("tests/fixtures/unfused.inc"), &Default::default(), &Default::default(), WeightsSource::Seed(0), None).unwrap();
+    let emitted = &artifact.model.graph.as_ref().unwrap().node;
+    let model = Model::from_bytes(artifact.model.encode_to_vec(), cpu()).unwrap();
+    let dir = temp_path("profile");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = ProfileFiles::new(dir.join("p.json")).unwrap();
+    let p = profile(&model, [3, 12, 12], 2, 1, 3, &files).unwrap();
+
+    assert_eq!(p.runs, 3);
+    const LAYOUT: [&str; 2] = ["ReorderInput", "ReorderOutput"];
+    let ran: BTreeSet<&str> = p.ops.iter().map(|o| o.op.as_str()).filter(|op| !LAYOUT.contains(op)).collect();
+    let expected: BTreeSet<&str> = emitted.iter().map(|n| n.op_type.as_str()).collect();
+    assert_eq!(ran, expected, "{}", p.render());
+    assert_eq!(expected, BTreeSet::from(["Conv", "MaxPool", "Relu", "GlobalAveragePool", "Flatten", "Gemm"]));
+    let layout_nodes: usize = p.ops.iter().filter(|o| LAYOUT.contains(&o.op.as_str())).map(|o| o.nodes).sum();
+    assert_eq!(p.nodes, emitted.len() + layout_nodes);
+    for o in &p.ops {
+        assert_eq!(o.kernels, 3 * o.nodes, "{o:?}");
+        assert!(o.total_ms >= 0.0 && (o.ms_per_run * 3.0 - o.total_ms).abs() < 1e-9, "{o:?}");
+    }
+    assert!(p.ops.iter().filter(|o| ["Conv", "Gemm"].contains(&o.op.as_str())).all(|o| o.total_ms > 0.0), "{}", p.render());
+    let shares: f64 = p.ops.iter().map(|o| o.share).sum();
+    assert!((shares - 100.0).abs() < 1e-9, "{shares}");
+    assert!(p.kernel_ms > 0.0 && p.run_ms >= p.kernel_ms, "{p:?}");
+    assert_eq!(p.slowest.len(), p.nodes.min(SLOWEST_NODES));
+    assert!(p.slowest.windows(2).all(|w| w[0].total_ms >= w[1].total_ms));
+    assert!(p.slowest.iter().all(|n| n.provider == "CPUExecutionProvider"));
+
+    // The summary as written, and ONNX Runtime's trace beside it (with the warm-up run); nothing else.
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(files.summary()).unwrap()).unwrap();
+    let ops: Vec<&str> = written["ops"].as_array().unwrap().iter().map(|o| o["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, p.ops.iter().map(|o| o.op.as_str()).collect::<Vec<_>>());
+    assert_eq!((written["runs"].as_u64(), written["nodes"].as_u64()), (Some(3), Some(p.nodes as u64)));
+    assert!((written["kernel_ms"].as_f64().unwrap() - p.kernel_ms).abs() < 1e-12, "{written}");
+    assert_eq!(Trace::read(&files.trace()).unwrap().runs.len(), 4);
+    let mut left: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, ["p.json", "p.trace.json"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The summary of a hand-written trace (fixed times): the table users read and the JSON it writes.
+#[test]
+fn profile_summary_of_a_hand_written_trace() {
+    let p = Trace::read(Path::new("tests/fixtures/ort_profile.json")).unwrap().summarise(1, SLOWEST_NODES).unwrap();
+    snapshots(|| {
+        insta::assert_snapshot!("profile__table", p.render());
+        insta::assert_json_snapshot!("profile__json", p);
+    });
 }
 
 /// Without the `cuda` feature, or with a CPU-only library, asking for CUDA is a clear error (not

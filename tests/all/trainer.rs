@@ -40,7 +40,7 @@ fn config(limit_train: usize, batch: usize, epochs: u64) -> RunConfig {
 }
 
 fn runner(out: &Path, max_steps: Option<u64>) -> Runner {
-    Runner { provider: Provider::Cpu, threads: Some(1), workers: 2, out: out.to_path_buf(), max_steps, progress: false }
+    Runner { provider: Provider::Cpu, threads: Some(1), workers: 2, out: out.to_path_buf(), max_steps, progress: false, profile: None }
 }
 
 fn fresh(name: &str) -> PathBuf {
@@ -170,4 +170,36 @@ fn training_on_cuda_without_a_gpu_fails_clearly() {
         Ok(_) => eprintln!("CUDA is available here: the CUDA path ran"),
         Err(e) => assert!(e.contains("CUDA"), "{e}"),
     }
+}
+
+/// A profiled run of a few steps on synthetic data: the summary names the training step's ops
+/// (conv input gradients, batch statistics) and leaves out the first step; both files are written.
+#[test]
+fn profiled_training_steps() {
+    if !ort_ready() {
+        return;
+    }
+    let out = fresh("profile");
+    std::fs::create_dir_all(&out).unwrap();
+    let cfg = RunConfig {
+        arch: PathBuf::from("tests/fixtures/tiny_residual.inc"),
+        data: "synthetic:64,15,5".into(),
+        limit_val: Some(16),
+        ema: None,
+        ..config(64, 8, 1)
+    };
+    let summary = out.join("steps.json");
+    let r = Runner { profile: Some(summary.clone()), ..runner(&out, Some(4)) };
+    let s = train(&Start::New(cfg), &r).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.steps, 4);
+    let p = s.profile.expect("profiled");
+    assert_eq!(p.runs, 3, "the first of 4 steps is left out");
+    let ops: Vec<&str> = p.ops.iter().map(|o| o.op.as_str()).collect();
+    for op in ["ConvTranspose", "ReduceMean", "Conv"] {
+        assert!(ops.contains(&op), "{op} not in {ops:?}");
+    }
+    assert!(p.kernel_ms > 0.0 && p.run_ms >= p.kernel_ms, "{p:?}");
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(written["runs"], 3);
+    assert!(out.join("steps.trace.json").exists());
 }
