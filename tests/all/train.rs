@@ -271,6 +271,27 @@ fn a_full_step_of_a_small_inception_resnet_checked_piece_by_piece() {
     check_gradients("tiny Inception-ResNet", &std::fs::read_to_string(root().join(crate::onnx::TINY_RESIDUAL)).expect("fixture"), Target::Cpu);
 }
 
+/// The CPU's gradient forms (im2col weight gradients, stride-1 dX as a conv with flipped weights)
+/// and the GPU's (dilated-conv weight gradients, ConvTranspose dX) agree element by element.
+#[test]
+fn cpu_and_gpu_gradient_forms_agree_element_by_element() {
+    if !ort_ready() {
+        return;
+    }
+    let c = crate::common::compile_with(&root().join(crate::onnx::TINY_RESIDUAL), &Default::default(), &PassOptions::default(), None).expect("compiles");
+    let weights = incc::weights::init(&c.graph, 4);
+    let [cpu, gpu] = [Target::Cpu, Target::Gpu].map(|target| Step::new(&c, &TrainConfig { target, ..sgd() }, 3).run(&weights, &HashMap::new(), 0.0));
+    for (name, spec) in incc::report::params::param_list(&c.graph) {
+        if !spec.role.is_trainable() {
+            continue;
+        }
+        let (a, b) = (&cpu[&format!("{name}__grad")], &gpu[&format!("{name}__grad")]);
+        let scale = a.iter().map(|v| v.abs()).fold(1e-6, f32::max);
+        let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(diff <= 1e-4 * scale, "{name}: CPU and GPU gradient forms differ by {diff:e} (largest {scale:e})");
+    }
+}
+
 #[test]
 fn the_loss_falls_over_fifty_steps_on_a_fixed_batch() {
     if !ort_ready() {

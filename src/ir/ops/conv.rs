@@ -144,11 +144,29 @@ impl OpRule for Conv {
         let (rh, rw) = ((h + t + b - kh) % sh, (w + l + r - kw) % sw);
         let weight = at.param("weight");
         let dy = g.dy.as_str();
-        // dX: the transposed conv; output_padding, never output_shape (it would move the pads).
         let dx = g.wants[0].then(|| {
-            let mut attrs = window(self.kernel, self.stride, [t, l, b, r]);
-            attrs.push(ints("output_padding", &[rh, rw]));
-            cx.op("ConvTranspose", at.internal("dx"), &[dy, &weight], attrs)
+            if g.target == Target::Cpu && self.stride == [1, 1] && t < kh && b < kh && l < kw && r < kw {
+                // Stride 1 on the CPU: dX is a plain conv of dY with W transposed (in <-> out)
+                // and flipped, padded k-1-p; ONNX Runtime's CPU Conv (NCHWc) is several times
+                // faster than its ConvTranspose (GEMM + col2im).
+                let wt = cx.op("Transpose", at.internal("dx/wt"), &[&weight], vec![ints("perm", &[1, 0, 2, 3])]);
+                let flipped = if self.kernel == [1, 1] {
+                    wt
+                } else {
+                    let starts = cx.ints(&[-1, -1]);
+                    let ends = cx.ints(&[i64::MIN, i64::MIN]);
+                    let axes = cx.ints(&[2, 3]);
+                    let steps = cx.ints(&[-1, -1]);
+                    cx.op("Slice", at.internal("dx/flipped"), &[&wt, &starts, &ends, &axes, &steps], vec![])
+                };
+                let attrs = window(self.kernel, [1, 1], [kh - 1 - t, kw - 1 - l, kh - 1 - b, kw - 1 - r]);
+                cx.op("Conv", at.internal("dx"), &[dy, &flipped], attrs)
+            } else {
+                // The transposed conv; output_padding, never output_shape (it would move the pads).
+                let mut attrs = window(self.kernel, self.stride, [t, l, b, r]);
+                attrs.push(ints("output_padding", &[rh, rw]));
+                cx.op("ConvTranspose", at.internal("dx"), &[dy, &weight], attrs)
+            }
         });
         let dw = if self.kernel == [1, 1] && self.stride == [1, 1] && [t, l, b, r] == [0; 4] {
             // 1x1: dW = sum over the batch of dY(Co x HW) . X(Ci x HW)^T, a batched MatMul.
