@@ -39,14 +39,29 @@ pub struct RuntimeArgs {
     /// The ONNX Runtime library (file or folder); else ORT_DYLIB_PATH, .ort/lib, Python's onnxruntime.
     #[arg(long, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
+    /// An option of ONNX Runtime's CUDA provider, by its own name, passed through (repeatable):
+    /// `--cuda-option prefer_nhwc=1`, `arena_extend_strategy=kSameAsRequested`,
+    /// `cudnn_conv_algo_search=HEURISTIC`, `use_tf32=0`.
+    #[arg(long = "cuda-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub cuda_options: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.trim().to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
 }
 
 impl RuntimeArgs {
     /// Loads ONNX Runtime (once per process) and says which library.
     pub fn init(&self) -> Result<SessionConfig, String> {
+        if !self.cuda_options.is_empty() && self.provider == Provider::Cpu {
+            return Err("error: --cuda-option configures the CUDA provider; add --provider cuda".into());
+        }
         let lib = ortlib::init(self.ort_lib.as_deref()).map_err(|e| format!("error: {e}"))?;
         eprintln!("ONNX Runtime: {lib}");
-        Ok(SessionConfig { provider: self.provider, threads: self.threads })
+        Ok(SessionConfig { provider: self.provider, threads: self.threads, cuda_options: self.cuda_options.clone() })
     }
 }
 
@@ -220,8 +235,7 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
     eprintln!("provider: {provider_line}");
     let (ours, baseline) = match &a.baseline {
         Some(path) => {
-            let config = SessionConfig { provider: a.model.runtime.provider, threads: a.model.runtime.threads };
-            let mut other = session::Model::from_path(path, config).map_err(|e| format!("error: {e}"))?;
+            let mut other = session::Model::from_path(path, model.config().clone()).map_err(|e| format!("error: {e}"))?;
             if chw(&other)? != shape {
                 return Err(format!("error: the baseline `{}` takes another input size than the model", path.display()));
             }

@@ -104,7 +104,7 @@ pub fn train_command(a: TrainArgs) -> Result<(), String> {
     let out = a.resume.clone().or(a.out.clone()).ok_or("error: give --out RUN_DIR for a new run, or --resume RUN_DIR")?;
     let files = a.profile.as_ref().map(ProfileFiles::new).transpose().map_err(|e| format!("error: {e}"))?;
     let config = a.runtime.init()?;
-    let runner = Runner { provider: config.provider, threads: config.threads, workers: a.workers.max(1), out: out.clone(), max_steps: a.max_steps, progress: !a.quiet, profile: a.profile.clone() };
+    let runner = Runner { session: config, workers: a.workers.max(1), out: out.clone(), max_steps: a.max_steps, progress: !a.quiet, profile: a.profile.clone() };
     let start = match (&a.file, &a.data) {
         _ if a.resume.is_some() => Start::Resume { epochs: a.epochs },
         (Some(file), Some(data)) => Start::New(RunConfig {
@@ -149,7 +149,7 @@ pub fn train_command(a: TrainArgs) -> Result<(), String> {
 
 pub fn eval_command(a: EvalArgs) -> Result<(), String> {
     let config = a.runtime.init()?;
-    let runner = Runner { provider: config.provider, threads: config.threads, workers: a.workers.max(1), out: PathBuf::new(), max_steps: None, progress: false, profile: None };
+    let runner = Runner { session: config, workers: a.workers.max(1), out: PathBuf::new(), max_steps: None, progress: false, profile: None };
     let (e, ema) = incc::trainer::eval_checkpoint(&a.checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema).map_err(|e| format!("error: {e}"))?;
     println!(
         "{} ({} parameters): {} examples, top-1 {:.2}%, top-5 {:.2}%, loss {:.4}",

@@ -57,12 +57,16 @@ impl fmt::Display for Provider {
 }
 
 /// How to build a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SessionConfig {
     /// Where the model runs.
     pub provider: Provider,
     /// Intra-op threads; `None` leaves ONNX Runtime's default (one per physical core).
     pub threads: Option<usize>,
+    /// ONNX Runtime's CUDA provider options by their own names (`prefer_nhwc` = `1`,
+    /// `arena_extend_strategy` = `kSameAsRequested`, `cudnn_conv_algo_search` = `HEURISTIC`, ...),
+    /// passed through as given; ONNX Runtime rejects unknown ones when the session is created.
+    pub cuda_options: Vec<(String, String)>,
 }
 
 /// One dimension of a model input or output.
@@ -182,7 +186,7 @@ impl Model {
     }
 
     fn load(source: Source, config: SessionConfig, profile: Option<&Path>) -> Result<Self, RuntimeError> {
-        let session = build_session(&source, config, profile)?;
+        let session = build_session(&source, &config, profile)?;
         let info = model_info(&session)?;
         Ok(Self { session, source, config, info })
     }
@@ -195,15 +199,15 @@ impl Model {
 
     /// The configuration the session was built with.
     #[must_use]
-    pub fn config(&self) -> SessionConfig {
-        self.config
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
     }
 
     /// A second session of the same model and configuration that profiles every run into
     /// `<prefix>_<date>_<time>.json` (profiling can only be switched on when a session is
     /// created); it costs one more model load.
     pub(crate) fn profiling_twin(&self, prefix: &Path) -> Result<Session, RuntimeError> {
-        build_session(&self.source, self.config, Some(prefix))
+        build_session(&self.source, &self.config, Some(prefix))
     }
 
     /// Ends the profile of a model loaded with one and returns the file ONNX Runtime wrote.
@@ -245,7 +249,7 @@ impl Source {
 
 /// Builds a session for `source`; with `profile`, ONNX Runtime profiles every run into
 /// `<profile>_<date>_<time>.json`.
-pub(crate) fn build_session(source: &Source, config: SessionConfig, profile: Option<&Path>) -> Result<Session, RuntimeError> {
+pub(crate) fn build_session(source: &Source, config: &SessionConfig, profile: Option<&Path>) -> Result<Session, RuntimeError> {
     let env = ortlib::environment().ok_or(RuntimeError::NotInitialised)?;
     let builder_err = |what: &str| {
         let what = what.to_owned();
@@ -259,7 +263,7 @@ pub(crate) fn build_session(source: &Source, config: SessionConfig, profile: Opt
         builder = builder.with_profiling(prefix).map_err(builder_err("enabling profiling"))?;
     }
     if let Provider::Cuda { device } = config.provider {
-        builder = with_cuda(builder, device)?;
+        builder = with_cuda(builder, device, &config.cuda_options)?;
     }
     let committed = match source {
         Source::Bytes(bytes) => builder.commit_from_memory(bytes),
@@ -303,8 +307,8 @@ fn cuda_unavailable(reason: String) -> RuntimeError {
 }
 
 #[cfg(feature = "cuda")]
-fn with_cuda(builder: SessionBuilder, device: i32) -> Result<SessionBuilder, RuntimeError> {
-    use ort::ep::{self, ExecutionProvider};
+fn with_cuda(builder: SessionBuilder, device: i32, options: &[(String, String)]) -> Result<SessionBuilder, RuntimeError> {
+    use ort::ep::{self, ArbitrarilyConfigurableExecutionProvider, ExecutionProvider};
     // `is_available` only says whether the library was built with CUDA; checking it first gives
     // the common mistake (the CPU library) its own message.
     match ep::CUDA::is_available() {
@@ -319,14 +323,15 @@ fn with_cuda(builder: SessionBuilder, device: i32) -> Result<SessionBuilder, Run
         }
         Err(e) => return Err(cuda_unavailable(format!("cannot list its execution providers: {e}"))),
     }
-    let cuda = ep::CUDA::default().with_device_id(device).build().error_on_failure();
+    let cuda = options.iter().fold(ep::CUDA::default().with_device_id(device), |cuda, (key, value)| cuda.with_arbitrary_config(key, value));
+    let cuda = cuda.build().error_on_failure();
     builder
         .with_execution_providers([cuda])
         .map_err(|e| cuda_unavailable(format!("the CUDA execution provider failed to start: {e}{}", cuda_hint(&e.to_string()))))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn with_cuda(_: SessionBuilder, _: i32) -> Result<SessionBuilder, RuntimeError> {
+fn with_cuda(_: SessionBuilder, _: i32, _: &[(String, String)]) -> Result<SessionBuilder, RuntimeError> {
     Err(RuntimeError::CudaNotBuilt)
 }
 

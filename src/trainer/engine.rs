@@ -50,8 +50,9 @@ impl StepEngine {
     /// every step until [`StepEngine::end_profiling`].
     pub fn new(model_bytes: Vec<u8>, config: SessionConfig, state: Vec<(String, Vec<usize>, Vec<f32>)>, profile: Option<&Path>) -> Result<StepEngine, RuntimeError> {
         let profile = profile.map(ProfileFiles::new).transpose()?;
+        let provider = config.provider;
         let model = Model::from_bytes_profiled(model_bytes, config, profile.as_ref().map(ProfileFiles::ort_prefix).as_deref())?;
-        let allocator = match config.provider {
+        let allocator = match provider {
             Provider::Cpu => Allocator::default(),
             Provider::Cuda { device } => {
                 let memory = MemoryInfo::new(AllocationDevice::CUDA, device, AllocatorType::Device, MemoryType::Default).map_err(ort_err("describing device memory"))?;
@@ -71,7 +72,7 @@ impl StepEngine {
             shapes.push(shape);
         }
         let binding = model.session.create_binding().map_err(ort_err("creating the IoBinding"))?;
-        Ok(StepEngine { model, binding, names, shapes, initial: Some(initial), buffers, current: 0, on_host: config.provider == Provider::Cpu, profile, steps: 0 })
+        Ok(StepEngine { model, binding, names, shapes, initial: Some(initial), buffers, current: 0, on_host: provider == Provider::Cpu, profile, steps: 0 })
     }
 
     /// One training step: returns the loss and the logits.

@@ -52,8 +52,8 @@ pub struct RunConfig {
 /// How this process runs it (not part of the run: a resumed run may use other values).
 #[derive(Clone, Debug)]
 pub struct Runner {
-    pub provider: Provider,
-    pub threads: Option<usize>,
+    /// Sessions (the step's and the evaluation's): provider, threads, CUDA options.
+    pub session: SessionConfig,
     pub workers: usize,
     pub out: PathBuf,
     /// Stop after this many steps in all (a checkpoint is written): for tests and smoke runs.
@@ -155,7 +155,7 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
 
     // The step graph, compiled for the device that runs it; its state is every input it also
     // outputs as `__new`.
-    let target = match runner.provider {
+    let target = match runner.session.provider {
         Provider::Cpu => crate::onnx::lower::Target::Cpu,
         Provider::Cuda { .. } => crate::onnx::lower::Target::Gpu,
     };
@@ -175,10 +175,9 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
         .iter()
         .map(|n| tensors.get(n).map(|t| (n.clone(), t.shape.clone(), t.data.clone())).ok_or_else(|| format!("no value for `{n}` (checkpoint of another network?)")))
         .collect::<Result<Vec<_>, String>>()?;
-    let config = SessionConfig { provider: runner.provider, threads: runner.threads };
-    let mut engine = StepEngine::new(prost::Message::encode_to_vec(&model), config, state, runner.profile.as_deref()).map_err(|e| e.to_string())?;
+    let mut engine = StepEngine::new(prost::Message::encode_to_vec(&model), runner.session.clone(), state, runner.profile.as_deref()).map_err(|e| e.to_string())?;
     let eval_model = crate::onnx::emit::emit_eval(graph, &compiled.sources, None)?;
-    let mut evaluator = Model::from_bytes(prost::Message::encode_to_vec(&eval_model), config).map_err(|e| e.to_string())?;
+    let mut evaluator = Model::from_bytes(prost::Message::encode_to_vec(&eval_model), runner.session.clone()).map_err(|e| e.to_string())?;
 
     let dropouts: Vec<(String, Vec<usize>, f64)> = graph
         .order()
@@ -450,7 +449,7 @@ pub fn eval_checkpoint(path: &Path, arch: Option<&Path>, data: &str, runner: &Ru
     let spec: DataSpec = data.parse().map_err(|e: crate::data::DataError| e.to_string())?;
     let val: Arc<dyn Source> = Arc::from(open(&spec, Split::Validation).map_err(|e| e.to_string())?);
     let model = crate::onnx::emit::emit_eval(graph, &compiled.sources, None)?;
-    let mut evaluator = Model::from_bytes(prost::Message::encode_to_vec(&model), SessionConfig { provider: runner.provider, threads: runner.threads }).map_err(|e| e.to_string())?;
+    let mut evaluator = Model::from_bytes(prost::Message::encode_to_vec(&model), runner.session.clone()).map_err(|e| e.to_string())?;
     let e = evaluate(&mut evaluator, graph, &weights, val, Arc::new(transform(&spec, graph, false)), cfg.batch, runner.workers, cfg.limit_val)?;
     Ok((e, with_ema))
 }

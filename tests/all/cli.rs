@@ -139,3 +139,13 @@ fn train_resume_eval_and_plot_from_the_command_line() {
     assert_eq!(code, 1);
     assert!(err.contains("unknown data kind `nope`"), "{err}");
 }
+
+#[test]
+fn cuda_options_are_key_value_pairs_for_the_cuda_provider() {
+    let (code, _, err) = incc(&["run", "tests/fixtures/tiny_residual.inc", "--cuda-option", "prefer_nhwc"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`prefer_nhwc` is not KEY=VALUE"), "{err}");
+    let (code, _, err) = incc(&["run", "tests/fixtures/tiny_residual.inc", "--cuda-option", "prefer_nhwc=1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--cuda-option configures the CUDA provider; add --provider cuda"), "{err}");
+}

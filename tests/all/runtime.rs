@@ -146,7 +146,7 @@ fn gemm_model() -> Vec<u8> {
 }
 
 fn cpu() -> SessionConfig {
-    SessionConfig { provider: Provider::Cpu, threads: Some(1) }
+    SessionConfig { threads: Some(1), ..SessionConfig::default() }
 }
 
 fn temp_path(name: &str) -> PathBuf {
@@ -395,7 +395,7 @@ fn cuda_runs_or_fails_clearly() {
     if !ort_ready() {
         return;
     }
-    let config = SessionConfig { provider: Provider::Cuda { device: 0 }, threads: None };
+    let config = SessionConfig { provider: Provider::Cuda { device: 0 }, ..SessionConfig::default() };
     let err = match Model::from_bytes(conv_relu_model(), config) {
         Ok(mut model) => {
             let images = synthetic_batch([3, 2, 2, 2], 1);
@@ -409,7 +409,7 @@ fn cuda_runs_or_fails_clearly() {
             eprintln!("CUDA: {}", describe_providers(&counts));
             assert!(counts.get("CUDAExecutionProvider").is_some_and(|&n| n >= 1), "{counts:?}");
             // A device that does not exist is a CUDA error too, not a model error.
-            let absent = SessionConfig { provider: Provider::Cuda { device: 99 }, threads: None };
+            let absent = SessionConfig { provider: Provider::Cuda { device: 99 }, ..SessionConfig::default() };
             let err = Model::from_bytes(conv_relu_model(), absent).unwrap_err();
             eprintln!("cuda:99: {err}");
             assert!(matches!(err, RuntimeError::CudaUnavailable { .. }), "{err:?}");

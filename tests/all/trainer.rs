@@ -2,7 +2,7 @@
 //! dataset-fashion-mnist that .ci/run installs): learning, exact resume, failures that keep work.
 
 use crate::common::ort_ready;
-use incc::runtime::session::Provider;
+use incc::runtime::session::{Provider, SessionConfig};
 use incc::trainer::schedule::Schedule;
 use incc::trainer::{eval_checkpoint, top_k_hits, train, RunConfig, Runner, Start};
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ fn config(limit_train: usize, batch: usize, epochs: u64) -> RunConfig {
 }
 
 fn runner(out: &Path, max_steps: Option<u64>) -> Runner {
-    Runner { provider: Provider::Cpu, threads: Some(1), workers: 2, out: out.to_path_buf(), max_steps, progress: false, profile: None }
+    Runner { session: SessionConfig { threads: Some(1), ..SessionConfig::default() }, workers: 2, out: out.to_path_buf(), max_steps, progress: false, profile: None }
 }
 
 fn fresh(name: &str) -> PathBuf {
@@ -165,7 +165,7 @@ fn training_on_cuda_without_a_gpu_fails_clearly() {
         return;
     }
     let out = fresh("cuda");
-    let r = Runner { provider: Provider::Cuda { device: 0 }, ..runner(&out, Some(1)) };
+    let r = Runner { session: SessionConfig { provider: Provider::Cuda { device: 0 }, ..SessionConfig::default() }, ..runner(&out, Some(1)) };
     match train(&Start::New(config(640, 32, 1)), &r) {
         Ok(_) => eprintln!("CUDA is available here: the CUDA path ran"),
         Err(e) => assert!(e.contains("CUDA"), "{e}"),
