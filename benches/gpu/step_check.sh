@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Where a CUDA training step's time and memory go, in one run (see README, "GPU"). From the repo root:
+#   bash benches/gpu/step_check.sh [INCC] [BASELINE_INCC]
+# INCC defaults to target/release/incc or .gpubin/incc.xz; BASELINE_INCC (e.g. an earlier commit
+# built with --features cuda, carried as .gpubin/incc-before.xz) is measured in the same run.
+# inception_resnet_v2, synthetic 299x299 data, 1000 classes, batch 32, state on the GPU:
+#   1. steady-state images/s and peak GPU memory of: the baseline binary; this binary; this binary
+#      with --cuda-option prefer_nhwc=1; with --cuda-option arena_extend_strategy=kSameAsRequested;
+#      each as a ratio to this binary's default run;
+#   2. ONNX Runtime's profile of PROFILE_STEPS steps: time per op type and the slowest nodes;
+#   3. PyTorch (timm's inception_resnet_v2, RMSprop as the paper), same batch, in the same run.
+# Knobs (environment): OUT, ARCH, BATCH, SIZE, CLASSES, STEPS, PROFILE_STEPS, PROVIDER, TORCH=0.
+# A dry run without a GPU: PROVIDER=cpu ARCH=benches/small_inception_resnet.inc SIZE=64 CLASSES=10
+# STEPS=15 PROFILE_STEPS=4 TORCH=0 bash benches/gpu/step_check.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/incc-gpu}; mkdir -p "$OUT"
+ARCH=${ARCH:-archs/inception_resnet_v2.inc}
+BATCH=${BATCH:-32}; SIZE=${SIZE:-299}; CLASSES=${CLASSES:-1000}
+STEPS=${STEPS:-50}; PROFILE_STEPS=${PROFILE_STEPS:-12}
+PROVIDER=${PROVIDER:-cuda}; TORCH=${TORCH:-1}
+if [ "$PROVIDER" = cuda ] && [ -z "${ORT_DYLIB_PATH:-}" ]; then source .ortgpu/on-device.sh .ortgpu; fi
+
+unpack() {  # unpack FILE.xz to a temporary executable; print its path
+  local dst=/tmp/incc-step-check-$(basename "$1" .xz)
+  [ -x "$dst" ] || { python3 -c 'import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$dst" && chmod +x "$dst"; }
+  echo "$dst"
+}
+BIN=${1:-target/release/incc}
+[ -x "$BIN" ] || BIN=$(unpack .gpubin/incc.xz)
+BASE=${2:-}
+[ -z "$BASE" ] && [ -f .gpubin/incc-before.xz ] && BASE=$(unpack .gpubin/incc-before.xz)
+
+peak_memory() {  # samples nvidia-smi until killed; prints the peak MiB
+  local peak=0; trap 'echo $peak; exit' TERM
+  while true; do
+    m=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits 2>/dev/null | head -1)
+    [ -n "$m" ] && [ "$m" -gt "$peak" ] && peak=$m
+    sleep 0.2
+  done
+}
+
+# run NAME BINARY [OPTIONS...]: trains STEPS steps; appends "NAME images/s peak_MiB" to $OUT/steps.txt
+run() {
+  local name=$1 bin=$2; shift 2
+  echo "== $name: $bin train --provider $PROVIDER $*"
+  peak_memory > "$OUT/peak_$name.txt" & local sampler=$!
+  rm -rf "/tmp/step-check-$name"
+  "$bin" train "$ARCH" --data synthetic:$((BATCH * (STEPS + 1))),$SIZE,$CLASSES --provider "$PROVIDER" --batch "$BATCH" \
+    --epochs 1 --max-steps "$STEPS" --workers 8 --quiet --out "/tmp/step-check-$name" "$@" 2>&1 | tail -2
+  kill -TERM $sampler; wait $sampler 2>/dev/null
+  python3 - "/tmp/step-check-$name/metrics.jsonl" "$BATCH" "$name" "$(cat "$OUT/peak_$name.txt")" <<'PY' | tee -a "$OUT/steps.txt"
+import json, sys
+path, batch, name, peak = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+try:
+    t = [json.loads(l)["elapsed_s"] for l in open(path) if '"kind":"step"' in l]
+except OSError:
+    t = []
+warm = min(10, len(t) // 3)
+rate = batch * (len(t) - 1 - warm) / (t[-1] - t[warm]) if len(t) > warm + 2 else float("nan")
+print(f"{name} {rate:.1f} {peak}")
+PY
+}
+
+: > "$OUT/steps.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
+[ -n "$BASE" ] && run baseline "$BASE"
+run incc "$BIN"
+if [ "$PROVIDER" = cuda ]; then
+  run nhwc "$BIN" --cuda-option prefer_nhwc=1
+  run arena_same "$BIN" --cuda-option arena_extend_strategy=kSameAsRequested
+fi
+
+echo "== profile of $PROFILE_STEPS steps"
+rm -rf /tmp/step-check-profile
+"$BIN" train "$ARCH" --data synthetic:$((BATCH * (PROFILE_STEPS + 1))),$SIZE,$CLASSES --provider "$PROVIDER" --batch "$BATCH" \
+  --epochs 1 --max-steps "$PROFILE_STEPS" --workers 8 --quiet --out /tmp/step-check-profile --profile "$OUT/profile.json" 2>&1 \
+  | tee "$OUT/profile.txt" | head -60
+rm -f "$OUT/profile.trace.json"  # hundreds of MB for this network; the summary is what comes back
+
+if [ "$TORCH" = 1 ]; then
+  echo "== PyTorch timm inception_resnet_v2, RMSprop, label smoothing 0.1, batch $BATCH"
+  python3 - "$BATCH" "$STEPS" <<'PY' | tee -a "$OUT/steps.txt"
+import sys, time, torch, timm, torch.nn.functional as F
+batch, steps = int(sys.argv[1]), int(sys.argv[2])
+torch.manual_seed(0)
+model = timm.create_model("inception_resnet_v2", pretrained=False, drop_rate=0.2).cuda().train()
+opt = torch.optim.RMSprop(model.parameters(), lr=0.045, alpha=0.9, eps=1.0, momentum=0.9)
+x = torch.randn(batch, 3, 299, 299, device="cuda"); y = torch.randint(0, 1000, (batch,), device="cuda")
+torch.cuda.reset_peak_memory_stats(); times = []
+for i in range(steps):
+    t = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y, label_smoothing=0.1).backward(); opt.step()
+    torch.cuda.synchronize(); times.append(time.perf_counter() - t)
+print(f"torch {batch * len(times[10:]) / sum(times[10:]):.1f} {torch.cuda.max_memory_reserved() // 2**20}")
+PY
+fi
+
+echo "== summary (batch $BATCH; ratio = images/s against this binary's default run, measured in this run)"
+python3 - "$OUT/steps.txt" <<'PY' | tee "$OUT/summary.txt"
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if len(l.split()) == 3]
+ref = {n: float(r) for n, r, _ in rows}.get("incc")
+print("| run | images/s | ratio to incc | peak GPU memory (MiB) |\n|---|---|---|---|")
+for name, rate, peak in rows:
+    ratio = float(rate) / ref if ref else float("nan")
+    print(f"| {name} | {float(rate):.1f} | {ratio:.2f} | {peak} |")
+PY
