@@ -38,8 +38,18 @@ struct Step {
 }
 
 impl Step {
+    /// A step compiled for any batch size (the batch size read from `images`).
     fn new(c: &Compiled, cfg: &TrainConfig, batch: usize) -> Step {
-        let model = emit_training(&c.graph, &c.sources, cfg, None).unwrap_or_else(|d| panic!("{}", d.render(&c.sources)));
+        Step::compiled(c, cfg, batch, None)
+    }
+
+    /// A step compiled for `batch` (batch-norm counts are constants), as `incc train` compiles it.
+    fn fixed(c: &Compiled, cfg: &TrainConfig, batch: usize) -> Step {
+        Step::compiled(c, cfg, batch, Some(batch))
+    }
+
+    fn compiled(c: &Compiled, cfg: &TrainConfig, batch: usize, fixed: Option<usize>) -> Step {
+        let model = emit_training(&c.graph, &c.sources, cfg, fixed).unwrap_or_else(|d| panic!("{}", d.render(&c.sources)));
         let model = Model::from_bytes(prost::Message::encode_to_vec(&model), SessionConfig { threads: Some(1), ..SessionConfig::default() }).expect("loads");
         let input = c.graph.shape(c.graph.input).numel() as usize;
         let classes = c.graph.shape(incc::train::logits_node(&c.graph)).0[0];
@@ -206,7 +216,6 @@ fn a_full_step_of_a_small_inception_resnet_checked_piece_by_piece() {
     let c = crate::common::compile_with(&root().join(crate::onnx::TINY_RESIDUAL), &Default::default(), &PassOptions::default(), None).expect("compiles");
     // RMSProp as the paper, smoothing 0.1, a moving average of the parameters.
     let cfg = TrainConfig { debug_outputs: true, ema: true, ..TrainConfig::default() };
-    let mut step = Step::new(&c, &cfg, 4);
     let weights = incc::weights::init(&c.graph, 11);
     let mut state = initial_state(&weights, &c.graph, &cfg.optimizer);
     // An average unlike the parameters: ema/<p> = p / 2.
@@ -214,57 +223,60 @@ fn a_full_step_of_a_small_inception_resnet_checked_piece_by_piece() {
         state.insert(format!("ema/{name}"), t.data.iter().map(|v| v / 2.0).collect());
     }
     let lr = 0.045f32;
-    let out = step.run(&weights, &state, lr);
+    // Compiled for any batch size, and for this one (as `incc train` compiles it).
+    for mut step in [Step::new(&c, &cfg, 4), Step::fixed(&c, &cfg, 4)] {
+        let out = step.run(&weights, &state, lr);
 
-    // The loss from the logits: softmax cross-entropy with label smoothing 0.1, mean over the batch.
-    let logits = &out["logits"];
-    let k = 5;
-    let mut loss = 0.0f64;
-    for (i, row) in logits.chunks(k).enumerate() {
-        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = m + row.iter().map(|&v| (f64::from(v) - m).exp()).sum::<f64>().ln();
-        for (j, &v) in row.iter().enumerate() {
-            let q = 0.1 / k as f64 + if j as i64 == step.labels[i] { 0.9 } else { 0.0 };
-            loss -= q * (f64::from(v) - lse) / 4.0;
-        }
-    }
-    assert!((f64::from(out["loss"][0]) - loss).abs() < 1e-5, "loss {} vs {loss}", out["loss"][0]);
-
-    // TensorFlow's RMSProp on the gradient the graph computed, parameter by parameter.
-    for (name, spec) in incc::report::params::param_list(&c.graph) {
-        if !spec.role.is_trainable() {
-            continue;
-        }
-        let (p, g) = (&weights.tensors[&name].data, &out[&format!("{name}__grad")]);
-        for i in 0..p.len() {
-            let ms = 0.9 * 1.0 + 0.1 * g[i] * g[i];
-            let mom = 0.9 * 0.0 + lr * g[i] / (ms + 1.0).sqrt();
-            let expect = p[i] - mom;
-            let got = out[&format!("{name}__new")][i];
-            assert!((got - expect).abs() <= 1e-6 * (1.0 + expect.abs()), "{name}[{i}]: {got} vs {expect}");
-            assert!((out[&format!("{name}.ms__new")][i] - ms).abs() <= 1e-6);
-        }
-    }
-    // Running statistics: momentum 0.1 towards the batch mean and the unbiased batch variance.
-    for n in c.graph.order() {
-        if let incc::ir::ops::Op::BatchNorm(_) = c.graph.node(n).op {
-            let name = &c.graph.node(n).name;
-            let m = (4 * c.graph.shape(n).0[1] * c.graph.shape(n).0[2]) as f32;
-            let (mean, var) = (&out[&format!("{name}/mean_c")], &out[&format!("{name}/var_c")]);
-            for ch in 0..mean.len() {
-                let rm = 0.9 * 0.0 + 0.1 * mean[ch];
-                let rv = 0.9 * 1.0 + 0.1 * var[ch] * m / (m - 1.0);
-                assert!((out[&format!("{name}.running_mean__new")][ch] - rm).abs() < 1e-6, "{name} mean");
-                assert!((out[&format!("{name}.running_var__new")][ch] - rv).abs() < 1e-5, "{name} var");
+        // The loss from the logits: softmax cross-entropy with label smoothing 0.1, mean over the batch.
+        let logits = &out["logits"];
+        let k = 5;
+        let mut loss = 0.0f64;
+        for (i, row) in logits.chunks(k).enumerate() {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = m + row.iter().map(|&v| (f64::from(v) - m).exp()).sum::<f64>().ln();
+            for (j, &v) in row.iter().enumerate() {
+                let q = 0.1 / k as f64 + if j as i64 == step.labels[i] { 0.9 } else { 0.0 };
+                loss -= q * (f64::from(v) - lse) / 4.0;
             }
         }
-    }
-    // The moving average of every parameter and running statistic, towards its new value.
-    for (name, t) in &weights.tensors {
-        let (new, avg) = (&out[&format!("{name}__new")], &out[&format!("ema/{name}__new")]);
-        for i in 0..t.data.len() {
-            let expect = EMA_DECAY * t.data[i] / 2.0 + (1.0 - EMA_DECAY) * new[i];
-            assert!((avg[i] - expect).abs() <= 1e-6 * (1.0 + expect.abs()), "ema/{name}[{i}]: {} vs {expect}", avg[i]);
+        assert!((f64::from(out["loss"][0]) - loss).abs() < 1e-5, "loss {} vs {loss}", out["loss"][0]);
+
+        // TensorFlow's RMSProp on the gradient the graph computed, parameter by parameter.
+        for (name, spec) in incc::report::params::param_list(&c.graph) {
+            if !spec.role.is_trainable() {
+                continue;
+            }
+            let (p, g) = (&weights.tensors[&name].data, &out[&format!("{name}__grad")]);
+            for i in 0..p.len() {
+                let ms = 0.9 * 1.0 + 0.1 * g[i] * g[i];
+                let mom = 0.9 * 0.0 + lr * g[i] / (ms + 1.0).sqrt();
+                let expect = p[i] - mom;
+                let got = out[&format!("{name}__new")][i];
+                assert!((got - expect).abs() <= 1e-6 * (1.0 + expect.abs()), "{name}[{i}]: {got} vs {expect}");
+                assert!((out[&format!("{name}.ms__new")][i] - ms).abs() <= 1e-6);
+            }
+        }
+        // Running statistics: momentum 0.1 towards the batch mean and the unbiased batch variance.
+        for n in c.graph.order() {
+            if let incc::ir::ops::Op::BatchNorm(_) = c.graph.node(n).op {
+                let name = &c.graph.node(n).name;
+                let m = (4 * c.graph.shape(n).0[1] * c.graph.shape(n).0[2]) as f32;
+                let (mean, var) = (&out[&format!("{name}/mean_c")], &out[&format!("{name}/var_c")]);
+                for ch in 0..mean.len() {
+                    let rm = 0.9 * 0.0 + 0.1 * mean[ch];
+                    let rv = 0.9 * 1.0 + 0.1 * var[ch] * m / (m - 1.0);
+                    assert!((out[&format!("{name}.running_mean__new")][ch] - rm).abs() < 1e-6, "{name} mean");
+                    assert!((out[&format!("{name}.running_var__new")][ch] - rv).abs() < 1e-5, "{name} var");
+                }
+            }
+        }
+        // The moving average of every parameter and running statistic, towards its new value.
+        for (name, t) in &weights.tensors {
+            let (new, avg) = (&out[&format!("{name}__new")], &out[&format!("ema/{name}__new")]);
+            for i in 0..t.data.len() {
+                let expect = EMA_DECAY * t.data[i] / 2.0 + (1.0 - EMA_DECAY) * new[i];
+                assert!((avg[i] - expect).abs() <= 1e-6 * (1.0 + expect.abs()), "ema/{name}[{i}]: {} vs {expect}", avg[i]);
+            }
         }
     }
     // And the gradients themselves, by finite differences over the whole network.

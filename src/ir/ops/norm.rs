@@ -95,9 +95,7 @@ impl OpRule for BatchNorm {
         let dgamma = cx.op("Reshape", at.internal("dweight"), &[&s_invstd, &flat], vec![]);
         let dbeta = cx.op("Reshape", at.internal("dbias"), &[&sum_dy, &flat], vec![]);
         let dx = g.wants[0].then(|| {
-            let per_value = at.internal("per_value");
-            let minus_scale = cx.op("Neg", at.internal("d/minus_scale"), &[&scale], vec![]);
-            let minus_scale_m = cx.op("Mul", at.internal("d/minus_scale_m"), &[&minus_scale, &per_value], vec![]);
+            let minus_scale_m = cx.op("Mul", at.internal("d/minus_scale_m"), &[&scale, &at.internal("minus_per_value")], vec![]);
             let s_invstd2 = cx.op("Mul", at.internal("d/s_invstd2"), &[&s_invstd, &invstd], vec![]);
             let b = cx.op("Mul", at.internal("d/b"), &[&s_invstd2, &minus_scale_m], vec![]);
             let c = cx.op("Mul", at.internal("d/c"), &[&sum_dy, &minus_scale_m], vec![]);
@@ -110,15 +108,17 @@ impl OpRule for BatchNorm {
     }
 }
 
-/// 1/m and 1/(m-1) for the m = N*H*W values of each channel, as `<node>/per_value` and
-/// `<node>/per_value_unbiased`: constants when the batch size is known.
+/// 1/m, 1/(m-1) and -1/m for the m = N*H*W values of each channel, as `<node>/per_value`,
+/// `<node>/per_value_unbiased` and `<node>/minus_per_value` (for the backward pass): constants
+/// when the batch size is known. Returns the first two.
 fn counts(cx: &mut Lowering, at: &LowerAt) -> (String, String) {
     let shape = &at.input_shapes[0].0;
     let spatial = (shape[1] * shape[2]) as f32;
-    let (per_value, unbiased) = (at.internal("per_value"), at.internal("per_value_unbiased"));
+    let (per_value, unbiased, minus) = (at.internal("per_value"), at.internal("per_value_unbiased"), at.internal("minus_per_value"));
     match cx.batch {
         Some(n) => {
             let m = n as f32 * spatial;
+            cx.scalar(minus, -1.0 / m);
             (cx.scalar(per_value, 1.0 / m), cx.scalar(unbiased, 1.0 / (m - 1.0)))
         }
         None => {
@@ -127,7 +127,9 @@ fn counts(cx: &mut Lowering, at: &LowerAt) -> (String, String) {
             let m = cx.op("Mul", at.internal("m"), &[&n, &spatial], vec![]);
             let one = cx.scalar("const/one".into(), 1.0);
             let m_1 = cx.op("Sub", at.internal("m_1"), &[&m, &one], vec![]);
-            (cx.op("Reciprocal", per_value, &[&m], vec![]), cx.op("Reciprocal", unbiased, &[&m_1], vec![]))
+            let per_value = cx.op("Reciprocal", per_value, &[&m], vec![]);
+            cx.op("Neg", minus, &[&per_value], vec![]);
+            (per_value, cx.op("Reciprocal", unbiased, &[&m_1], vec![]))
         }
     }
 }
