@@ -141,7 +141,13 @@ impl Trace {
         }
         let mut by_op: BTreeMap<&str, Totals> = BTreeMap::new();
         let mut by_node: BTreeMap<&str, (&Kernel, u64)> = BTreeMap::new();
+        let mut by_provider: BTreeMap<&str, (Totals, BTreeSet<&str>)> = BTreeMap::new();
         for k in profiled {
+            let provider = by_provider.entry(&k.provider).or_default();
+            provider.0.us += k.span.dur_us;
+            provider.0.kernels += 1;
+            provider.0.nodes.insert(&k.node);
+            provider.1.insert(&k.op);
             let op = by_op.entry(&k.op).or_default();
             op.us += k.span.dur_us;
             op.kernels += 1;
@@ -165,6 +171,17 @@ impl Trace {
             })
             .collect();
         ops.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms).then_with(|| a.op.cmp(&b.op)));
+        let mut providers: Vec<ProviderTime> = by_provider
+            .into_iter()
+            .map(|(provider, (t, ops))| ProviderTime {
+                provider: provider.to_owned(),
+                nodes: t.nodes.len(),
+                ms_per_run: ms(t.us) / n,
+                share: share(t.us),
+                ops: ops.into_iter().map(str::to_owned).collect(),
+            })
+            .collect();
+        providers.sort_by(|a, b| b.nodes.cmp(&a.nodes).then_with(|| a.provider.cmp(&b.provider)));
         let nodes = by_node.len();
         let mut slowest: Vec<NodeTime> = by_node
             .into_iter()
@@ -184,6 +201,7 @@ impl Trace {
             nodes,
             run_ms: ms(runs.iter().map(|r| r.dur_us).sum()) / n,
             kernel_ms: ms(kernel_us) / n,
+            providers,
             ops,
             slowest,
         })
@@ -203,10 +221,24 @@ pub struct Profile {
     /// Time in kernels per run, on average; the rest of `run_ms` went between kernels (feeding,
     /// allocation, scheduling, copies).
     pub kernel_ms: f64,
+    /// Per execution provider, most nodes first: on CUDA, the nodes ONNX Runtime left on the CPU
+    /// (each a copy between host and device) show here.
+    pub providers: Vec<ProviderTime>,
     /// Per op type, most time first.
     pub ops: Vec<OpTime>,
     /// The slowest nodes, most time first.
     pub slowest: Vec<NodeTime>,
+}
+
+/// The nodes one execution provider ran.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProviderTime {
+    pub provider: String,
+    pub nodes: usize,
+    pub ms_per_run: f64,
+    pub share: f64,
+    /// The op types it ran.
+    pub ops: Vec<String>,
 }
 
 /// The time of one op type.
@@ -251,8 +283,19 @@ impl Profile {
         }
         let ops = styled(ops, &["op", "nodes", "kernels", "ms/run", "total ms", "share"], 1);
         let nodes = styled(nodes, &["node", "op", "provider", "ms/run", "share"], 3);
+        // The main provider's op types go without saying; a minor one's (CPU fallbacks) are named.
+        let providers: Vec<String> = self
+            .providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let name = p.provider.strip_suffix("ExecutionProvider").unwrap_or(&p.provider);
+                let ops = if i == 0 { String::new() } else { format!(": {}", p.ops.join(", ")) };
+                format!("{name} {} node{} ({}){ops}", p.nodes, if p.nodes == 1 { "" } else { "s" }, percent(p.share))
+            })
+            .collect();
         format!(
-            "{} run{}, {} nodes: {} ms per run, {} ms ({:.1} %) in kernels, {} ms between them\n{ops}\nslowest {} nodes:\n{nodes}\n",
+            "{} run{}, {} nodes: {} ms per run, {} ms ({:.1} %) in kernels, {} ms between them\nby provider: {}\n{ops}\nslowest {} nodes:\n{nodes}\n",
             self.runs,
             if self.runs == 1 { "" } else { "s" },
             self.nodes,
@@ -260,6 +303,7 @@ impl Profile {
             ms(self.kernel_ms),
             in_kernels,
             ms(between),
+            providers.join("; "),
             self.slowest.len(),
         )
     }
