@@ -88,18 +88,57 @@ pub enum Feed {
     I64(Vec<usize>, Vec<i64>),
 }
 
-/// Runs `model` with inputs by name (a training step's parameters, state, labels, ...) and copies
-/// every f32 output out, by name.
-pub fn run_named(model: &mut Model, feeds: Vec<(String, Feed)>) -> Result<Vec<Output>, RuntimeError> {
-    let mut values: Vec<(String, ort::value::DynValue)> = Vec::with_capacity(feeds.len());
-    for (name, feed) in feeds {
-        let value = match feed {
+impl Feed {
+    fn value(self, name: &str) -> Result<ort::value::DynValue, RuntimeError> {
+        match self {
             Feed::F32(shape, data) => Tensor::from_array((shape, data)).map(|t| t.into_dyn()),
             Feed::I64(shape, data) => Tensor::from_array((shape, data)).map(|t| t.into_dyn()),
         }
-        .map_err(RuntimeError::ort(&format!("creating the input tensor `{name}`")))?;
-        values.push((name, value));
+        .map_err(RuntimeError::ort(&format!("creating the input tensor `{name}`")))
     }
+}
+
+/// Runs `model` with inputs by name (a training step's parameters, state, labels, ...) and copies
+/// every f32 output out, by name.
+pub fn run_named(model: &mut Model, feeds: Vec<(String, Feed)>) -> Result<Vec<Output>, RuntimeError> {
+    let values = feeds.into_iter().map(|(name, feed)| Ok((name.clone(), feed.value(&name)?))).collect::<Result<Vec<_>, RuntimeError>>()?;
     let outputs = model.session.run(values).map_err(RuntimeError::ort("running the model"))?;
     copy_outputs(&outputs)
+}
+
+/// A model run many times with some inputs that stay (an evaluation's parameters): they are
+/// bound once, which copies them to the session's device once, not at every run.
+pub struct BoundRun<'m> {
+    model: &'m mut Model,
+    binding: ort::session::IoBinding,
+    outputs: Vec<String>,
+}
+
+impl<'m> BoundRun<'m> {
+    /// Binds `fixed`; each run returns `outputs`.
+    pub fn new(model: &'m mut Model, fixed: Vec<(String, Feed)>, outputs: &[&str]) -> Result<Self, RuntimeError> {
+        let mut binding = model.session.create_binding().map_err(RuntimeError::ort("creating an IoBinding"))?;
+        for (name, feed) in fixed {
+            let value = feed.value(&name)?;
+            binding.bind_input(name.as_str(), &value).map_err(RuntimeError::ort(&format!("binding `{name}`")))?;
+        }
+        Ok(Self { model, binding, outputs: outputs.iter().map(|o| o.to_string()).collect() })
+    }
+
+    /// Runs with `feeds` besides the fixed inputs; the outputs, by name.
+    pub fn run(&mut self, feeds: Vec<(String, Feed)>) -> Result<Vec<Output>, RuntimeError> {
+        use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+        for (name, feed) in feeds {
+            let value = feed.value(&name)?;
+            self.binding.bind_input(name.as_str(), &value).map_err(RuntimeError::ort(&format!("binding `{name}`")))?;
+        }
+        // Bound afresh each run: an output kept from the last run would fix its shape (a last,
+        // smaller batch would not fit).
+        let host = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::CPUOutput).map_err(RuntimeError::ort("describing host memory"))?;
+        for name in &self.outputs {
+            self.binding.bind_output_to_device(name.as_str(), &host).map_err(RuntimeError::ort(&format!("binding the output `{name}`")))?;
+        }
+        let outputs = self.model.session.run_binding(&self.binding).map_err(RuntimeError::ort("running the model"))?;
+        copy_outputs(&outputs)
+    }
 }

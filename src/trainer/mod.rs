@@ -13,7 +13,7 @@ use crate::data::{batches, loader_throughput, open, DataSpec, LoaderConfig, Sour
 use crate::driver::Compiled;
 use crate::ir::{Graph, ParamRole};
 use crate::runtime::session::{Model, Provider, SessionConfig};
-use crate::runtime::tensor::{run_named, Feed};
+use crate::runtime::tensor::{BoundRun, Feed};
 use crate::train::update::{pack_all, packed_state, unpack_all, Packed};
 use crate::train::{emit_training, logits_node, TrainConfig};
 use crate::weights::{Tensor, Weights};
@@ -411,11 +411,11 @@ pub fn evaluate(
             Ok((name, Feed::F32(spec.shape, t.data.clone())))
         })
         .collect::<Result<_, String>>()?;
+    // The parameters go to the device once per evaluation, not once per batch.
+    let mut bound = BoundRun::new(model, params, &["logits"]).map_err(|e| e.to_string())?;
     for b in batches(data, transform, &cfg) {
         let b = b.map_err(|e| e.to_string())?;
-        let mut feeds = vec![("images".to_string(), Feed::F32([vec![b.len], input.clone()].concat(), b.images))];
-        feeds.extend(params.iter().map(|(n, f)| (n.clone(), f.clone())));
-        let outputs = run_named(model, feeds).map_err(|e| e.to_string())?;
+        let outputs = bound.run(vec![("images".to_string(), Feed::F32([vec![b.len], input.clone()].concat(), b.images))]).map_err(|e| e.to_string())?;
         let logits = &outputs.iter().find(|o| o.0 == "logits").ok_or("the evaluation graph has no logits")?.2;
         for (row, &label) in logits.chunks(classes).zip(&b.labels) {
             let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
