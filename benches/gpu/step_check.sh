@@ -8,7 +8,8 @@
 #      with --cuda-option prefer_nhwc=1; with --cuda-option arena_extend_strategy=kSameAsRequested;
 #      each as a ratio to this binary's default run;
 #   2. ONNX Runtime's profile of PROFILE_STEPS steps: time per op type and the slowest nodes;
-#   3. PyTorch (timm's inception_resnet_v2, RMSprop as the paper), same batch, in the same run.
+#   3. PyTorch (timm's inception_resnet_v2, RMSprop as the paper), same batch, in the same run;
+#   4. correctness: every parameter, slot and statistic after 2 steps on CUDA and on the CPU.
 # Knobs (environment): OUT, ARCH, BATCH, SIZE, CLASSES, STEPS, PROFILE_STEPS, PROVIDER, TORCH=0.
 # A dry run without a GPU: PROVIDER=cpu ARCH=benches/small_inception_resnet.inc SIZE=64 CLASSES=10
 # STEPS=15 PROFILE_STEPS=4 TORCH=0 bash benches/gpu/step_check.sh
@@ -95,6 +96,29 @@ for i in range(steps):
 print(f"torch {batch * len(times[10:]) / sum(times[10:]):.1f} {torch.cuda.max_memory_reserved() // 2**20}")
 PY
 fi
+
+echo "== correctness: 2 steps from the same seeded start on $PROVIDER and on the CPU (batch 8)"
+for p in "$PROVIDER" cpu; do
+  rm -rf "/tmp/step-check-same-$p"
+  "$BIN" train "$ARCH" --data synthetic:24,$SIZE,$CLASSES --provider "$p" --batch 8 --epochs 1 --max-steps 2 --quiet \
+    --out "/tmp/step-check-same-$p" 2>&1 | tail -1
+done
+python3 - "/tmp/step-check-same-$PROVIDER/last.safetensors" /tmp/step-check-same-cpu/last.safetensors <<'PY' | tee "$OUT/same_start.txt"
+# Every tensor of the two checkpoints (parameters, slots, running statistics): the largest
+# difference relative to the tensor's largest value. safetensors: u64 header size, JSON, data.
+import json, struct, sys
+import numpy as np
+def tensors(path):
+    raw = open(path, "rb").read(); n = struct.unpack("<Q", raw[:8])[0]; head = json.loads(raw[8:8 + n])
+    out = {}
+    for name, t in head.items():
+        if name != "__metadata__" and t["dtype"] == "F32":
+            a, b = t["data_offsets"]; out[name] = np.frombuffer(raw[8 + n + a:8 + n + b], np.float32)
+    return out
+x, y = tensors(sys.argv[1]), tensors(sys.argv[2])
+worst = max((float(np.abs(x[k] - y[k]).max() / max(1e-12, np.abs(y[k]).max())), k) for k in y if y[k].size)
+print(f"{len(y)} tensors after 2 steps: largest relative difference {worst[0]:.2e} ({worst[1]}); {'within' if worst[0] < 1e-3 else 'OVER'} 1e-3")
+PY
 
 echo "== summary (batch $BATCH; ratio = images/s against this binary's default run, measured in this run)"
 python3 - "$OUT/steps.txt" <<'PY' | tee "$OUT/summary.txt"
