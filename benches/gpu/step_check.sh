@@ -9,7 +9,8 @@
 #      each as a ratio to this binary's default run;
 #   2. ONNX Runtime's profile of PROFILE_STEPS steps: time per op type and the slowest nodes;
 #   3. PyTorch (timm's inception_resnet_v2, RMSprop as the paper), same batch, in the same run;
-#   4. correctness: every parameter, slot and statistic after 2 steps on CUDA and on the CPU.
+#   4. inference images/s at batch 32 and 128 with and without prefer_nhwc=1;
+#   5. correctness: every parameter, slot and statistic after 2 steps on CUDA and on the CPU.
 # Knobs (environment): OUT, ARCH, BATCH, SIZE, CLASSES, STEPS, PROFILE_STEPS, PROVIDER, TORCH=0.
 # A dry run without a GPU: PROVIDER=cpu ARCH=benches/small_inception_resnet.inc SIZE=64 CLASSES=10
 # STEPS=15 PROFILE_STEPS=4 TORCH=0 bash benches/gpu/step_check.sh
@@ -17,7 +18,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/incc-gpu}; mkdir -p "$OUT"
 ARCH=${ARCH:-archs/inception_resnet_v2.inc}
 BATCH=${BATCH:-32}; SIZE=${SIZE:-299}; CLASSES=${CLASSES:-1000}
-STEPS=${STEPS:-50}; PROFILE_STEPS=${PROFILE_STEPS:-12}
+STEPS=${STEPS:-30}; PROFILE_STEPS=${PROFILE_STEPS:-10}
 PROVIDER=${PROVIDER:-cuda}; TORCH=${TORCH:-1}
 if [ "$PROVIDER" = cuda ] && [ -z "${ORT_DYLIB_PATH:-}" ]; then source .ortgpu/on-device.sh .ortgpu; fi
 
@@ -94,6 +95,26 @@ for i in range(steps):
     F.cross_entropy(model(x), y, label_smoothing=0.1).backward(); opt.step()
     torch.cuda.synchronize(); times.append(time.perf_counter() - t)
 print(f"torch {batch * len(times[10:]) / sum(times[10:]):.1f} {torch.cuda.max_memory_reserved() // 2**20}")
+PY
+fi
+
+if [ "$PROVIDER" = cuda ]; then
+  echo "== inference: default layout against prefer_nhwc=1, batch 32 and 128 (alternating, twice)"
+  for round in 1 2; do
+    for variant in default nhwc; do
+      opt=(); [ $variant = nhwc ] && opt=(--cuda-option prefer_nhwc=1)
+      "$BIN" bench "$ARCH" --provider cuda --batch 32,128 --min-time 1 --json "${opt[@]}" > "$OUT/bench_${variant}_$round.json" 2>/dev/null
+    done
+  done
+  python3 - "$OUT" <<'PY' | tee "$OUT/inference.txt"
+import json, sys
+for variant in ("default", "nhwc"):
+    for rnd in (1, 2):
+        try:
+            rows = json.load(open(f"{sys.argv[1]}/bench_{variant}_{rnd}.json"))["results"]
+        except (OSError, ValueError, KeyError) as e:
+            print(variant, rnd, "failed:", e); continue
+        print(variant, rnd, " ".join("batch %d: %.1f images/s" % (r["batch"], r["images_per_s"]) for r in rows))
 PY
 fi
 
