@@ -9,7 +9,7 @@
 #      each as a ratio to this binary's default run;
 #   2. ONNX Runtime's profile of PROFILE_STEPS steps: time per op type and the slowest nodes;
 #   3. PyTorch (timm's inception_resnet_v2, RMSprop as the paper), same batch, in the same run;
-#   4. inference images/s at batch 32 and 128 with and without prefer_nhwc=1;
+#   4. inference images/s at batch 32 and 128 with and without prefer_nhwc=1, and its profile;
 #   5. correctness: every parameter, slot and statistic after 2 steps on CUDA and on the CPU.
 # Knobs (environment): OUT, ARCH, BATCH, SIZE, CLASSES, STEPS, PROFILE_STEPS, PROVIDER, TORCH=0.
 # A dry run without a GPU: PROVIDER=cpu ARCH=benches/small_inception_resnet.inc SIZE=64 CLASSES=10
@@ -106,6 +106,9 @@ if [ "$PROVIDER" = cuda ]; then
       "$BIN" bench "$ARCH" --provider cuda --batch 32,128 --min-time 1 --json "${opt[@]}" > "$OUT/bench_${variant}_$round.json" 2>/dev/null
     done
   done
+  echo "== inference profile, batch 32: which nodes ONNX Runtime ran where, and their time"
+  "$BIN" bench "$ARCH" --provider cuda --batch 32 --min-time 1 --profile "$OUT/inference_profile.json" 2>&1 | tee "$OUT/inference_profile.txt" | head -45
+  rm -f "$OUT/inference_profile.trace.json"
   python3 - "$OUT" <<'PY' | tee "$OUT/inference.txt"
 import json, sys
 for variant in ("default", "nhwc"):
