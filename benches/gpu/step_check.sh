@@ -11,11 +11,15 @@
 #   3. PyTorch (timm's inception_resnet_v2, RMSprop as the paper), same batch, in the same run;
 #   4. inference images/s at batch 32 and 128 with and without prefer_nhwc=1, and its profile;
 #   5. correctness: every parameter, slot and statistic after 2 steps on CUDA and on the CPU.
+# Results: $OUT/summary.txt and $OUT/step_check.tar.gz (every figure, both profiles).
 # Knobs (environment): OUT, ARCH, BATCH, SIZE, CLASSES, STEPS, PROFILE_STEPS, PROVIDER, TORCH=0.
 # A dry run without a GPU: PROVIDER=cpu ARCH=benches/small_inception_resnet.inc SIZE=64 CLASSES=10
 # STEPS=15 PROFILE_STEPS=4 TORCH=0 bash benches/gpu/step_check.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/incc-gpu}; mkdir -p "$OUT"
+# Everything is written to WORK and packed into $WORK/step_check.tar.gz at the end, with the summary
+# beside it (the device tool brings back at most 8 files).
+WORK=$(mktemp -d /tmp/incc-step-check.XXXX)
 ARCH=${ARCH:-archs/inception_resnet_v2.inc}
 BATCH=${BATCH:-32}; SIZE=${SIZE:-299}; CLASSES=${CLASSES:-1000}
 STEPS=${STEPS:-30}; PROFILE_STEPS=${PROFILE_STEPS:-10}
@@ -41,16 +45,16 @@ peak_memory() {  # samples nvidia-smi until killed; prints the peak MiB
   done
 }
 
-# run NAME BINARY [OPTIONS...]: trains STEPS steps; appends "NAME images/s peak_MiB" to $OUT/steps.txt
+# run NAME BINARY [OPTIONS...]: trains STEPS steps; appends "NAME images/s peak_MiB" to $WORK/steps.txt
 run() {
   local name=$1 bin=$2; shift 2
   echo "== $name: $bin train --provider $PROVIDER $*"
-  peak_memory > "$OUT/peak_$name.txt" & local sampler=$!
+  peak_memory > "$WORK/peak_$name.txt" & local sampler=$!
   rm -rf "/tmp/step-check-$name"
   "$bin" train "$ARCH" --data synthetic:$((BATCH * (STEPS + 1))),$SIZE,$CLASSES --provider "$PROVIDER" --batch "$BATCH" \
     --epochs 1 --max-steps "$STEPS" --workers 8 --quiet --out "/tmp/step-check-$name" "$@" 2>&1 | tail -2
   kill -TERM $sampler; wait $sampler 2>/dev/null
-  python3 - "/tmp/step-check-$name/metrics.jsonl" "$BATCH" "$name" "$(cat "$OUT/peak_$name.txt")" <<'PY' | tee -a "$OUT/steps.txt"
+  python3 - "/tmp/step-check-$name/metrics.jsonl" "$BATCH" "$name" "$(cat "$WORK/peak_$name.txt")" <<'PY' | tee -a "$WORK/steps.txt"
 import json, sys
 path, batch, name, peak = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 try:
@@ -63,8 +67,8 @@ print(f"{name} {rate:.1f} {peak}")
 PY
 }
 
-: > "$OUT/steps.txt"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
+: > "$WORK/steps.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$WORK/gpu.txt"
 [ -n "$BASE" ] && run baseline "$BASE"
 run incc "$BIN"
 if [ "$PROVIDER" = cuda ]; then
@@ -75,13 +79,13 @@ fi
 echo "== profile of $PROFILE_STEPS steps"
 rm -rf /tmp/step-check-profile
 "$BIN" train "$ARCH" --data synthetic:$((BATCH * (PROFILE_STEPS + 1))),$SIZE,$CLASSES --provider "$PROVIDER" --batch "$BATCH" \
-  --epochs 1 --max-steps "$PROFILE_STEPS" --workers 8 --quiet --out /tmp/step-check-profile --profile "$OUT/profile.json" 2>&1 \
-  | tee "$OUT/profile.txt" | head -60
-rm -f "$OUT/profile.trace.json"  # hundreds of MB for this network; the summary is what comes back
+  --epochs 1 --max-steps "$PROFILE_STEPS" --workers 8 --quiet --out /tmp/step-check-profile --profile "$WORK/profile.json" 2>&1 \
+  | tee "$WORK/profile.txt" | head -60
+rm -f "$WORK/profile.trace.json"  # hundreds of MB for this network; the summary is what comes back
 
 if [ "$TORCH" = 1 ]; then
   echo "== PyTorch timm inception_resnet_v2, RMSprop, label smoothing 0.1, batch $BATCH"
-  python3 - "$BATCH" "$STEPS" <<'PY' | tee -a "$OUT/steps.txt"
+  python3 - "$BATCH" "$STEPS" <<'PY' | tee -a "$WORK/steps.txt"
 import sys, time, torch, timm, torch.nn.functional as F
 batch, steps = int(sys.argv[1]), int(sys.argv[2])
 torch.manual_seed(0)
@@ -103,13 +107,13 @@ if [ "$PROVIDER" = cuda ]; then
   for round in 1 2; do
     for variant in default nhwc; do
       opt=(); [ $variant = nhwc ] && opt=(--cuda-option prefer_nhwc=1)
-      "$BIN" bench "$ARCH" --provider cuda --batch 32,128 --min-time 1 --json "${opt[@]}" > "$OUT/bench_${variant}_$round.json" 2>/dev/null
+      "$BIN" bench "$ARCH" --provider cuda --batch 32,128 --min-time 1 --json "${opt[@]}" > "$WORK/bench_${variant}_$round.json" 2>/dev/null
     done
   done
   echo "== inference profile, batch 32: which nodes ONNX Runtime ran where, and their time"
-  "$BIN" bench "$ARCH" --provider cuda --batch 32 --min-time 1 --profile "$OUT/inference_profile.json" 2>&1 | tee "$OUT/inference_profile.txt" | head -45
-  rm -f "$OUT/inference_profile.trace.json"
-  python3 - "$OUT" <<'PY' | tee "$OUT/inference.txt"
+  "$BIN" bench "$ARCH" --provider cuda --batch 32 --min-time 1 --profile "$WORK/inference_profile.json" 2>&1 | tee "$WORK/inference_profile.txt" | head -45
+  rm -f "$WORK/inference_profile.trace.json"
+  python3 - "$WORK" <<'PY' | tee "$WORK/inference.txt"
 import json, sys
 for variant in ("default", "nhwc"):
     for rnd in (1, 2):
@@ -127,7 +131,7 @@ for p in "$PROVIDER" cpu; do
   "$BIN" train "$ARCH" --data synthetic:24,$SIZE,$CLASSES --provider "$p" --batch 8 --epochs 1 --max-steps 2 --quiet \
     --out "/tmp/step-check-same-$p" 2>&1 | tail -1
 done
-python3 - "/tmp/step-check-same-$PROVIDER/last.safetensors" /tmp/step-check-same-cpu/last.safetensors <<'PY' | tee "$OUT/same_start.txt"
+python3 - "/tmp/step-check-same-$PROVIDER/last.safetensors" /tmp/step-check-same-cpu/last.safetensors <<'PY' | tee "$WORK/same_start.txt"
 # Every tensor of the two checkpoints (parameters, slots, running statistics): the largest
 # difference relative to the tensor's largest value. safetensors: u64 header size, JSON, data.
 import json, struct, sys
@@ -145,7 +149,7 @@ print(f"{len(y)} tensors after 2 steps: largest relative difference {worst[0]:.2
 PY
 
 echo "== summary (batch $BATCH; ratio = images/s against this binary's default run, measured in this run)"
-python3 - "$OUT/steps.txt" <<'PY' | tee "$OUT/summary.txt"
+python3 - "$WORK/steps.txt" <<'PY' | tee "$WORK/summary.txt"
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if len(l.split()) == 3]
 ref = {n: float(r) for n, r, _ in rows}.get("incc")
@@ -154,3 +158,6 @@ for name, rate, peak in rows:
     ratio = float(rate) / ref if ref else float("nan")
     print(f"| {name} | {float(rate):.1f} | {ratio:.2f} | {peak} |")
 PY
+cp "$WORK/summary.txt" "$OUT/summary.txt"
+tar czf "$OUT/step_check.tar.gz" -C "$WORK" .
+echo "results: $OUT/summary.txt, $OUT/step_check.tar.gz"
