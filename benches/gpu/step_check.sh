@@ -17,7 +17,7 @@
 # STEPS=15 PROFILE_STEPS=4 TORCH=0 bash benches/gpu/step_check.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/incc-gpu}; mkdir -p "$OUT"
-# Everything is written to WORK and packed into $WORK/step_check.tar.gz at the end, with the summary
+# Everything is written to WORK and packed into $OUT/step_check.tar.gz at the end, with the summary
 # beside it (the device tool brings back at most 8 files).
 WORK=$(mktemp -d /tmp/incc-step-check.XXXX)
 ARCH=${ARCH:-archs/inception_resnet_v2.inc}
