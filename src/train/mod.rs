@@ -42,8 +42,9 @@ pub struct TrainConfig {
     /// `ema_decay`, state `ema`), so that it never leaves the device.
     #[serde(default)]
     pub ema: bool,
-    /// Also output every parameter's gradient (before weight decay and clipping) as `<param>__grad`, and each batch norm's batch
-    /// mean and (biased) variance as `<node>/mean`, `<node>/var` (for checks and debugging).
+    /// Also output every parameter's gradient (before weight decay and clipping) as
+    /// `<param>__grad`, and each batch norm's batch mean and (biased) variance as `<node>/mean_c`,
+    /// `<node>/var_c` (for checks and debugging).
     pub debug_outputs: bool,
 }
 
