@@ -16,11 +16,15 @@ fn median(mut times: Vec<Duration>) -> Duration {
 }
 
 fn time<R>(runs: usize, mut f: impl FnMut() -> R) -> Duration {
-    median((0..runs).map(|_| {
-        let t = Instant::now();
-        std::hint::black_box(f());
-        t.elapsed()
-    }).collect())
+    median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(f());
+                t.elapsed()
+            })
+            .collect(),
+    )
 }
 
 fn main() {
@@ -29,9 +33,7 @@ fn main() {
         let c = compile(arch, &Default::default(), &Default::default(), None).expect("compiles");
         report(&c.graph, Convention::Incc, None, 1).totals.macs
     });
-    let read = time(20, || {
-        ["archs/inception_resnet_v2.inc", "archs/lib/inception_v4.inc"].map(|p| std::fs::read_to_string(p).expect("read"))
-    });
+    let read = time(20, || ["archs/inception_resnet_v2.inc", "archs/lib/inception_v4.inc"].map(|p| std::fs::read_to_string(p).expect("read")));
     println!("front end (parse, elaborate, shapes, cost) of inception_resnet_v2: {:.2} ms (median of 20)", front.as_secs_f64() * 1e3);
     println!("  baseline, reading its two source files: {:.3} ms; ratio {:.0}x", read.as_secs_f64() * 1e3, front.as_secs_f64() / read.as_secs_f64());
 
@@ -47,6 +49,11 @@ fn main() {
     let payload = vec![1u8; bytes];
     let floor = time(5, || incc::fsutil::write_atomic(&dir.join("floor.bin"), &payload).expect("writes"));
     println!("compile inception_resnet_v2 with seeded weights to a {:.0} MB file: {:.2} s (median of 5)", bytes as f64 / 1e6, whole.as_secs_f64());
-    println!("  baseline, writing {:.0} MB atomically: {:.2} s; ratio {:.2}x", bytes as f64 / 1e6, floor.as_secs_f64(), whole.as_secs_f64() / floor.as_secs_f64());
+    println!(
+        "  baseline, writing {:.0} MB atomically: {:.2} s; ratio {:.2}x",
+        bytes as f64 / 1e6,
+        floor.as_secs_f64(),
+        whole.as_secs_f64() / floor.as_secs_f64()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

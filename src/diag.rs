@@ -64,18 +64,11 @@ impl Diagnostic {
             .labels
             .iter()
             .map(|(span, text, primary)| {
-                let label = if *primary {
-                    Label::primary(span.file.0, span.start..span.end)
-                } else {
-                    Label::secondary(span.file.0, span.start..span.end)
-                };
+                let label = if *primary { Label::primary(span.file.0, span.start..span.end) } else { Label::secondary(span.file.0, span.start..span.end) };
                 label.with_message(text.clone())
             })
             .collect();
-        let diagnostic = CsDiagnostic::new(severity)
-            .with_message(self.message.clone())
-            .with_labels(labels)
-            .with_notes(self.notes.clone());
+        let diagnostic = CsDiagnostic::new(severity).with_message(self.message.clone()).with_labels(labels).with_notes(self.notes.clone());
         let config = term::Config::default();
         term::emit_into_string(&config, &FilesView(sources), &diagnostic)
             .unwrap_or_else(|e| format!("{}: {} (could not render source: {e})\n", "error", self.message))

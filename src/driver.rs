@@ -86,13 +86,7 @@ pub struct Artifact {
 
 /// The whole path from a `.inc` file to an ONNX model: compile, take or make the weights, fold
 /// batch norm if asked (IR and values alike), emit.
-pub fn build_onnx(
-    path: &Path,
-    settings: &Settings,
-    passes: &PassOptions,
-    weights: WeightsSource<'_>,
-    batch: Option<usize>,
-) -> Result<Artifact, String> {
+pub fn build_onnx(path: &Path, settings: &Settings, passes: &PassOptions, weights: WeightsSource<'_>, batch: Option<usize>) -> Result<Artifact, String> {
     let unfolded = PassOptions { fold_bn: false, ..passes.clone() };
     let compiled = compile(path, settings, &unfolded, None).map_err(|f| f.render())?;
     let mut values = match weights {

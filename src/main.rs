@@ -214,11 +214,7 @@ pub fn settings(c: &Common) -> Result<Settings, String> {
     let set = c
         .set
         .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| format!("--set {kv}: expected NAME=VALUE"))
-        })
+        .map(|kv| kv.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| format!("--set {kv}: expected NAME=VALUE")))
         .collect::<Result<_, _>>()?;
     let input = match &c.input {
         None => None,
@@ -313,9 +309,11 @@ fn report(message: String) -> ExitCode {
 }
 
 fn compile_command(a: CompileArgs) -> Result<(), ExitCode> {
-    let fail = |code: u8| move |e: String| {
-        eprintln!("{}", e.trim_end());
-        ExitCode::from(code)
+    let fail = |code: u8| {
+        move |e: String| {
+            eprintln!("{}", e.trim_end());
+            ExitCode::from(code)
+        }
     };
     if a.output.is_none() && !a.text && a.save_weights.is_none() {
         return Err(fail(2)("error: nothing to do: give -o FILE.onnx, --text or --save-weights".into()));
@@ -361,8 +359,8 @@ fn train_command(a: &CompileArgs, settings: &Settings, passes: &PassOptions) -> 
     }
     let compiled = incc::driver::compile(&a.common.file, settings, passes, None).map_err(|f| report(f.render()))?;
     let start = std::time::Instant::now();
-    let model = incc::train::emit_training(&compiled.graph, &compiled.sources, &a.training.config(), a.batch)
-        .map_err(|d| report(d.render(&compiled.sources)))?;
+    let model =
+        incc::train::emit_training(&compiled.graph, &compiled.sources, &a.training.config(), a.batch).map_err(|d| report(d.render(&compiled.sources)))?;
     let eval = incc::onnx::emit::emit_eval(&compiled.graph, &compiled.sources, a.batch).map_err(report)?;
     if let Some(path) = &a.output {
         let eval_path = path.with_extension("eval.onnx");

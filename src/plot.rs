@@ -38,15 +38,29 @@ fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 /// Why a run could not be read or the figure not drawn. The message names the file concerned.
 #[derive(Debug)]
 pub enum PlotError {
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Line `line` (1-based) of `path` is not a valid metrics line.
-    Line { path: PathBuf, line: usize, reason: String },
-    NoEpochs { path: PathBuf },
+    Line {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    NoEpochs {
+        path: PathBuf,
+    },
     NoRuns,
     /// The output's extension is neither `.png` nor `.svg`.
-    Format { path: PathBuf },
+    Format {
+        path: PathBuf,
+    },
     Draw(String),
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for PlotError {
@@ -176,7 +190,11 @@ where
     // The top of a panel, or `empty` when none of its curves has a point.
     let top = |fields: &[Field], empty: f64| {
         let max = runs.iter().flat_map(|r| fields.iter().flat_map(|&f| curve(r, f))).map(|(_, v)| v).fold(0.0, f64::max);
-        if max > 0.0 { max * 1.05 } else { empty }
+        if max > 0.0 {
+            max * 1.05
+        } else {
+            empty
+        }
     };
 
     // One diverging run would squash the others flat: losses over 1.5 times the largest first-epoch
@@ -224,7 +242,11 @@ fn draw_curve<'a, DB: DrawingBackend + 'a>(
     let series = if dashed { chart.draw_series(DashedLineSeries::new(points, 6, 4, style))? } else { chart.draw_series(LineSeries::new(points, style))? };
     series.label(label).legend(move |(x, y)| {
         let ends = [(x, y), (x + 24, y)];
-        if dashed { DashedPathElement::new(ends, 6, 4, style).into_dyn() } else { PathElement::new(ends, style).into_dyn() }
+        if dashed {
+            DashedPathElement::new(ends, 6, 4, style).into_dyn()
+        } else {
+            PathElement::new(ends, style).into_dyn()
+        }
     });
     Ok(())
 }
@@ -239,12 +261,8 @@ fn chart<'a, DB: DrawingBackend + 'a>(
     top: f64,
     y_desc: &str,
 ) -> Result<Chart<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, (FONT, 20))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x, 0.0..top)?;
+    let mut chart =
+        ChartBuilder::on(area).caption(caption, (FONT, 20)).margin(12).x_label_area_size(45).y_label_area_size(60).build_cartesian_2d(x, 0.0..top)?;
     chart
         .configure_mesh()
         .x_desc("epoch")

@@ -46,9 +46,7 @@ impl SourceMap {
     }
 
     pub fn add(&mut self, name: String, path: PathBuf, text: String) -> FileId {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         self.files.push(SourceFile { name, path, text, line_starts });
         FileId(self.files.len() - 1)
     }

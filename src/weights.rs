@@ -87,14 +87,18 @@ fn normal_cdf(x: f64) -> f64 {
 fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t * (-z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07 + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-        .exp();
-    if x >= 0.0 { r } else { 2.0 - r }
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06 + t * (0.278_868_07 + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 {
+        r
+    } else {
+        2.0 - r
+    }
 }
 
 /// Inverse of `normal_cdf` by bisection (run 4097 times, once per process).
@@ -158,8 +162,7 @@ pub fn init(graph: &Graph, seed: u64) -> Weights {
 pub fn load(path: &Path, graph: &Graph) -> Result<Weights, WeightsError> {
     let err = |problems: Vec<String>| WeightsError { path: path.display().to_string(), problems };
     let bytes = std::fs::read(path).map_err(|e| err(vec![format!("cannot read the file: {e}")]))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| err(vec![format!("not a valid safetensors file: {e}")]))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(vec![format!("not a valid safetensors file: {e}")]))?;
     let expected = crate::report::params::param_list(graph);
     let mut problems = vec![];
     let mut tensors = BTreeMap::new();
@@ -219,6 +222,29 @@ fn f16_to_f32(h: u16) -> f32 {
     }
 }
 
+/// Writes the weights as safetensors (F32), atomically.
+pub fn save(path: &Path, weights: &Weights) -> std::io::Result<()> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = weights
+        .tensors
+        .iter()
+        .map(|(name, t)| {
+            let bytes: &[u8] = bytemuck_f32(&t.data);
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytes)
+                .map_err(|e| std::io::Error::other(format!("tensor `{name}`: {e}")))?;
+            Ok((name.clone(), view))
+        })
+        .collect::<std::io::Result<_>>()?;
+    let bytes = safetensors::serialize(views, None).map_err(|e| std::io::Error::other(e.to_string()))?;
+    crate::fsutil::write_atomic(path, &bytes)
+}
+
+/// The bytes of an f32 slice in memory order (little-endian on every platform incc runs on).
+pub fn bytemuck_f32(data: &[f32]) -> &[u8] {
+    const { assert!(cfg!(target_endian = "little"), "safetensors and ONNX store little-endian floats") };
+    // SAFETY: f32 has no padding and any byte pattern is a valid u8; the length is exact.
+    unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,27 +277,4 @@ mod tests {
         assert_ne!(init_tensor("a.weight", &spec, 1), init_tensor("a.weight", &spec, 2));
         assert_ne!(init_tensor("a.weight", &spec, 1), init_tensor("b.weight", &spec, 1));
     }
-}
-
-/// Writes the weights as safetensors (F32), atomically.
-pub fn save(path: &Path, weights: &Weights) -> std::io::Result<()> {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = weights
-        .tensors
-        .iter()
-        .map(|(name, t)| {
-            let bytes: &[u8] = bytemuck_f32(&t.data);
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytes)
-                .map_err(|e| std::io::Error::other(format!("tensor `{name}`: {e}")))?;
-            Ok((name.clone(), view))
-        })
-        .collect::<std::io::Result<_>>()?;
-    let bytes = safetensors::serialize(views, None).map_err(|e| std::io::Error::other(e.to_string()))?;
-    crate::fsutil::write_atomic(path, &bytes)
-}
-
-/// The bytes of an f32 slice in memory order (little-endian on every platform incc runs on).
-pub fn bytemuck_f32(data: &[f32]) -> &[u8] {
-    const { assert!(cfg!(target_endian = "little"), "safetensors and ONNX store little-endian floats") };
-    // SAFETY: f32 has no padding and any byte pattern is a valid u8; the length is exact.
-    unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) }
 }

@@ -138,10 +138,7 @@ fn load(args: &ModelArgs) -> Result<Model, String> {
     } else {
         let c = &args.common;
         if !c.set.is_empty() || c.input.is_some() || c.residualize.is_some() || c.fold_bn || args.weights.is_some() {
-            return Err(format!(
-                "error: `{}` is a compiled model: --set, --input, --residualize, --fold-bn and --weights apply to .inc files",
-                file.display()
-            ));
+            return Err(format!("error: `{}` is a compiled model: --set, --input, --residualize, --fold-bn and --weights apply to .inc files", file.display()));
         }
         Model::from_path(file, config)
     };
@@ -273,7 +270,13 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
         print!("{}", render_table(base));
         println!();
         for (o, b) in ours.iter().zip(base) {
-            println!("batch {}: incc median latency = {:.3} x the baseline's ({:.2} vs {:.2} ms)", o.batch, o.median_ms / b.median_ms, o.median_ms, b.median_ms);
+            println!(
+                "batch {}: incc median latency = {:.3} x the baseline's ({:.2} vs {:.2} ms)",
+                o.batch,
+                o.median_ms / b.median_ms,
+                o.median_ms,
+                b.median_ms
+            );
         }
     }
     if let Some(p) = &profiled {
@@ -283,4 +286,3 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
     }
     Ok(())
 }
-

@@ -104,12 +104,21 @@ pub fn train_command(a: TrainArgs) -> Result<(), String> {
     let out = a.resume.clone().or(a.out.clone()).ok_or("error: give --out RUN_DIR for a new run, or --resume RUN_DIR")?;
     let files = a.profile.as_ref().map(ProfileFiles::new).transpose().map_err(|e| format!("error: {e}"))?;
     let config = a.runtime.init()?;
-    let runner = Runner { session: config, workers: a.workers.max(1), out: out.clone(), max_steps: a.max_steps, progress: !a.quiet, profile: a.profile.clone() };
+    let runner =
+        Runner { session: config, workers: a.workers.max(1), out: out.clone(), max_steps: a.max_steps, progress: !a.quiet, profile: a.profile.clone() };
     let start = match (&a.file, &a.data) {
         _ if a.resume.is_some() => Start::Resume { epochs: a.epochs },
         (Some(file), Some(data)) => Start::New(RunConfig {
             arch: file.clone(),
-            set: a.set.iter().map(|kv| kv.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| format!("error: --set {kv}: expected NAME=VALUE"))).collect::<Result<_, _>>()?,
+            set: a
+                .set
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                        .ok_or_else(|| format!("error: --set {kv}: expected NAME=VALUE"))
+                })
+                .collect::<Result<_, _>>()?,
             input: None,
             residualize: a.residualize.clone(),
             data: data.clone(),

@@ -28,8 +28,7 @@ pub(super) const CIFAR10: Layout = Layout {
 };
 
 /// Coarse (20 superclasses), then fine (100 classes) label.
-pub(super) const CIFAR100: Layout =
-    Layout { name: "CIFAR-100", folder: "cifar-100-binary", train: &["train.bin"], validation: "test.bin", labels: &[20, 100] };
+pub(super) const CIFAR100: Layout = Layout { name: "CIFAR-100", folder: "cifar-100-binary", train: &["train.bin"], validation: "test.bin", labels: &[20, 100] };
 
 /// One split, held in memory (150 MB for a train split).
 pub(super) struct Cifar {

@@ -44,9 +44,10 @@ impl Folder {
         }
         let mut items = Vec::new();
         for (name, class_dir) in subfolders(&dir)? {
-            let class = classes.iter().position(|(n, _)| *n == name).ok_or_else(|| {
-                DataError::file(&class_dir, format!("is not a class of the train split (no folder {name} in {})", train.display()))
-            })?;
+            let class = classes
+                .iter()
+                .position(|(n, _)| *n == name)
+                .ok_or_else(|| DataError::file(&class_dir, format!("is not a class of the train split (no folder {name} in {})", train.display())))?;
             let files = image_files(&class_dir)?;
             if files.is_empty() && dir == train {
                 return Err(DataError::file(&class_dir, "has no .jpg, .jpeg or .png files"));

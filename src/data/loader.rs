@@ -62,7 +62,11 @@ pub struct Batch {
 pub fn batch_count(examples: usize, cfg: &LoaderConfig) -> usize {
     let n = cfg.limit.map_or(examples, |limit| limit.min(examples));
     let batch = cfg.batch.max(1);
-    if cfg.drop_last { n / batch } else { n.div_ceil(batch) }
+    if cfg.drop_last {
+        n / batch
+    } else {
+        n.div_ceil(batch)
+    }
 }
 
 /// The source indices of an epoch, in the order they are delivered.
@@ -123,7 +127,14 @@ struct Plan {
 }
 
 /// One worker: its batches in turn, until the last, an error, or the loader is dropped.
-fn work(source: &dyn Source, transform: &Transform, plan: &Plan, stop: &AtomicBool, mine: impl Iterator<Item = usize>, tx: &SyncSender<Result<Batch, DataError>>) {
+fn work(
+    source: &dyn Source,
+    transform: &Transform,
+    plan: &Plan,
+    stop: &AtomicBool,
+    mine: impl Iterator<Item = usize>,
+    tx: &SyncSender<Result<Batch, DataError>>,
+) {
     for index in mine {
         let Some(result) = make_batch(source, transform, plan, stop, index) else { return };
         let failed = result.is_err();

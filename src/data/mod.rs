@@ -11,7 +11,7 @@ mod loader;
 mod transform;
 
 pub use loader::{batch_count, batches, loader_throughput, Batch, Loader, LoaderConfig};
-pub use transform::{Transform, TrainCrop};
+pub use transform::{TrainCrop, Transform};
 
 use std::fmt;
 use std::io::Read;
@@ -154,11 +154,9 @@ impl FromStr for DataSpec {
         if kind == "synthetic" {
             let numbers: Result<Vec<usize>, _> = dir.split(',').map(|n| n.trim().parse::<usize>()).collect();
             return match numbers.as_deref() {
-                Ok([count, rest @ ..]) if *count > 0 && rest.len() <= 2 && rest.iter().all(|&n| n > 0) => Ok(DataSpec::Synthetic {
-                    count: *count,
-                    size: rest.first().copied().unwrap_or(299),
-                    classes: rest.get(1).copied().unwrap_or(1000),
-                }),
+                Ok([count, rest @ ..]) if *count > 0 && rest.len() <= 2 && rest.iter().all(|&n| n > 0) => {
+                    Ok(DataSpec::Synthetic { count: *count, size: rest.first().copied().unwrap_or(299), classes: rest.get(1).copied().unwrap_or(1000) })
+                }
                 _ => Err(DataError::Invalid(format!("data `{s}`: expected synthetic:COUNT[,SIZE[,CLASSES]] with positive numbers"))),
             };
         }
@@ -286,9 +284,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     // gzip ends with the unpacked size (mod 2^32): a capacity hint, capped against corrupt ones.
     let hint = bytes.len().checked_sub(4).map_or(0, |at| u32::from_le_bytes(bytes[at..].try_into().unwrap_or_default()) as usize);
     let mut out = Vec::with_capacity(hint.min(1 << 30));
-    flate2::read::GzDecoder::new(&bytes[..])
-        .read_to_end(&mut out)
-        .map_err(|e| DataError::file(path, format!("truncated or corrupt gzip data: {e}")))?;
+    flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut out).map_err(|e| DataError::file(path, format!("truncated or corrupt gzip data: {e}")))?;
     Ok(out)
 }
 

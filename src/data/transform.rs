@@ -161,11 +161,7 @@ impl Transform {
                 for (x, v) in row.iter_mut().enumerate() {
                     let x = if placed.flip { w - 1 - x } else { x };
                     let sx = x as isize + placed.dx;
-                    *v = if (0..w as isize).contains(&sx) {
-                        value(placed.pixels[(sy as usize * w + sx as usize) * source_channels + sc])
-                    } else {
-                        black
-                    };
+                    *v = if (0..w as isize).contains(&sx) { value(placed.pixels[(sy as usize * w + sx as usize) * source_channels + sc]) } else { black };
                 }
             }
         }
@@ -182,11 +178,8 @@ struct Placed<'a> {
 
 /// RGB to grey as PIL's `convert("L")`: ITU-R 601-2 luma, in 16-bit fixed point.
 fn luminance(image: &RawImage) -> RawImage {
-    let pixels = image
-        .pixels
-        .chunks_exact(3)
-        .map(|p| ((u32::from(p[0]) * 19595 + u32::from(p[1]) * 38470 + u32::from(p[2]) * 7471 + 0x8000) >> 16) as u8)
-        .collect();
+    let pixels =
+        image.pixels.chunks_exact(3).map(|p| ((u32::from(p[0]) * 19595 + u32::from(p[1]) * 38470 + u32::from(p[2]) * 7471 + 0x8000) >> 16) as u8).collect();
     RawImage { width: image.width, height: image.height, channels: 1, pixels }
 }
 

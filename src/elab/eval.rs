@@ -124,16 +124,14 @@ fn as_f64(v: &Value) -> f64 {
 }
 
 pub fn type_error(span: Span, expected: &str, found: &Value) -> Diagnostic {
-    Diagnostic::error(format!("expected {expected}, found {} `{found}`", found.type_name()))
-        .at(span, format!("this is {} `{found}`", found.type_name()))
+    Diagnostic::error(format!("expected {expected}, found {} `{found}`", found.type_name())).at(span, format!("this is {} `{found}`", found.type_name()))
 }
 
 /// Evaluates to a positive integer (a width, a kernel, a count).
 pub fn eval_positive(e: &Expr, env: &Env, what: &str) -> Result<usize, Diagnostic> {
     match eval(e, env)? {
         Value::Int(i) if i > 0 => Ok(i as usize),
-        Value::Int(i) => Err(Diagnostic::error(format!("{what} must be a positive integer, found {i}"))
-            .at(e.span, "must be at least 1")),
+        Value::Int(i) => Err(Diagnostic::error(format!("{what} must be a positive integer, found {i}")).at(e.span, "must be at least 1")),
         v => Err(type_error(e.span, &format!("an integer {what}"), &v)),
     }
 }
@@ -141,9 +139,7 @@ pub fn eval_positive(e: &Expr, env: &Env, what: &str) -> Result<usize, Diagnosti
 pub fn eval_nonnegative(e: &Expr, env: &Env, what: &str) -> Result<usize, Diagnostic> {
     match eval(e, env)? {
         Value::Int(i) if i >= 0 => Ok(i as usize),
-        Value::Int(i) => {
-            Err(Diagnostic::error(format!("{what} must not be negative, found {i}")).at(e.span, "must be 0 or more"))
-        }
+        Value::Int(i) => Err(Diagnostic::error(format!("{what} must not be negative, found {i}")).at(e.span, "must be 0 or more")),
         v => Err(type_error(e.span, &format!("an integer {what}"), &v)),
     }
 }
@@ -158,13 +154,7 @@ pub fn eval_float(e: &Expr, env: &Env, what: &str) -> Result<f64, Diagnostic> {
 
 /// A value for each parameter, from positional then named arguments, then defaults.
 /// `defaults_env` evaluates default expressions (the block's own file has no globals, so it is empty).
-pub fn bind_args(
-    callee: &str,
-    params: &[Param],
-    args: &[Arg],
-    call_span: Span,
-    caller_env: &Env,
-) -> Result<Env, Diagnostic> {
+pub fn bind_args(callee: &str, params: &[Param], args: &[Arg], call_span: Span, caller_env: &Env) -> Result<Env, Diagnostic> {
     let mut env = Env::new();
     let mut positional = true;
     for (i, arg) in args.iter().enumerate() {
@@ -187,8 +177,7 @@ pub fn bind_args(
                 positional = false;
                 params.iter().find(|p| p.name.name == name.name).ok_or_else(|| {
                     let names: Vec<&str> = params.iter().map(|p| p.name.name.as_str()).collect();
-                    let d = Diagnostic::error(format!("`{callee}` has no parameter `{}`", name.name))
-                        .at(name.span, "unknown parameter");
+                    let d = Diagnostic::error(format!("`{callee}` has no parameter `{}`", name.name)).at(name.span, "unknown parameter");
                     if names.is_empty() {
                         d.note(format!("`{callee}` takes no parameters"))
                     } else {
@@ -198,8 +187,7 @@ pub fn bind_args(
             }
         };
         if env.contains_key(&param.name.name) {
-            return Err(Diagnostic::error(format!("parameter `{}` is given twice", param.name.name))
-                .at(arg.span, "given again here"));
+            return Err(Diagnostic::error(format!("parameter `{}` is given twice", param.name.name)).at(arg.span, "given again here"));
         }
         let value = eval(&arg.value, caller_env)?;
         let value = value.coerce(param.ty).map_err(|v| {
@@ -237,13 +225,8 @@ pub fn fill_defaults(callee: &str, params: &[Param], env: &mut Env, call_span: S
         let default = p.default.as_ref().expect("checked above");
         // Defaults may refer to earlier parameters.
         let value = eval(default, env)?.coerce(p.ty).map_err(|v| {
-            Diagnostic::error(format!(
-                "default of `{}` has the wrong type: expected {}, found {} `{v}`",
-                p.name.name,
-                p.ty.name(),
-                v.type_name()
-            ))
-            .at(default.span, format!("this is {}", v.type_name()))
+            Diagnostic::error(format!("default of `{}` has the wrong type: expected {}, found {} `{v}`", p.name.name, p.ty.name(), v.type_name()))
+                .at(default.span, format!("this is {}", v.type_name()))
         })?;
         env.insert(p.name.name.clone(), value);
     }
@@ -277,9 +260,5 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 pub fn did_you_mean<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .map(|c| (edit_distance(name, c), c))
-        .filter(|(d, c)| *d <= 2.max(name.len().min(c.len()) / 3))
-        .min()
-        .map(|(_, c)| c)
+    candidates.map(|c| (edit_distance(name, c), c)).filter(|(d, c)| *d <= 2.max(name.len().min(c.len()) / 3)).min().map(|(_, c)| c)
 }

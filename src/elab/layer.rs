@@ -42,8 +42,7 @@ pub fn check_option(kind: LayerKind, option: &LayerOption) -> Result<(), Diagnos
     if ok.contains(&option.keyword()) {
         return Ok(());
     }
-    let d = Diagnostic::error(format!("`{}` does not apply to {}", option.keyword(), kind.keyword()))
-        .at(option.span, "not an option of this layer");
+    let d = Diagnostic::error(format!("`{}` does not apply to {}", option.keyword(), kind.keyword())).at(option.span, "not an option of this layer");
     Err(if ok.is_empty() {
         d.note(format!("{} takes no options", kind.keyword()))
     } else {
@@ -98,8 +97,7 @@ impl Settings {
                         "eps" if v > 0.0 => bn.eps = v,
                         "momentum" if (0.0..=1.0).contains(&v) => bn.momentum = v,
                         "eps" | "momentum" => {
-                            return Err(Diagnostic::error(format!("`{}` out of range: {v}", name.name))
-                                .at(a.value.span, "eps must be > 0, momentum in [0, 1]"));
+                            return Err(Diagnostic::error(format!("`{}` out of range: {v}", name.name)).at(a.value.span, "eps must be > 0, momentum in [0, 1]"));
                         }
                         other => {
                             return Err(Diagnostic::error(format!("bn has no argument `{other}`"))
@@ -140,12 +138,9 @@ impl Settings {
         };
         if own {
             if let Some((_, span, kw)) = self.set_by.iter().find(|(s, _, _)| *s == slot) {
-                return Err(Diagnostic::error(format!(
-                    "conflicting options `{kw}` and `{}`: both set the {slot}",
-                    o.keyword()
-                ))
-                .at(o.span, "second setting")
-                .also(*span, "first setting"));
+                return Err(Diagnostic::error(format!("conflicting options `{kw}` and `{}`: both set the {slot}", o.keyword()))
+                    .at(o.span, "second setting")
+                    .also(*span, "first setting"));
             }
             self.set_by.push((slot, o.span, o.keyword()));
         }
@@ -161,8 +156,7 @@ fn pair(v: &[crate::front::ast::Expr], env: &Env, span: Span, what: &str, positi
             Ok([a, a])
         }
         [a, b] => Ok([one(a)?, one(b)?]),
-        _ => Err(Diagnostic::error(format!("{what} takes 1 or 2 values, found {}", v.len()))
-            .at(span, format!("write `{what} 2` or `{what} (2, 1)`"))),
+        _ => Err(Diagnostic::error(format!("{what} takes 1 or 2 values, found {}", v.len())).at(span, format!("write `{what} 2` or `{what} (2, 1)`"))),
     }
 }
 
@@ -170,19 +164,15 @@ fn kernel(layer: &Layer) -> Result<[usize; 2], Diagnostic> {
     match &layer.dims {
         Some((d, span)) if d.len() == 2 => {
             if d.iter().any(|&k| k == 0 || k > 1 << 20) {
-                return Err(Diagnostic::error(format!("kernel sizes must be between 1 and 1048576, found {}x{}", d[0], d[1]))
-                    .at(*span, "invalid kernel"));
+                return Err(Diagnostic::error(format!("kernel sizes must be between 1 and 1048576, found {}x{}", d[0], d[1])).at(*span, "invalid kernel"));
             }
             Ok([d[0] as usize, d[1] as usize])
         }
-        Some((d, span)) => Err(Diagnostic::error(format!(
-            "{} needs a kernel HxW, found {} sizes",
-            layer.kind.keyword(),
-            d.len()
-        ))
-        .at(*span, "write the kernel as `3x3` or `1x7`")),
-        None => Err(Diagnostic::error(format!("{} needs a kernel size", layer.kind.keyword()))
-            .at(layer.kind_span, "write the kernel after it, as in `3x3`")),
+        Some((d, span)) => {
+            Err(Diagnostic::error(format!("{} needs a kernel HxW, found {} sizes", layer.kind.keyword(), d.len()))
+                .at(*span, "write the kernel as `3x3` or `1x7`"))
+        }
+        None => Err(Diagnostic::error(format!("{} needs a kernel size", layer.kind.keyword())).at(layer.kind_span, "write the kernel after it, as in `3x3`")),
     }
 }
 
@@ -194,9 +184,7 @@ fn no_dims(layer: &Layer) -> Result<(), Diagnostic> {
 }
 
 fn value<'a>(layer: &'a Layer, what: &str) -> Result<&'a crate::front::ast::Expr, Diagnostic> {
-    layer.value.as_ref().ok_or_else(|| {
-        Diagnostic::error(format!("{} needs {what}", layer.kind.keyword())).at(layer.kind_span, format!("{what} missing"))
-    })
+    layer.value.as_ref().ok_or_else(|| Diagnostic::error(format!("{} needs {what}", layer.kind.keyword())).at(layer.kind_span, format!("{what} missing")))
 }
 
 fn no_value(layer: &Layer) -> Result<(), Diagnostic> {

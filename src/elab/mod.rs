@@ -99,9 +99,11 @@ fn pick_network<'a>(root: &'a File, settings: &Settings) -> Result<&'a Def, Diag
             .at(second.name.span, "a second network")
             .also(first.name.span, "the first network")
             .note("choose one with --network NAME")),
-        (Some(want), _) => networks.iter().copied().find(|n| n.name.name == *want).ok_or_else(|| {
-            Diagnostic::error(format!("no network `{want}` in this file")).note(format!("networks here: {}", names()))
-        }),
+        (Some(want), _) => networks
+            .iter()
+            .copied()
+            .find(|n| n.name.name == *want)
+            .ok_or_else(|| Diagnostic::error(format!("no network `{want}` in this file")).note(format!("networks here: {}", names()))),
     }
 }
 
@@ -147,7 +149,11 @@ impl Scope {
     }
 
     fn path(&self, segment: &str) -> String {
-        if self.prefix.is_empty() { segment.to_string() } else { format!("{}.{segment}", self.prefix) }
+        if self.prefix.is_empty() {
+            segment.to_string()
+        } else {
+            format!("{}.{segment}", self.prefix)
+        }
     }
 
     /// The name of the next element (at `span`): its label, its index, or an automatic name from its kind.
@@ -214,8 +220,7 @@ impl<'a> Elab<'a> {
                     .note(if names.is_empty() { "it takes no parameters".to_string() } else { format!("its parameters: {}", names.join(", ")) })
             })?;
             let value = parse_value(text, param.ty).ok_or_else(|| {
-                Diagnostic::error(format!("--set {key}={text}: expected {} for `{key}`", param.ty.name()))
-                    .also(param.ty_span, "declared here")
+                Diagnostic::error(format!("--set {key}={text}: expected {} for `{key}`", param.ty.name())).also(param.ty_span, "declared here")
             })?;
             env.insert(key.clone(), value);
         }
@@ -241,7 +246,7 @@ impl<'a> Elab<'a> {
                 return Err(Diagnostic::error("input needs a size").at(input.kind_span, "write it as `input 3x299x299`").into());
             }
         };
-        if shape.len() != 3 || shape.iter().any(|&d| d == 0) {
+        if shape.len() != 3 || shape.contains(&0) {
             let at = input.dims.as_ref().map_or(input.kind_span, |d| d.1);
             let shown = shape.iter().map(usize::to_string).collect::<Vec<_>>().join("x");
             return Err(Diagnostic::error(format!("input must be CxHxW with every size at least 1, found `{shown}`"))
@@ -311,8 +316,7 @@ impl<'a> Elab<'a> {
 
     fn layer(&mut self, layer: &'a Layer, span: Span, label: Option<&Ident>, x: NodeIndex, scope: &mut Scope, cx: &Cx) -> Result<NodeIndex, Diagnostic> {
         if layer.kind == LayerKind::Input {
-            return Err(Diagnostic::error("`input` can only be the first layer of a network")
-                .at(layer.kind_span, "not allowed here"));
+            return Err(Diagnostic::error("`input` can only be the first layer of a network").at(layer.kind_span, "not allowed here"));
         }
         let no_defaults = vec![];
         let defaults = self.defaults.get(&cx.file).and_then(|d| d.get(&layer.kind)).unwrap_or(&no_defaults);
@@ -329,7 +333,17 @@ impl<'a> Elab<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn call(&mut self, block: &Ident, args: &'a [Arg], inline: bool, span: Span, label: Option<&Ident>, x: NodeIndex, scope: &mut Scope, cx: &Cx) -> Result<NodeIndex, Diagnostic> {
+    fn call(
+        &mut self,
+        block: &Ident,
+        args: &'a [Arg],
+        inline: bool,
+        span: Span,
+        label: Option<&Ident>,
+        x: NodeIndex,
+        scope: &mut Scope,
+        cx: &Cx,
+    ) -> Result<NodeIndex, Diagnostic> {
         let Some(&def) = self.blocks.get(block.name.as_str()) else {
             let mut d = Diagnostic::error(format!("unknown block `{}`", block.name)).at(block.span, "no block of this name");
             if let Some(s) = did_you_mean(&block.name, self.blocks.keys().copied()) {
@@ -342,8 +356,7 @@ impl<'a> Elab<'a> {
         if let Some(pos) = self.calls.iter().position(|(b, _)| *b == def.name.name) {
             // `calls` holds each block being expanded with the span of its use in the one before.
             let (user, _) = *self.calls.last().expect("the block found is being expanded");
-            let mut d = Diagnostic::error(format!("block `{}` uses itself", def.name.name))
-                .at(block.span, format!("`{user}` uses `{}` here", def.name.name));
+            let mut d = Diagnostic::error(format!("block `{}` uses itself", def.name.name)).at(block.span, format!("`{user}` uses `{}` here", def.name.name));
             for pair in self.calls[pos..].windows(2) {
                 d = d.also(pair[1].1, format!("`{}` uses `{}` here", pair[0].0, pair[1].0));
             }
@@ -351,8 +364,7 @@ impl<'a> Elab<'a> {
         }
         let env = bind_args(&def.name.name, &def.params, args, span, &cx.env)?;
         if let (true, Some(l)) = (inline, label) {
-            return Err(Diagnostic::error("an inline block cannot be labelled")
-                .at(l.span, "its layers take their names in the enclosing scope"));
+            return Err(Diagnostic::error("an inline block cannot be labelled").at(l.span, "its layers take their names in the enclosing scope"));
         }
         let name = if inline { scope.prefix.clone() } else { scope.element(label, &def.name.name, span)? };
         let frame = self.add_frame(name.clone(), FrameKind::Block { block: def.name.name.clone() }, span, cx.frame);
@@ -372,7 +384,15 @@ impl<'a> Elab<'a> {
         Ok(out)
     }
 
-    fn concat(&mut self, branches: &'a [Stmt], mark: Option<ResidualMark>, span: Span, x: NodeIndex, scope: &mut Scope, cx: &Cx) -> Result<NodeIndex, Diagnostic> {
+    fn concat(
+        &mut self,
+        branches: &'a [Stmt],
+        mark: Option<ResidualMark>,
+        span: Span,
+        x: NodeIndex,
+        scope: &mut Scope,
+        cx: &Cx,
+    ) -> Result<NodeIndex, Diagnostic> {
         if branches.is_empty() {
             let what = if mark.is_some() { "residual" } else { "concat" };
             return Err(Diagnostic::error(format!("{what} has no branches")).at(span, "add at least one branch"));
@@ -397,7 +417,16 @@ impl<'a> Elab<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn repeat(&mut self, count: &Expr, body: &'a [Stmt], span: Span, label: Option<&Ident>, mut x: NodeIndex, scope: &mut Scope, cx: &Cx) -> Result<NodeIndex, Diagnostic> {
+    fn repeat(
+        &mut self,
+        count: &Expr,
+        body: &'a [Stmt],
+        span: Span,
+        label: Option<&Ident>,
+        mut x: NodeIndex,
+        scope: &mut Scope,
+        cx: &Cx,
+    ) -> Result<NodeIndex, Diagnostic> {
         let n = eval_positive(count, &cx.env, "repeat count")?;
         if n > 100_000 {
             return Err(Diagnostic::error(format!("repeat count {n} is too large")).at(count.span, "at most 100000"));
@@ -453,9 +482,7 @@ fn residual_mark(args: &[Arg], env: &Env, span: Span) -> Result<ResidualMark, Di
             }
         }
     }
-    let scale = scale.ok_or_else(|| {
-        Diagnostic::error("residual needs a scale").at(span, "write `residual(0.17) { ... }` (use 1.0 for no scaling)")
-    })?;
+    let scale = scale.ok_or_else(|| Diagnostic::error("residual needs a scale").at(span, "write `residual(0.17) { ... }` (use 1.0 for no scaling)"))?;
     // The input is filled in by `concat`, which knows it.
     Ok(ResidualMark { scale, activation: false, projection, input: NodeIndex::end() })
 }

@@ -85,10 +85,22 @@ pub struct Element {
 pub enum ElementKind {
     Layer(Layer),
     /// `inline` expands the block's body in the caller's scope (no name scope of its own).
-    Call { block: Ident, args: Vec<Arg>, inline: bool },
-    Concat { branches: Vec<Stmt> },
-    Residual { args: Vec<Arg>, branches: Vec<Stmt> },
-    Repeat { count: Expr, body: Vec<Stmt> },
+    Call {
+        block: Ident,
+        args: Vec<Arg>,
+        inline: bool,
+    },
+    Concat {
+        branches: Vec<Stmt>,
+    },
+    Residual {
+        args: Vec<Arg>,
+        branches: Vec<Stmt>,
+    },
+    Repeat {
+        count: Expr,
+        body: Vec<Stmt>,
+    },
     Group(Box<Stmt>),
 }
 

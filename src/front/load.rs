@@ -100,12 +100,10 @@ impl Loader<'_> {
                     let child = self.sources.add(name, target, text);
                     self.visit(child, Some(span));
                 }
-                Err(e) => self.errors.push(
-                    Diagnostic::error(format!("cannot import `{rel}`: {e}"))
-                        .at(span, format!("looked for `{}`", display_dir.join(&rel).display())),
-                ),
+                Err(e) => self
+                    .errors
+                    .push(Diagnostic::error(format!("cannot import `{rel}`: {e}")).at(span, format!("looked for `{}`", display_dir.join(&rel).display()))),
             }
         }
     }
-
 }

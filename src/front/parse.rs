@@ -50,8 +50,9 @@ fn check_limits(file: FileId, text: &str, pairs: &Pairs<Rule>) -> Result<(), Dia
                 if matches!(rule, Rule::add_op | Rule::mul_op | Rule::neg) {
                     operators += 1;
                     if operators > MAX_OPERATORS {
-                        return Err(Diagnostic::error(format!("expression too long: more than {MAX_OPERATORS} operators"))
-                            .at(at, format!("operator {operators}")));
+                        return Err(
+                            Diagnostic::error(format!("expression too long: more than {MAX_OPERATORS} operators")).at(at, format!("operator {operators}"))
+                        );
                     }
                 }
             }
@@ -91,7 +92,11 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
         "a string with no closing `\"` on its line".to_string()
     } else {
         let token = &text[start..end];
-        if token.trim().is_empty() { "the end of the line".to_string() } else { format!("`{}`", token.escape_debug()) }
+        if token.trim().is_empty() {
+            "the end of the line".to_string()
+        } else {
+            format!("`{}`", token.escape_debug())
+        }
     };
     let span = Span::new(file, start, end);
     let positives = match &e.variant {
@@ -112,16 +117,12 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
     let word = text[..start].trim_end_matches([' ', '\t']);
     let word = &word[word.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1)..];
     if positives.contains(&Rule::args) && !word.is_empty() && IncParser::parse(Rule::keyword, word).is_err() {
-        return d.note(format!(
-            "`{word}` is not a layer (the layers are {}), so it reads as a block whose arguments go in parentheses",
-            LAYERS.join(", ")
-        ));
+        return d.note(format!("`{word}` is not a layer (the layers are {}), so it reads as a block whose arguments go in parentheses", LAYERS.join(", ")));
     }
     d
 }
 
-const LAYERS: &[&str] =
-    &["input", "conv", "maxpool", "avgpool", "global avgpool", "global maxpool", "dropout", "fc", "flatten", "softmax", "relu"];
+const LAYERS: &[&str] = &["input", "conv", "maxpool", "avgpool", "global avgpool", "global maxpool", "dropout", "fc", "flatten", "softmax", "relu"];
 
 /// The closing brackets that the grammar accepts at `pos`, which pest leaves out of its list (it
 /// names rules, not literal tokens): those with which the parser gets past `pos`. None after a
@@ -146,24 +147,54 @@ fn closers(text: &str, pos: usize) -> Vec<&'static str> {
 fn rule_name(rule: Rule) -> &'static str {
     match rule {
         Rule::EOI => "end of file",
-        Rule::file | Rule::item | Rule::import | Rule::defaults | Rule::block_def | Rule::network_def | Rule::kw_import
-        | Rule::kw_defaults | Rule::kw_block | Rule::kw_network => "`import`, `defaults`, `block` or `network`",
+        Rule::file
+        | Rule::item
+        | Rule::import
+        | Rule::defaults
+        | Rule::block_def
+        | Rule::network_def
+        | Rule::kw_import
+        | Rule::kw_defaults
+        | Rule::kw_block
+        | Rule::kw_network => "`import`, `defaults`, `block` or `network`",
         Rule::ident | Rule::label | Rule::word | Rule::arg_name => "a name",
         Rule::params | Rule::param => "a parameter list `(name: type = default, ...)`",
         Rule::type_name => "a type (int, float, bool or str)",
         Rule::body | Rule::branches => "`{`",
-        Rule::stmt | Rule::element | Rule::primary | Rule::layer | Rule::layer_kind | Rule::call | Rule::concat
-        | Rule::residual | Rule::repeat | Rule::group | Rule::kw_concat | Rule::kw_residual | Rule::kw_repeat
-        | Rule::kw_conv | Rule::kw_maxpool | Rule::kw_avgpool | Rule::kw_global | Rule::kw_dropout | Rule::kw_fc
-        | Rule::kw_flatten | Rule::kw_softmax | Rule::kw_relu | Rule::kw_input | Rule::global_pool | Rule::inline | Rule::kw_inline => {
-            "a layer, a block call, `concat`, `residual` or `repeat`"
-        }
+        Rule::stmt
+        | Rule::element
+        | Rule::primary
+        | Rule::layer
+        | Rule::layer_kind
+        | Rule::call
+        | Rule::concat
+        | Rule::residual
+        | Rule::repeat
+        | Rule::group
+        | Rule::kw_concat
+        | Rule::kw_residual
+        | Rule::kw_repeat
+        | Rule::kw_conv
+        | Rule::kw_maxpool
+        | Rule::kw_avgpool
+        | Rule::kw_global
+        | Rule::kw_dropout
+        | Rule::kw_fc
+        | Rule::kw_flatten
+        | Rule::kw_softmax
+        | Rule::kw_relu
+        | Rule::kw_input
+        | Rule::global_pool
+        | Rule::inline
+        | Rule::kw_inline => "a layer, a block call, `concat`, `residual` or `repeat`",
         Rule::dims => "sizes such as `3x3`",
-        Rule::option | Rule::opt_stride | Rule::opt_pad | Rule::opt_bn | Rule::flag | Rule::kw_stride | Rule::kw_pad
-        | Rule::kw_bn => "a layer option (stride, pad, valid, same, bias, nobias, bn, nobn, relu, linear, include_pad, exclude_pad)",
+        Rule::option | Rule::opt_stride | Rule::opt_pad | Rule::opt_bn | Rule::flag | Rule::kw_stride | Rule::kw_pad | Rule::kw_bn => {
+            "a layer option (stride, pad, valid, same, bias, nobias, bn, nobn, relu, linear, include_pad, exclude_pad)"
+        }
         Rule::args | Rule::arg => "arguments `(name = value, ...)`",
-        Rule::expr | Rule::term | Rule::unary | Rule::atom | Rule::int | Rule::float | Rule::boolean | Rule::var
-        | Rule::neg | Rule::pair | Rule::tuple => "a value",
+        Rule::expr | Rule::term | Rule::unary | Rule::atom | Rule::int | Rule::float | Rule::boolean | Rule::var | Rule::neg | Rule::pair | Rule::tuple => {
+            "a value"
+        }
         Rule::add_op | Rule::mul_op => "an operator",
         Rule::string | Rule::string_text => "a string in double quotes",
         Rule::default_rule => "a default rule `layer: option, ...`",
@@ -275,9 +306,7 @@ impl Cx {
                 let block = self.ident(it.next().expect("call name"));
                 ElementKind::Call { block, args: it.next().map(|a| self.args(a)).unwrap_or_default(), inline }
             }
-            Rule::concat => {
-                ElementKind::Concat { branches: self.stmts(p.into_inner().nth(1).expect("concat branches")) }
-            }
+            Rule::concat => ElementKind::Concat { branches: self.stmts(p.into_inner().nth(1).expect("concat branches")) },
             Rule::residual => {
                 let mut args = vec![];
                 let mut branches = vec![];

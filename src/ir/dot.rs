@@ -25,14 +25,7 @@ pub fn dot(graph: &Graph) -> String {
         let shape = node.shape.as_ref().map_or(String::new(), |s| format!("\\n{s}"));
         let desc = node.op.rule().describe();
         let desc = if desc.is_empty() { String::new() } else { format!(" {desc}") };
-        cluster.nodes.push(format!(
-            "{} [label=\"{}\\n{}{}{}\"];",
-            id(n),
-            escape(&node.name),
-            node.op.rule().kind(),
-            escape(&desc),
-            shape
-        ));
+        cluster.nodes.push(format!("{} [label=\"{}\\n{}{}{}\"];", id(n), escape(&node.name), node.op.rule().kind(), escape(&desc), shape));
     }
     fn write_cluster(out: &mut String, graph: &Graph, c: &Cluster, depth: usize) {
         let pad = "  ".repeat(depth);

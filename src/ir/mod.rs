@@ -132,16 +132,14 @@ impl Graph {
 
     /// Inputs of `n`, ordered by slot.
     pub fn inputs(&self, n: NodeIndex) -> Vec<NodeIndex> {
-        let mut edges: Vec<(usize, NodeIndex)> =
-            self.g.edges_directed(n, Direction::Incoming).map(|e| (*e.weight(), e.source())).collect();
+        let mut edges: Vec<(usize, NodeIndex)> = self.g.edges_directed(n, Direction::Incoming).map(|e| (*e.weight(), e.source())).collect();
         edges.sort_by_key(|(slot, _)| *slot);
         edges.into_iter().map(|(_, src)| src).collect()
     }
 
     /// Consumers of `n` with the slot each reads it in.
     pub fn users(&self, n: NodeIndex) -> Vec<(NodeIndex, usize)> {
-        let mut users: Vec<(NodeIndex, usize)> =
-            self.g.edges_directed(n, Direction::Outgoing).map(|e| (e.target(), *e.weight())).collect();
+        let mut users: Vec<(NodeIndex, usize)> = self.g.edges_directed(n, Direction::Outgoing).map(|e| (e.target(), *e.weight())).collect();
         users.sort();
         users
     }
@@ -158,12 +156,7 @@ impl Graph {
     pub fn params(&self, n: NodeIndex) -> Vec<(String, ParamSpec)> {
         let shapes = self.input_shapes(n);
         let node = &self.g[n];
-        node.op
-            .rule()
-            .params(&shapes, self.shape(n))
-            .into_iter()
-            .map(|p| (format!("{}.{}", node.name, p.suffix), p))
-            .collect()
+        node.op.rule().params(&shapes, self.shape(n)).into_iter().map(|p| (format!("{}.{}", node.name, p.suffix), p)).collect()
     }
 
     /// A canonical topological order that depends only on the graph's structure: depth first

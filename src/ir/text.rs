@@ -37,10 +37,7 @@ pub fn dump(graph: &Graph, sources: Option<&SourceMap>) -> String {
             write!(line, " : {shape}").expect("write to string");
             let params = graph.params(n);
             if !params.is_empty() {
-                let list: Vec<String> = params
-                    .iter()
-                    .map(|(_, p)| format!("{}: {}", p.suffix, super::Shape(p.shape.clone())))
-                    .collect();
+                let list: Vec<String> = params.iter().map(|(_, p)| format!("{}: {}", p.suffix, super::Shape(p.shape.clone()))).collect();
                 write!(line, "  {{{}}}", list.join(", ")).expect("write to string");
             }
         }

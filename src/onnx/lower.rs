@@ -150,12 +150,7 @@ impl Lowering {
 }
 
 pub fn ints(name: &str, values: &[usize]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Ints as i32,
-        ints: values.iter().map(|&v| v as i64).collect(),
-        ..AttributeProto::default()
-    }
+    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: values.iter().map(|&v| v as i64).collect(), ..AttributeProto::default() }
 }
 
 pub fn int(name: &str, value: i64) -> AttributeProto {

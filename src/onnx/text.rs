@@ -60,7 +60,8 @@ fn initializer(t: &TensorProto) -> String {
 pub fn render(model: &ModelProto) -> String {
     let mut out = String::new();
     let opsets: Vec<String> = model.opset_import.iter().map(|o| format!("\"{}\" : {}", o.domain, o.version)).collect();
-    writeln!(out, "<\n  ir_version: {},\n  opset_import: [{}],\n  producer_name: \"{}\"", model.ir_version, opsets.join(", "), model.producer_name).expect("string");
+    writeln!(out, "<\n  ir_version: {},\n  opset_import: [{}],\n  producer_name: \"{}\"", model.ir_version, opsets.join(", "), model.producer_name)
+        .expect("string");
     for m in &model.metadata_props {
         writeln!(out, "  metadata {}: {:?}", m.key, m.value).expect("string");
     }
@@ -80,11 +81,7 @@ pub fn render(model: &ModelProto) -> String {
     for n in &g.node {
         let attrs: Vec<String> = n.attribute.iter().map(attribute).collect();
         let attrs = if attrs.is_empty() { String::new() } else { format!(" <{}>", attrs.join(", ")) };
-        let outputs: Vec<String> = n
-            .output
-            .iter()
-            .map(|o| types.get(o.as_str()).map_or_else(|| o.clone(), |t| format!("{t} {o}")))
-            .collect();
+        let outputs: Vec<String> = n.output.iter().map(|o| types.get(o.as_str()).map_or_else(|| o.clone(), |t| format!("{t} {o}"))).collect();
         let name = if n.output.len() == 1 && n.output[0] == n.name { String::new() } else { format!("[{}] ", n.name) };
         writeln!(out, "  {name}{} = {}{attrs} ({})", outputs.join(", "), n.op_type, n.input.join(", ")).expect("string");
         if !n.doc_string.is_empty() {

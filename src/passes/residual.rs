@@ -25,12 +25,8 @@ impl ResidualizeSpec {
         let mut spec = ResidualizeSpec::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = part.split_once('=').ok_or_else(|| format!("`{part}`: expected KEY=SCALE"))?;
-            let scale: f64 = value
-                .trim()
-                .parse()
-                .ok()
-                .filter(|v: &f64| v.is_finite())
-                .ok_or_else(|| format!("`{part}`: `{}` is not a number", value.trim()))?;
+            let scale: f64 =
+                value.trim().parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| format!("`{part}`: `{}` is not a number", value.trim()))?;
             match key.trim() {
                 "scale" => spec.default_scale = Some(scale),
                 block => {
@@ -75,10 +71,7 @@ pub fn residualize(graph: &mut Graph, spec: &ResidualizeSpec) -> Result<Vec<Diag
         if !matches!(graph.node(out).op, Op::Concat(_)) || graph.node(out).residual.is_some() {
             continue;
         }
-        let refuse = |why: String| {
-            Diagnostic::warning(format!("`{}` ({block}) stays as it is: {why}", frame.path))
-                .at(frame.span, "not residualized")
-        };
+        let refuse = |why: String| Diagnostic::warning(format!("`{}` ({block}) stays as it is: {why}", frame.path)).at(frame.span, "not residualized");
         let (from, to) = (graph.shape(x), graph.shape(out));
         if from.grid() != to.grid() {
             let grid = |s: &crate::ir::Shape| s.grid().map_or(format!("{s}"), |(h, w)| format!("{h}x{w}"));
@@ -94,12 +87,7 @@ pub fn residualize(graph: &mut Graph, spec: &ResidualizeSpec) -> Result<Vec<Diag
             continue;
         };
         let scope = out_scope(&graph.node(out).name);
-        graph.g[out].residual = Some(ResidualMark {
-            scale,
-            activation: true,
-            projection: join(&scope, crate::elab::DEFAULT_PROJECTION),
-            input: x,
-        });
+        graph.g[out].residual = Some(ResidualMark { scale, activation: true, projection: join(&scope, crate::elab::DEFAULT_PROJECTION), input: x });
     }
     Ok(notes)
 }
@@ -130,7 +118,11 @@ fn out_scope(name: &str) -> String {
 }
 
 fn join(scope: &str, segment: &str) -> String {
-    if scope.is_empty() { segment.to_string() } else { format!("{scope}.{segment}") }
+    if scope.is_empty() {
+        segment.to_string()
+    } else {
+        format!("{scope}.{segment}")
+    }
 }
 
 /// Rewrites every marked concat, then re-infers shapes (widths after the blocks change).
@@ -155,21 +147,17 @@ fn rewrite_one(graph: &mut Graph, c: NodeIndex) -> Result<(), Diagnostic> {
     };
     if from.grid().is_none() {
         return Err(in_instance(
-            Diagnostic::error(format!(
-                "a residual block needs a CxHxW feature map as its input, but its input is the flat vector {from}"
-            ))
-            .at(node.span, "this residual block")
-            .also(graph.node(x).span, format!("this gives {from}"))
-            .note("the projection back to the input's width is a 1x1 conv; put the block before the flatten or global pool"),
+            Diagnostic::error(format!("a residual block needs a CxHxW feature map as its input, but its input is the flat vector {from}"))
+                .at(node.span, "this residual block")
+                .also(graph.node(x).span, format!("this gives {from}"))
+                .note("the projection back to the input's width is a 1x1 conv; put the block before the flatten or global pool"),
         ));
     }
     if from.grid() != to.grid() {
         return Err(in_instance(
-            Diagnostic::error(format!(
-                "a residual block must keep its grid, but its input is {from} and its branches give {to}"
-            ))
-            .at(node.span, "the sum cannot add these")
-            .also(graph.node(x).span, format!("the block's input, {from}")),
+            Diagnostic::error(format!("a residual block must keep its grid, but its input is {from} and its branches give {to}"))
+                .at(node.span, "the sum cannot add these")
+                .also(graph.node(x).span, format!("the block's input, {from}")),
         ));
     }
     let scope = out_scope(&node.name);

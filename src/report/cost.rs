@@ -80,17 +80,7 @@ pub fn report(graph: &Graph, convention: Convention, depth: Option<usize>, batch
 pub fn report_with(graph: &Graph, convention: Convention, depth: Option<usize>, batch: u64, train: bool) -> Report {
     let mut rows: Vec<Row> = vec![];
     let mut row_of: HashMap<FrameId, usize> = HashMap::new();
-    let mut totals = Totals {
-        params: 0,
-        params_without_bn: 0,
-        buffers: 0,
-        conv_layers: 0,
-        macs: 0,
-        flops: 0,
-        conv_fc_macs: 0,
-        fvcore: 0,
-        activations: 0,
-    };
+    let mut totals = Totals { params: 0, params_without_bn: 0, buffers: 0, conv_layers: 0, macs: 0, flops: 0, conv_fc_macs: 0, fvcore: 0, activations: 0 };
     for n in graph.order() {
         let node = graph.node(n);
         let chain = graph.frame_chain(node.frame);
@@ -111,18 +101,9 @@ pub fn report_with(graph: &Graph, convention: Convention, depth: Option<usize>, 
             cost.macs += backward;
             cost.fvcore += backward;
         }
-        let params: u64 = graph
-            .params(n)
-            .iter()
-            .filter(|(_, p)| p.role.is_trainable())
-            .map(|(_, p)| p.shape.iter().map(|&d| d as u64).product::<u64>())
-            .sum();
-        let buffers: u64 = graph
-            .params(n)
-            .iter()
-            .filter(|(_, p)| !p.role.is_trainable())
-            .map(|(_, p)| p.shape.iter().map(|&d| d as u64).product::<u64>())
-            .sum();
+        let params: u64 = graph.params(n).iter().filter(|(_, p)| p.role.is_trainable()).map(|(_, p)| p.shape.iter().map(|&d| d as u64).product::<u64>()).sum();
+        let buffers: u64 =
+            graph.params(n).iter().filter(|(_, p)| !p.role.is_trainable()).map(|(_, p)| p.shape.iter().map(|&d| d as u64).product::<u64>()).sum();
         let row = &mut rows[idx];
         row.params += params;
         let counted = match convention {
@@ -191,7 +172,11 @@ fn frame_op(graph: &Graph, f: FrameId) -> String {
                     // The layer's main op in full; what follows it (batch norm, relu) by kind.
                     let rule = graph.node(n).op.rule();
                     let d = rule.describe();
-                    if i > 0 || d.is_empty() { rule.kind().to_string() } else { format!("{} {d}", rule.kind()) }
+                    if i > 0 || d.is_empty() {
+                        rule.kind().to_string()
+                    } else {
+                        format!("{} {d}", rule.kind())
+                    }
                 })
                 .collect();
             ops.join(" + ")
@@ -204,7 +189,7 @@ pub fn thousands(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -232,14 +217,7 @@ pub fn render_table(r: &Report, source: &str) -> String {
     table.load_style(presets::ASCII_MARKDOWN);
     table.set_header(vec!["name", "op", "output", "params", "MACs", "activations"]);
     for row in &r.rows {
-        table.add_row(vec![
-            row.name.clone(),
-            row.op.clone(),
-            row.output.clone(),
-            thousands(row.params),
-            thousands(row.macs),
-            thousands(row.activations),
-        ]);
+        table.add_row(vec![row.name.clone(), row.op.clone(), row.output.clone(), thousands(row.params), thousands(row.macs), thousands(row.activations)]);
     }
     for col in 3..6 {
         if let Some(c) = table.column_mut(col) {
@@ -248,14 +226,25 @@ pub fn render_table(r: &Report, source: &str) -> String {
     }
     let t = &r.totals;
     let step = if r.train { "; a training step: forward + backward (dX and dW of conv and fc)" } else { "" };
-    let mut out = format!(
-        "network {} ({source}), input N x {}, batch {}\nconvention: {}{step}\n\n{table}\n\n",
-        r.network, r.input, r.batch, r.convention_text
-    );
+    let mut out = format!("network {} ({source}), input N x {}, batch {}\nconvention: {}{step}\n\n{table}\n\n", r.network, r.input, r.batch, r.convention_text);
     let lines = [
-        ("parameters", format!("{} ({} without batch norm; {} running statistics besides)", thousands(t.params), thousands(t.params_without_bn), thousands(t.buffers))),
+        (
+            "parameters",
+            format!("{} ({} without batch norm; {} running statistics besides)", thousands(t.params), thousands(t.params_without_bn), thousands(t.buffers)),
+        ),
         ("conv layers", t.conv_layers.to_string()),
-        ("multiply-adds", format!("{} ({}MACs, {} convention)", thousands(t.macs), human(t.macs), match r.convention { Convention::Incc => "incc", Convention::Fvcore => "fvcore" })),
+        (
+            "multiply-adds",
+            format!(
+                "{} ({}MACs, {} convention)",
+                thousands(t.macs),
+                human(t.macs),
+                match r.convention {
+                    Convention::Incc => "incc",
+                    Convention::Fvcore => "fvcore",
+                }
+            ),
+        ),
         ("FLOPs (2 x MACs)", format!("{} ({}FLOPs)", thousands(t.flops), human(t.flops))),
         ("conv + fc MACs", thousands(t.conv_fc_macs)),
         ("fvcore total", thousands(t.fvcore)),

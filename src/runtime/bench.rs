@@ -78,10 +78,7 @@ pub fn bench_interleaved(models: &mut [&mut Model], input_chw_shape: [usize; 3],
     let mut results: Vec<Vec<BenchResult>> = models.iter().map(|_| Vec::with_capacity(cfg.batches.len())).collect();
     for &batch in &cfg.batches {
         let shape = [batch, c, h, w];
-        let inputs = models
-            .iter()
-            .map(|m| input_tensor(m.image_input()?, synthetic_batch(shape, 0), shape))
-            .collect::<Result<Vec<_>, _>>()?;
+        let inputs = models.iter().map(|m| input_tensor(m.image_input()?, synthetic_batch(shape, 0), shape)).collect::<Result<Vec<_>, _>>()?;
         let mut run_once = |i: usize| -> Result<Duration, RuntimeError> {
             let (name, tensor) = &inputs[i];
             let start = Instant::now();

@@ -62,9 +62,7 @@ impl RuntimeError {
 impl fmt::Display for RuntimeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NotInitialised => f.write_str(
-                "ONNX Runtime is not initialised: call runtime::ortlib::init before loading a model",
-            ),
+            Self::NotInitialised => f.write_str("ONNX Runtime is not initialised: call runtime::ortlib::init before loading a model"),
             Self::CudaNotBuilt => f.write_str(
                 "CUDA was requested, but this incc was built without CUDA support; \
                  rebuild it with `cargo build --release --features cuda` (or use --provider cpu)",

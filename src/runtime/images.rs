@@ -45,16 +45,11 @@ impl Preprocess {
     /// # Errors
     /// A present key whose value does not parse.
     pub fn with_metadata(mut self, metadata: &BTreeMap<String, String>) -> Result<Self, RuntimeError> {
-        let bad = |key: &str, value: &str, want: &str| {
-            RuntimeError::Input(format!("model metadata {key} = {value:?} is not {want}"))
-        };
+        let bad = |key: &str, value: &str, want: &str| RuntimeError::Input(format!("model metadata {key} = {value:?} is not {want}"));
         for (key, field) in [("incc.mean", &mut self.mean), ("incc.std", &mut self.std)] {
             if let Some(value) = metadata.get(key) {
                 let parts: Result<Vec<f32>, _> = value.split(',').map(|p| p.trim().parse::<f32>()).collect();
-                *field = parts
-                    .ok()
-                    .and_then(|p| <[f32; 3]>::try_from(p).ok())
-                    .ok_or_else(|| bad(key, value, "three comma-separated numbers"))?;
+                *field = parts.ok().and_then(|p| <[f32; 3]>::try_from(p).ok()).ok_or_else(|| bad(key, value, "three comma-separated numbers"))?;
             }
         }
         if let Some(value) = metadata.get("incc.crop_pct") {
@@ -93,9 +88,7 @@ pub fn load_image(path: &Path, pre: &Preprocess) -> Result<Vec<f32>, RuntimeErro
 /// As [`load_image`].
 pub(crate) fn decode(path: &Path) -> Result<DynamicImage, RuntimeError> {
     let fail = |reason: String| RuntimeError::Image { path: path.to_path_buf(), reason };
-    let reader = ImageReader::open(path)
-        .and_then(ImageReader::with_guessed_format)
-        .map_err(|e| fail(format!("cannot read it: {e}")))?;
+    let reader = ImageReader::open(path).and_then(ImageReader::with_guessed_format).map_err(|e| fail(format!("cannot read it: {e}")))?;
     if reader.format().is_none() {
         return Err(fail("not a recognised image format (incc reads PNG and JPEG)".to_owned()));
     }
@@ -170,7 +163,11 @@ fn to_u32(n: u64) -> Result<u32, RuntimeError> {
 fn center_offset(size: u32, crop: u32) -> u32 {
     let diff = size - crop;
     let half = diff / 2;
-    if diff % 2 == 1 && half % 2 == 1 { half + 1 } else { half }
+    if diff % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    }
 }
 
 /// A deterministic pseudo-random NCHW batch for `seed`: standard normal values, like the
@@ -253,9 +250,7 @@ mod tests {
     fn truncated_png_is_a_clear_error() {
         let path = temp_file("truncated.png");
         let mut bytes = Vec::new();
-        RgbImage::from_fn(32, 32, |x, y| Rgb([x as u8 * 8, y as u8 * 8, 0]))
-            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-            .unwrap();
+        RgbImage::from_fn(32, 32, |x, y| Rgb([x as u8 * 8, y as u8 * 8, 0])).write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let err = load_image(&path, &pre(4, 4, 1.0)).unwrap_err().to_string();
         std::fs::remove_file(&path).unwrap();
@@ -286,14 +281,10 @@ mod tests {
 
     #[test]
     fn metadata_overrides_defaults() {
-        let metadata: BTreeMap<String, String> = [
-            ("incc.mean", "0.485, 0.456,0.406"),
-            ("incc.std", "0.229,0.224,0.225"),
-            ("incc.crop_pct", "0.9"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let metadata: BTreeMap<String, String> = [("incc.mean", "0.485, 0.456,0.406"), ("incc.std", "0.229,0.224,0.225"), ("incc.crop_pct", "0.9")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         let p = Preprocess::new(299, 299).with_metadata(&metadata).unwrap();
         assert_eq!((p.mean, p.std, p.crop_pct), ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225], 0.9));
         let bad = BTreeMap::from([("incc.std".to_owned(), "0.5,0.5".to_owned())]);

@@ -130,13 +130,7 @@ impl OrtLibError {
     }
 
     fn load(lib: &OrtLib, kind: OrtLibErrorKind, reason: String) -> Self {
-        Self {
-            kind,
-            path: Some(lib.path.clone()),
-            source: Some(lib.source),
-            reason,
-            looked_at: Vec::new(),
-        }
+        Self { kind, path: Some(lib.path.clone()), source: Some(lib.source), reason, looked_at: Vec::new() }
     }
 }
 
@@ -147,10 +141,7 @@ fn how_to_get_one(f: &mut fmt::Formatter<'_>) -> fmt::Result {
         "  - run scripts/fetch-ort.sh in the incc repository: it downloads the CPU library \
          {RECOMMENDED_VERSION} from PyPI into .ort/lib/, where incc finds it;"
     )?;
-    writeln!(
-        f,
-        "  - pip install onnxruntime=={RECOMMENDED_VERSION}  (incc finds the library inside the Python package);"
-    )?;
+    writeln!(f, "  - pip install onnxruntime=={RECOMMENDED_VERSION}  (incc finds the library inside the Python package);")?;
     write!(
         f,
         "  - pass --ort-lib /path/to/libonnxruntime.so.{RECOMMENDED_VERSION}, or set \
@@ -172,12 +163,7 @@ impl fmt::Display for OrtLibError {
             OrtLibErrorKind::BadPath => {
                 let path = self.path.as_deref().unwrap_or(Path::new(""));
                 let source = self.source.unwrap_or(OrtLibSource::Flag);
-                writeln!(
-                    f,
-                    "the ONNX Runtime library given by {source} cannot be used: {}: {}",
-                    path.display(),
-                    self.reason
-                )?;
+                writeln!(f, "the ONNX Runtime library given by {source} cannot be used: {}: {}", path.display(), self.reason)?;
                 writeln!(
                     f,
                     "A path given by --ort-lib or {ENV_VAR} is used as is; fix or remove it, \
@@ -281,12 +267,8 @@ pub fn environment() -> Option<&'static Environment> {
 /// malformed library) are caught and turned into errors.
 fn load(lib: &OrtLib) -> Result<Environment, OrtLibError> {
     let attempt = std::panic::catch_unwind(|| {
-        let builder = ort::init_from(&lib.path)
-            .map_err(|e| OrtLibError::load(lib, OrtLibErrorKind::LoadFailed, load_error_reason(&e)))?;
-        builder
-            .with_name("incc")
-            .build()
-            .map_err(|e| OrtLibError::load(lib, OrtLibErrorKind::EnvironmentFailed, e.to_string()))
+        let builder = ort::init_from(&lib.path).map_err(|e| OrtLibError::load(lib, OrtLibErrorKind::LoadFailed, load_error_reason(&e)))?;
+        builder.with_name("incc").build().map_err(|e| OrtLibError::load(lib, OrtLibErrorKind::EnvironmentFailed, e.to_string()))
     });
     match attempt {
         Ok(result) => result,
@@ -361,10 +343,7 @@ fn locate_with(inputs: &SearchInputs<'_>) -> Result<OrtLib, OrtLibError> {
 
     // 3. Project-local .ort/lib above the current directory, then above the executable.
     let mut seen_dirs: Vec<PathBuf> = Vec::new();
-    let starts = [
-        (inputs.cwd.clone(), "the current directory"),
-        (inputs.exe.as_deref().and_then(Path::parent).map(Path::to_path_buf), "the executable"),
-    ];
+    let starts = [(inputs.cwd.clone(), "the current directory"), (inputs.exe.as_deref().and_then(Path::parent).map(Path::to_path_buf), "the executable")];
     for (start, what) in starts {
         let Some(start) = start else {
             looked_at.push(format!(".ort/lib above {what}: its location is unknown"));
@@ -387,10 +366,7 @@ fn locate_with(inputs: &SearchInputs<'_>) -> Result<OrtLib, OrtLibError> {
             looked_at.push(format!("{}: no libonnxruntime.so* in it", lib_dir.display()));
         }
         if !found_dir {
-            looked_at.push(format!(
-                "{} and every parent's .ort/lib (above {what}): none exists",
-                start.join(".ort").join("lib").display()
-            ));
+            looked_at.push(format!("{} and every parent's .ort/lib (above {what}): none exists", start.join(".ort").join("lib").display()));
         }
     }
 
@@ -401,25 +377,15 @@ fn locate_with(inputs: &SearchInputs<'_>) -> Result<OrtLib, OrtLibError> {
             if let Some(path) = best_lib_in(&capi) {
                 return Ok(OrtLib { path, source: OrtLibSource::PythonPackage });
             }
-            looked_at.push(format!(
-                "Python onnxruntime package: {}: no libonnxruntime.so* in it",
-                capi.display()
-            ));
+            looked_at.push(format!("Python onnxruntime package: {}: no libonnxruntime.so* in it", capi.display()));
         }
-        PythonProbe::NotInstalled => looked_at
-            .push("Python onnxruntime package: python3 has no module 'onnxruntime'".to_owned()),
+        PythonProbe::NotInstalled => looked_at.push("Python onnxruntime package: python3 has no module 'onnxruntime'".to_owned()),
         PythonProbe::Unavailable(why) => {
             looked_at.push(format!("Python onnxruntime package: {why}"));
         }
     }
 
-    Err(OrtLibError {
-        kind: OrtLibErrorKind::NotFound,
-        path: None,
-        source: None,
-        reason: "not found".to_owned(),
-        looked_at,
-    })
+    Err(OrtLibError { kind: OrtLibErrorKind::NotFound, path: None, source: None, reason: "not found".to_owned(), looked_at })
 }
 
 /// Resolves an explicit `--ort-lib` / `ORT_DYLIB_PATH` value: a library file, or a directory
@@ -487,19 +453,11 @@ fn best_lib_in(dir: &Path) -> Option<PathBuf> {
 
 /// Asks `python3` where its `onnxruntime` package is.
 fn python_package_dir() -> PythonProbe {
-    let output = Command::new("python3")
-        .args(["-c", PYTHON_PROBE])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
+    let output = Command::new("python3").args(["-c", PYTHON_PROBE]).stdin(Stdio::null()).stderr(Stdio::null()).output();
     match output {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            PythonProbe::Unavailable("python3 not found on PATH".to_owned())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => PythonProbe::Unavailable("python3 not found on PATH".to_owned()),
         Err(e) => PythonProbe::Unavailable(format!("could not run python3: {e}")),
-        Ok(out) if !out.status.success() => {
-            PythonProbe::Unavailable(format!("python3 failed ({})", out.status))
-        }
+        Ok(out) if !out.status.success() => PythonProbe::Unavailable(format!("python3 failed ({})", out.status)),
         Ok(out) => {
             let stdout = String::from_utf8_lossy(&out.stdout);
             match stdout.lines().map(str::trim).rfind(|l| !l.is_empty()) {
@@ -521,11 +479,7 @@ mod tests {
     impl TempDir {
         fn new() -> Self {
             static N: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "incc-ortlib-test-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
+            let dir = std::env::temp_dir().join(format!("incc-ortlib-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             // Canonical, so comparisons with paths built from it are exact.
@@ -563,13 +517,7 @@ mod tests {
         exe: Option<&Path>,
         python: &'a dyn Fn() -> PythonProbe,
     ) -> SearchInputs<'a> {
-        SearchInputs {
-            explicit,
-            env_value: env_value.map(OsString::from),
-            cwd: cwd.map(Path::to_path_buf),
-            exe: exe.map(Path::to_path_buf),
-            python,
-        }
+        SearchInputs { explicit, env_value: env_value.map(OsString::from), cwd: cwd.map(Path::to_path_buf), exe: exe.map(Path::to_path_buf), python }
     }
 
     #[test]
@@ -580,14 +528,7 @@ mod tests {
         let good = t.touch("good/libonnxruntime.so.1.31.1");
         t.touch("proj/.ort/lib/libonnxruntime.so.1.31.1");
         let cwd = t.0.join("proj");
-        let err = locate_with(&inputs(
-            Some(&missing),
-            Some(good.to_str().unwrap()),
-            Some(&cwd),
-            None,
-            &no_python,
-        ))
-        .unwrap_err();
+        let err = locate_with(&inputs(Some(&missing), Some(good.to_str().unwrap()), Some(&cwd), None, &no_python)).unwrap_err();
         assert_eq!(err.kind(), OrtLibErrorKind::BadPath);
         assert_eq!(err.path(), Some(missing.as_path()));
         let msg = err.to_string();
@@ -644,8 +585,7 @@ mod tests {
         t.touch("proj/.ort/lib/libonnxruntime.so.1.31.1");
         let cwd = t.0.join("proj");
         let missing = t.0.join("gone.so");
-        let err = locate_with(&inputs(None, Some(missing.to_str().unwrap()), Some(&cwd), None, &no_python))
-            .unwrap_err();
+        let err = locate_with(&inputs(None, Some(missing.to_str().unwrap()), Some(&cwd), None, &no_python)).unwrap_err();
         assert_eq!(err.kind(), OrtLibErrorKind::BadPath);
         let msg = err.to_string();
         assert!(msg.contains(ENV_VAR) && msg.contains(&missing.display().to_string()), "{msg}");

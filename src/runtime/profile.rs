@@ -95,8 +95,7 @@ impl Trace {
     /// Text that is not a JSON array of trace events, or a run or kernel event without its time,
     /// op type or provider.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let events: Vec<Event> = serde_json::from_str(text)
-            .map_err(|e| format!("not an ONNX Runtime profile (a JSON array of trace events): {e}"))?;
+        let events: Vec<Event> = serde_json::from_str(text).map_err(|e| format!("not an ONNX Runtime profile (a JSON array of trace events): {e}"))?;
         let mut trace = Self::default();
         for (i, event) in events.into_iter().enumerate() {
             let missing = |what: &str| format!("event {i} (`{}`) has no {what}", event.name);
@@ -125,9 +124,10 @@ impl Trace {
     pub fn summarise(&self, skip: usize, top: usize) -> Result<Profile, String> {
         let mut runs = self.runs.clone();
         runs.sort_by_key(|r| r.start_us);
-        let runs = runs.get(skip..).filter(|r| !r.is_empty()).ok_or_else(|| {
-            format!("the profile has {} run(s), none after the {skip} warm-up run(s) left out", self.runs.len())
-        })?;
+        let runs = runs
+            .get(skip..)
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| format!("the profile has {} run(s), none after the {skip} warm-up run(s) left out", self.runs.len()))?;
         let profiled = self.kernels.iter().filter(|k| {
             let i = runs.partition_point(|r| r.start_us <= k.span.start_us);
             i > 0 && runs[i - 1].holds(k.span.start_us)
@@ -196,15 +196,7 @@ impl Trace {
             .collect();
         slowest.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms).then_with(|| a.node.cmp(&b.node)));
         slowest.truncate(top);
-        Ok(Profile {
-            runs: runs.len(),
-            nodes,
-            run_ms: ms(runs.iter().map(|r| r.dur_us).sum()) / n,
-            kernel_ms: ms(kernel_us) / n,
-            providers,
-            ops,
-            slowest,
-        })
+        Ok(Profile { runs: runs.len(), nodes, run_ms: ms(runs.iter().map(|r| r.dur_us).sum()) / n, kernel_ms: ms(kernel_us) / n, providers, ops, slowest })
     }
 }
 
@@ -381,13 +373,9 @@ impl ProfileFiles {
     /// message names its file.
     pub fn finish(&self, written: &Path, skip: usize) -> Result<Profile, RuntimeError> {
         let trace = self.trace();
-        std::fs::rename(written, &trace).map_err(|e| RuntimeError::File {
-            path: trace.clone(),
-            reason: format!("cannot move ONNX Runtime's profile `{}` here: {e}", written.display()),
-        })?;
-        let profile = Trace::read(&trace)?
-            .summarise(skip, SLOWEST_NODES)
-            .map_err(|reason| RuntimeError::File { path: trace.clone(), reason })?;
+        std::fs::rename(written, &trace)
+            .map_err(|e| RuntimeError::File { path: trace.clone(), reason: format!("cannot move ONNX Runtime's profile `{}` here: {e}", written.display()) })?;
+        let profile = Trace::read(&trace)?.summarise(skip, SLOWEST_NODES).map_err(|reason| RuntimeError::File { path: trace.clone(), reason })?;
         let json = serde_json::to_vec_pretty(&profile).expect("a profile serialises");
         crate::fsutil::write_atomic(&self.summary, &json)
             .map_err(|e| RuntimeError::File { path: self.summary.clone(), reason: format!("cannot write the profile summary: {e}") })?;
@@ -408,7 +396,10 @@ mod tests {
         let trace = Trace::parse(TRACE).unwrap();
         assert_eq!(trace.runs, [Span { start_us: 6000, dur_us: 700 }, Span { start_us: 7000, dur_us: 120 }, Span { start_us: 8000, dur_us: 130 }]);
         assert_eq!(trace.kernels.len(), 9);
-        assert_eq!(trace.kernels[1], Kernel { node: "conv_nchwc".into(), op: "Conv".into(), provider: "CUDAExecutionProvider".into(), span: Span { start_us: 7005, dur_us: 60 } });
+        assert_eq!(
+            trace.kernels[1],
+            Kernel { node: "conv_nchwc".into(), op: "Conv".into(), provider: "CUDAExecutionProvider".into(), span: Span { start_us: 7005, dur_us: 60 } }
+        );
         assert!(trace.kernels.iter().all(|k| !k.node.contains("fence")));
     }
 
@@ -422,7 +413,10 @@ mod tests {
         assert_eq!(ops, [("Conv", 1, 2, 0.1, 50.0), ("Relu", 1, 2, 0.04, 20.0), ("Shape", 1, 2, 0.04, 20.0), ("ReorderOutput", 1, 2, 0.02, 10.0)]);
         assert_eq!(p.ops[0].ms_per_run, 0.05);
         let nodes: Vec<(&str, &str, &str)> = p.slowest.iter().map(|n| (n.node.as_str(), n.op.as_str(), n.provider.as_str())).collect();
-        assert_eq!(nodes, [("conv_nchwc", "Conv", "CUDAExecutionProvider"), ("relu", "Relu", "CUDAExecutionProvider"), ("shape", "Shape", "CPUExecutionProvider")]);
+        assert_eq!(
+            nodes,
+            [("conv_nchwc", "Conv", "CUDAExecutionProvider"), ("relu", "Relu", "CUDAExecutionProvider"), ("shape", "Shape", "CPUExecutionProvider")]
+        );
         // Without skipping, the first run's slow conv dominates.
         let all = Trace::parse(TRACE).unwrap().summarise(0, 3).unwrap();
         assert_eq!((all.runs, all.ops[0].kernels, all.ops[0].total_ms), (3, 3, 0.6));
@@ -440,7 +434,10 @@ mod tests {
     fn malformed_profiles_are_errors_not_panics() {
         for (text, expected) in [
             ("{\"traceEvents\": []}", "not an ONNX Runtime profile"),
-            ("[{\"cat\": \"Node\", \"name\": \"x_kernel_time\", \"ts\": 1, \"dur\": 2, \"args\": {\"provider\": \"CPUExecutionProvider\"}}]", "event 0 (`x_kernel_time`) has no args.op_name"),
+            (
+                "[{\"cat\": \"Node\", \"name\": \"x_kernel_time\", \"ts\": 1, \"dur\": 2, \"args\": {\"provider\": \"CPUExecutionProvider\"}}]",
+                "event 0 (`x_kernel_time`) has no args.op_name",
+            ),
             ("[{\"cat\": \"Session\", \"name\": \"model_run\", \"ts\": 1}]", "event 0 (`model_run`) has no ts or dur"),
         ] {
             let err = Trace::parse(text).unwrap_err();

@@ -37,10 +37,7 @@ pub fn providers_used(model: &Model, shape: [usize; 4]) -> Result<BTreeMap<Strin
 pub fn describe_providers(counts: &BTreeMap<String, usize>) -> String {
     let mut counts: Vec<(&String, &usize)> = counts.iter().collect();
     counts.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-    let parts: Vec<String> = counts
-        .into_iter()
-        .map(|(provider, &n)| format!("{provider} ({n} node{})", if n == 1 { "" } else { "s" }))
-        .collect();
+    let parts: Vec<String> = counts.into_iter().map(|(provider, &n)| format!("{provider} ({n} node{})", if n == 1 { "" } else { "s" })).collect();
     parts.join(", ")
 }
 

@@ -225,10 +225,9 @@ impl Model {
     pub fn image_input(&self) -> Result<&TensorInfo, RuntimeError> {
         match self.info.inputs.as_slice() {
             [input] if input.is_f32() => Ok(input),
-            [input] => Err(RuntimeError::Input(format!(
-                "the model's input `{}` has element type {}; incc feeds f32 images only",
-                input.name, input.element_type
-            ))),
+            [input] => {
+                Err(RuntimeError::Input(format!("the model's input `{}` has element type {}; incc feeds f32 images only", input.name, input.element_type)))
+            }
             inputs => Err(RuntimeError::Input(format!(
                 "the model has {} inputs ({}); incc feeds models with exactly one image input",
                 inputs.len(),
@@ -338,10 +337,7 @@ fn with_cuda(_: SessionBuilder, _: i32, _: &[(String, String)]) -> Result<Sessio
 fn model_info(session: &Session) -> Result<ModelInfo, RuntimeError> {
     let metadata = session.metadata().map_err(RuntimeError::ort("reading the model metadata"))?;
     let keys = metadata.custom_keys().map_err(RuntimeError::ort("reading the model metadata"))?;
-    let metadata = keys
-        .into_iter()
-        .filter_map(|key| metadata.custom(&key).map(|value| (key, value)))
-        .collect();
+    let metadata = keys.into_iter().filter_map(|key| metadata.custom(&key).map(|value| (key, value))).collect();
     Ok(ModelInfo {
         inputs: session.inputs().iter().map(TensorInfo::from_outlet).collect(),
         outputs: session.outputs().iter().map(TensorInfo::from_outlet).collect(),

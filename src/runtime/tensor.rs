@@ -25,11 +25,7 @@ pub(crate) fn input_tensor(input: &TensorInfo, data: Vec<f32>, shape: [usize; 4]
     check_shape(input, shape)?;
     let expected: usize = shape.iter().product();
     if data.len() != expected {
-        return Err(RuntimeError::Input(format!(
-            "input `{}`: shape {shape:?} needs {expected} values, but {} were given",
-            input.name,
-            data.len()
-        )));
+        return Err(RuntimeError::Input(format!("input `{}`: shape {shape:?} needs {expected} values, but {} were given", input.name, data.len())));
     }
     let tensor = Tensor::from_array((shape, data)).map_err(RuntimeError::ort("creating the input tensor"))?;
     Ok((input.name.clone(), tensor))
@@ -39,11 +35,7 @@ pub(crate) fn input_tensor(input: &TensorInfo, data: Vec<f32>, shape: [usize; 4]
 fn check_shape(input: &TensorInfo, shape: [usize; 4]) -> Result<(), RuntimeError> {
     let given = format!("[{}]", shape.map(|d| d.to_string()).join(", "));
     let mismatch = |detail: String| {
-        RuntimeError::Input(format!(
-            "input `{}` expects shape {}, but the given batch has shape {given}: {detail}",
-            input.name,
-            input.shape_text()
-        ))
+        RuntimeError::Input(format!("input `{}` expects shape {}, but the given batch has shape {given}: {detail}", input.name, input.shape_text()))
     };
     if input.dims.len() != shape.len() {
         return Err(mismatch(format!("the model's input has rank {}, not 4 (NCHW)", input.dims.len())));
@@ -71,9 +63,8 @@ pub(crate) fn run_tensor(session: &mut Session, (name, tensor): &(String, Tensor
 fn copy_outputs(outputs: &ort::session::SessionOutputs<'_>) -> Result<Vec<Output>, RuntimeError> {
     let mut result = Vec::with_capacity(outputs.len());
     for (out_name, value) in outputs.iter() {
-        let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| {
-            RuntimeError::Input(format!("output `{out_name}` is {}, not an f32 tensor: {e}", value.dtype()))
-        })?;
+        let (shape, data) =
+            value.try_extract_tensor::<f32>().map_err(|e| RuntimeError::Input(format!("output `{out_name}` is {}, not an f32 tensor: {e}", value.dtype())))?;
         // ONNX Runtime reports concrete (non-negative) dims for values it produced.
         let shape = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
         result.push((out_name.to_owned(), shape, data.to_vec()));
@@ -134,7 +125,8 @@ impl<'m> BoundRun<'m> {
         }
         // Bound afresh each run: an output kept from the last run would fix its shape (a last,
         // smaller batch would not fit).
-        let host = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::CPUOutput).map_err(RuntimeError::ort("describing host memory"))?;
+        let host =
+            MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::CPUOutput).map_err(RuntimeError::ort("describing host memory"))?;
         for name in &self.outputs {
             self.binding.bind_output_to_device(name.as_str(), &host).map_err(RuntimeError::ort(&format!("binding the output `{name}`")))?;
         }

@@ -20,15 +20,10 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 /// # Errors
 /// An empty shape or batch, or `logits` not matching `shape`.
 pub fn top_k(logits: &[f32], shape: &[usize], k: usize) -> Result<Vec<Vec<(usize, f32)>>, RuntimeError> {
-    let (&batch, rest) = shape
-        .split_first()
-        .ok_or_else(|| RuntimeError::Input("top-k needs logits with a batch dimension".to_owned()))?;
+    let (&batch, rest) = shape.split_first().ok_or_else(|| RuntimeError::Input("top-k needs logits with a batch dimension".to_owned()))?;
     let classes: usize = rest.iter().product();
     if batch == 0 || classes == 0 || logits.len() != batch * classes {
-        return Err(RuntimeError::Input(format!(
-            "top-k: {} logits do not make a batch of shape {shape:?}",
-            logits.len()
-        )));
+        return Err(RuntimeError::Input(format!("top-k: {} logits do not make a batch of shape {shape:?}", logits.len())));
     }
     Ok(logits
         .chunks(classes)
@@ -84,8 +79,14 @@ mod tests {
     #[test]
     fn top_k_per_example() {
         let logits = [
-            0.0, 2f32.ln(), 3f32.ln(), 4f32.ln(), // example 0: 3, 2, 1, 0
-            5.0, 1.0, 5.0, -1.0, // example 1: tie between 0 and 2
+            0.0,
+            2f32.ln(),
+            3f32.ln(),
+            4f32.ln(), // example 0: 3, 2, 1, 0
+            5.0,
+            1.0,
+            5.0,
+            -1.0, // example 1: tie between 0 and 2
         ];
         let top = top_k(&logits, &[2, 4], 2).unwrap();
         assert_eq!(top[0].iter().map(|t| t.0).collect::<Vec<_>>(), vec![3, 2]);

@@ -182,10 +182,7 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
     }
 
     // The update, then the graph's inputs and outputs.
-    let mut outputs = vec![
-        plain_value_info("loss", &[]),
-        value_info("logits", &[classes], batch, DataType::Float),
-    ];
+    let mut outputs = vec![plain_value_info("loss", &[]), value_info("logits", &[classes], batch, DataType::Float)];
     // Running statistics are inputs packed (`update.rs`), not one by one.
     for p in params.iter().filter(|p| p.role.is_trainable()) {
         inputs.push(plain_value_info(&p.name, &p.shape));
@@ -214,10 +211,7 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
         ("incc.graph".to_string(), "training step".to_string()),
         ("incc.network".to_string(), graph.name.clone()),
         ("incc.train".to_string(), serde_json::to_string(cfg).expect("serialisable")),
-        (
-            "incc.optimizer.state_init".to_string(),
-            cfg.optimizer.slots().iter().map(|(s, v)| format!("{s}={v}")).collect::<Vec<_>>().join(","),
-        ),
+        ("incc.optimizer.state_init".to_string(), cfg.optimizer.slots().iter().map(|(s, v)| format!("{s}={v}")).collect::<Vec<_>>().join(",")),
     ];
     let graph_proto = GraphProto {
         name: format!("{}_train", graph.name),

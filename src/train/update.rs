@@ -121,9 +121,9 @@ fn average(graph: &Graph, cfg: &TrainConfig, groups: &[Group]) -> Option<Packed>
 /// running statistics and the moving average (members `ema/<param>`).
 pub fn packed_state(graph: &Graph, cfg: &TrainConfig) -> Vec<Packed> {
     let groups = groups(graph, cfg);
-    let slots = groups.iter().flat_map(|g| {
-        cfg.optimizer.slots().iter().map(move |(slot, _)| g.params.map_members(format!("{}.{slot}", g.params.name), |p| format!("{p}.{slot}")))
-    });
+    let slots = groups
+        .iter()
+        .flat_map(|g| cfg.optimizer.slots().iter().map(move |(slot, _)| g.params.map_members(format!("{}.{slot}", g.params.name), |p| format!("{p}.{slot}"))));
     let ema = average(graph, cfg, &groups).map(|a| a.map_members(a.name.clone(), |p| format!("ema/{p}")));
     slots.chain(running(graph).map(|(r, _)| r)).chain(ema).collect()
 }

@@ -51,7 +51,8 @@ pub fn save(path: &Path, c: &Checkpoint) -> std::io::Result<()> {
 pub fn load(path: &Path) -> Result<Checkpoint, String> {
     let bad = |what: String| format!("checkpoint `{}`: {what}", path.display());
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a valid safetensors file ({e}); it may be truncated or corrupt")))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a valid safetensors file ({e}); it may be truncated or corrupt")))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a valid safetensors file ({e}); it may be truncated or corrupt")))?;
     let fields = meta.metadata().clone().unwrap_or_default();
     let field = |k: &str| fields.get(k).cloned().ok_or_else(|| bad(format!("no `{k}` in its metadata: it was not written by incc train")));

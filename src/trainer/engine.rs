@@ -6,10 +6,10 @@
 use crate::runtime::error::RuntimeError;
 use crate::runtime::profile::{Profile, ProfileFiles};
 use crate::runtime::session::{Model, Provider, SessionConfig};
-use std::path::Path;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::IoBinding;
 use ort::value::{DynTensor, DynValue, Tensor};
+use std::path::Path;
 
 /// One step's host inputs besides the state.
 pub struct StepInputs<'a> {
@@ -21,6 +21,9 @@ pub struct StepInputs<'a> {
     /// (input name, shape, values): dropout masks.
     pub masks: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
+
+/// A named host tensor: (name, shape, values).
+pub type NamedValues = (String, Vec<usize>, Vec<f32>);
 
 pub struct StepEngine {
     model: Model,
@@ -48,14 +51,20 @@ impl StepEngine {
     /// Loads the training graph and puts `state` (every `(name, shape, values)` the graph updates)
     /// in place. With `profile` (the summary's path, see [`ProfileFiles`]), ONNX Runtime profiles
     /// every step until [`StepEngine::end_profiling`].
-    pub fn new(model_bytes: Vec<u8>, config: SessionConfig, state: Vec<(String, Vec<usize>, Vec<f32>)>, profile: Option<&Path>) -> Result<StepEngine, RuntimeError> {
+    pub fn new(
+        model_bytes: Vec<u8>,
+        config: SessionConfig,
+        state: Vec<(String, Vec<usize>, Vec<f32>)>,
+        profile: Option<&Path>,
+    ) -> Result<StepEngine, RuntimeError> {
         let profile = profile.map(ProfileFiles::new).transpose()?;
         let provider = config.provider;
         let model = Model::from_bytes_profiled(model_bytes, config, profile.as_ref().map(ProfileFiles::ort_prefix).as_deref())?;
         let allocator = match provider {
             Provider::Cpu => Allocator::default(),
             Provider::Cuda { device } => {
-                let memory = MemoryInfo::new(AllocationDevice::CUDA, device, AllocatorType::Device, MemoryType::Default).map_err(ort_err("describing device memory"))?;
+                let memory =
+                    MemoryInfo::new(AllocationDevice::CUDA, device, AllocatorType::Device, MemoryType::Default).map_err(ort_err("describing device memory"))?;
                 Allocator::new(&model.session, memory).map_err(ort_err("creating the device allocator"))?
             }
         };
@@ -129,7 +138,7 @@ impl StepEngine {
     }
 
     /// The current state, copied to the host, by name.
-    pub fn state(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, RuntimeError> {
+    pub fn state(&self) -> Result<Vec<NamedValues>, RuntimeError> {
         let mut out = Vec::with_capacity(self.names.len());
         for (i, name) in self.names.iter().enumerate() {
             let values = match &self.initial {

@@ -111,10 +111,13 @@ fn mask(seed: u64, step: u64, which: usize, p: f64, len: usize) -> Vec<f32> {
 }
 
 /// How a run starts.
+#[allow(clippy::large_enum_variant)] // made once per run
 pub enum Start {
     New(RunConfig),
     /// From `<out>/last.safetensors`, with the settings it records; `epochs` extends the run.
-    Resume { epochs: Option<u64> },
+    Resume {
+        epochs: Option<u64>,
+    },
 }
 
 /// Trains a new run, or resumes one.
@@ -150,7 +153,11 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
     let val_data: Arc<dyn Source> = Arc::from(open(&spec, Split::Validation).map_err(|e| e.to_string())?);
     let classes = graph.shape(logits_node(graph)).0[0];
     if train_data.classes() > classes {
-        return Err(format!("the data has {} classes but the network outputs {classes}: set its class count (e.g. --set classes={})", train_data.classes(), train_data.classes()));
+        return Err(format!(
+            "the data has {} classes but the network outputs {classes}: set its class count (e.g. --set classes={})",
+            train_data.classes(),
+            train_data.classes()
+        ));
     }
 
     // The step graph, compiled for the device that runs it; its state is every input it also
@@ -170,7 +177,8 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
         }
     }
     pack_all(&packed, &mut tensors)?;
-    let state_names: Vec<String> = model.graph.as_ref().expect("graph").output.iter().filter_map(|o| o.name.strip_suffix("__new").map(str::to_string)).collect();
+    let state_names: Vec<String> =
+        model.graph.as_ref().expect("graph").output.iter().filter_map(|o| o.name.strip_suffix("__new").map(str::to_string)).collect();
     // Moved out, not copied: the per-parameter tensors left behind are dropped here (the state of
     // inception_resnet_v2 with its optimizer slots is about 0.7 GB).
     let state = state_names
@@ -178,7 +186,8 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
         .map(|n| tensors.remove(&n).map(|t| (n.clone(), t.shape, t.data)).ok_or_else(|| format!("no value for `{n}` (checkpoint of another network?)")))
         .collect::<Result<Vec<_>, String>>()?;
     drop(tensors);
-    let mut engine = StepEngine::new(prost::Message::encode_to_vec(&model), runner.session.clone(), state, runner.profile.as_deref()).map_err(|e| e.to_string())?;
+    let mut engine =
+        StepEngine::new(prost::Message::encode_to_vec(&model), runner.session.clone(), state, runner.profile.as_deref()).map_err(|e| e.to_string())?;
     let eval_model = crate::onnx::emit::emit_eval(graph, &compiled.sources, None)?;
     let mut evaluator = Model::from_bytes(prost::Message::encode_to_vec(&eval_model), runner.session.clone()).map_err(|e| e.to_string())?;
 
@@ -204,7 +213,8 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
         .open(runner.out.join("metrics.jsonl"))
         .map_err(|e| format!("cannot write metrics in `{}`: {e}", runner.out.display()))?;
 
-    let mut summary = Summary { steps: position.step, last_loss: f32::NAN, val_top1: None, val_top5: None, step_images_per_s: 0.0, loader_images_per_s: 0.0, profile: None };
+    let mut summary =
+        Summary { steps: position.step, last_loss: f32::NAN, val_top1: None, val_top5: None, step_images_per_s: 0.0, loader_images_per_s: 0.0, profile: None };
     let run_start = Instant::now();
     let mut step_time = 0.0f64;
     let mut stepped_images = 0usize;
@@ -326,7 +336,9 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
         }
         save(&last_path, &engine, &packed, &position, &settings_json, &source)?;
         if best {
-            std::fs::copy(&last_path, runner.out.join("best.tmp")).and_then(|_| std::fs::rename(runner.out.join("best.tmp"), runner.out.join("best.safetensors"))).map_err(|e| e.to_string())?;
+            std::fs::copy(&last_path, runner.out.join("best.tmp"))
+                .and_then(|_| std::fs::rename(runner.out.join("best.tmp"), runner.out.join("best.safetensors")))
+                .map_err(|e| e.to_string())?;
         }
         summary.val_top1 = Some(val.top1);
         summary.val_top5 = Some(val.top5);
@@ -334,7 +346,17 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
     summary.steps = position.step;
     summary.profile = engine.end_profiling().map_err(|e| e.to_string())?;
     summary.step_images_per_s = stepped_images as f64 / step_time.max(1e-9);
-    let probe = LoaderConfig { batch: cfg.batch, shuffle: true, seed: cfg.seed, epoch: 0, workers: runner.workers, drop_last: true, prefetch: 4, limit: cfg.limit_train, start_batch: 0 };
+    let probe = LoaderConfig {
+        batch: cfg.batch,
+        shuffle: true,
+        seed: cfg.seed,
+        epoch: 0,
+        workers: runner.workers,
+        drop_last: true,
+        prefetch: 4,
+        limit: cfg.limit_train,
+        start_batch: 0,
+    };
     summary.loader_images_per_s = loader_throughput(train_data, train_transform, &probe, 20).map_err(|e| e.to_string())?;
     Ok(summary)
 }

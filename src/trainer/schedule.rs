@@ -6,11 +6,17 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "name", rename_all = "lowercase")]
 pub enum Schedule {
     /// The paper's: x `factor` every `every` epochs (0.94 every 2), stepwise.
-    Exponential { factor: f64, every: f64 },
+    Exponential {
+        factor: f64,
+        every: f64,
+    },
     /// Cosine from the base rate to 0 over the run.
     Cosine,
     /// x `factor` at each of the given epochs.
-    Step { factor: f64, at: Vec<f64> },
+    Step {
+        factor: f64,
+        at: Vec<f64>,
+    },
     Constant,
 }
 
@@ -42,7 +48,11 @@ impl Schedule {
             Schedule::Step { factor, at } => base * factor.powi(at.iter().filter(|&&e| epoch >= e).count() as i32),
             Schedule::Constant => base,
         };
-        if warmup > 0.0 && epoch < warmup { scheduled * (epoch / warmup).max(1e-3) } else { scheduled }
+        if warmup > 0.0 && epoch < warmup {
+            scheduled * (epoch / warmup).max(1e-3)
+        } else {
+            scheduled
+        }
     }
 }
 

@@ -53,7 +53,8 @@ fn compile_writes_the_model_and_the_weights() {
     let st = std::fs::read("target/cli-test/tiny.safetensors").expect("weights");
     let names = safetensors::SafeTensors::deserialize(&st).expect("safetensors").names().into_iter().map(String::from).collect::<Vec<_>>();
     assert!(names.contains(&"stem.conv.bias".to_string()) && !names.iter().any(|n| n.contains(".bn.")), "{names:?}");
-    let (code, _, err) = incc(&["compile", "tests/fixtures/tiny_residual.inc", "--weights", "target/cli-test/missing.safetensors", "-o", "target/cli-test/x.onnx"]);
+    let (code, _, err) =
+        incc(&["compile", "tests/fixtures/tiny_residual.inc", "--weights", "target/cli-test/missing.safetensors", "-o", "target/cli-test/x.onnx"]);
     assert_eq!(code, 1);
     assert!(err.contains("cannot read the file"), "{err}");
     assert!(!std::path::Path::new("target/cli-test/x.onnx").exists(), "nothing is written on failure");
@@ -92,7 +93,18 @@ fn bench_profile_from_the_command_line() {
         return;
     }
     let dir = fresh_folder("bench-profile");
-    let (code, out, err) = incc(&["bench", "tests/fixtures/tiny_residual.inc", "--min-time", "0", "--iterations", "2", "--profile", "target/cli-test/bench-profile/p.json", "--profile-runs", "2"]);
+    let (code, out, err) = incc(&[
+        "bench",
+        "tests/fixtures/tiny_residual.inc",
+        "--min-time",
+        "0",
+        "--iterations",
+        "2",
+        "--profile",
+        "target/cli-test/bench-profile/p.json",
+        "--profile-runs",
+        "2",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("where the time goes at batch 1 (profiled; unprofiled median") && out.contains("| op ") && out.contains("slowest "), "{out}");
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("p.json")).expect("summary")).expect("json");
@@ -109,7 +121,21 @@ fn train_profile_from_the_command_line() {
         return;
     }
     let dir = fresh_folder("train-profile");
-    let (code, out, err) = incc(&["train", "tests/fixtures/tiny_residual.inc", "--data", "synthetic:64,15,5", "--batch", "8", "--max-steps", "3", "--out", "target/cli-test/train-profile/run", "--quiet", "--profile", "target/cli-test/train-profile/t.json"]);
+    let (code, out, err) = incc(&[
+        "train",
+        "tests/fixtures/tiny_residual.inc",
+        "--data",
+        "synthetic:64,15,5",
+        "--batch",
+        "8",
+        "--max-steps",
+        "3",
+        "--out",
+        "target/cli-test/train-profile/run",
+        "--quiet",
+        "--profile",
+        "target/cli-test/train-profile/t.json",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("where the time of a training step goes (profiled):\n2 runs, ") && out.contains("| ConvTranspose "), "{out}");
     assert!(err.contains("wrote target/cli-test/train-profile/t.json and target/cli-test/train-profile/t.trace.json"), "{err}");
@@ -124,7 +150,8 @@ fn train_resume_eval_and_plot_from_the_command_line() {
     let out = "target/cli-test/run";
     let _ = std::fs::remove_dir_all(out);
     let data = "synthetic:160,15,5";
-    let (code, stdout, err) = incc(&["train", "tests/fixtures/tiny_residual.inc", "--data", data, "--batch", "8", "--epochs", "2", "--max-steps", "25", "--out", out, "--quiet"]);
+    let (code, stdout, err) =
+        incc(&["train", "tests/fixtures/tiny_residual.inc", "--data", data, "--batch", "8", "--epochs", "2", "--max-steps", "25", "--out", out, "--quiet"]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.starts_with("done: 25 steps"), "{stdout}");
     let (code, stdout, err) = incc(&["train", "--resume", out, "--quiet"]);

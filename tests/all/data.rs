@@ -88,7 +88,10 @@ fn idx_raw_and_gzip_round_trip() {
         assert!(err_text(source.get(3)).contains("example 3 is out of range"));
     }
     let description = mnist(&dir.0, Split::Validation).unwrap().describe();
-    assert!(description.starts_with("MNIST validation: 3 grey images of 2x3, 10 classes") && description.ends_with("t10k-images-idx3-ubyte.gz)"), "{description}");
+    assert!(
+        description.starts_with("MNIST validation: 3 grey images of 2x3, 10 classes") && description.ends_with("t10k-images-idx3-ubyte.gz)"),
+        "{description}"
+    );
 }
 
 #[test]
@@ -341,7 +344,11 @@ fn pad_crop_and_flip_shift_the_image_with_black_borders() {
             let expected = (0..9).map(|i| {
                 let (y, x) = (i / 3, if flip { 2 - i % 3 } else { i % 3 });
                 let (sy, sx) = (y + dy, x + dx);
-                if (0..3).contains(&sy) && (0..3).contains(&sx) { value(image.pixels[(sy * 3 + sx) as usize]) } else { -2.0 }
+                if (0..3).contains(&sy) && (0..3).contains(&sx) {
+                    value(image.pixels[(sy * 3 + sx) as usize])
+                } else {
+                    -2.0
+                }
             });
             expected.eq(out.iter().copied())
         });
@@ -435,7 +442,10 @@ fn loader_batches_do_not_depend_on_workers() {
     let one = collect(Numbered::new(50), &shuffled(0, 1));
     let four = collect(Numbered::new(50), &shuffled(0, 4));
     assert_eq!(one, four);
-    assert_eq!(one.iter().map(|b| (b.index, b.len, b.images.len())).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5, 6].map(|i| (i, if i < 6 { 8 } else { 2 }, if i < 6 { 128 } else { 32 })));
+    assert_eq!(
+        one.iter().map(|b| (b.index, b.len, b.images.len())).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 5, 6].map(|i| (i, if i < 6 { 8 } else { 2 }, if i < 6 { 128 } else { 32 }))
+    );
     let mut all: Vec<i64> = labels(&one).concat();
     assert_ne!(all, (0..50).collect::<Vec<_>>(), "shuffled");
     all.sort_unstable();

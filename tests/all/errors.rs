@@ -13,10 +13,7 @@ use std::path::{Path, PathBuf};
 /// Cases whose error is located in an imported helper file rather than in the case itself. Every
 /// case has a location: the only errors without one are about the command line (`--set`,
 /// `--network`, `--residualize`) or a root file that cannot be read, which no case here can cause.
-const IN_HELPER: &[(&str, &str)] = &[
-    ("12_cyclic_import", "lib/cycle_b.inc"),
-    ("49_syntax_error_in_imported_file", "lib/bad_syntax.inc"),
-];
+const IN_HELPER: &[(&str, &str)] = &[("12_cyclic_import", "lib/cycle_b.inc"), ("49_syntax_error_in_imported_file", "lib/bad_syntax.inc")];
 
 #[test]
 fn every_malformed_input_fails_with_a_located_message() {
@@ -98,10 +95,62 @@ impl Rng {
 }
 
 const INSERTS: &[&str] = &[
-    "{", "}", "(", ")", "->", ":", ",", "=", ";", "\n", "\"", "x", "-", "*", "/", "%", "//", "/*", "0", "1x1", "3x3",
-    "1x2x3", "conv", "maxpool", "avgpool", "global", "dropout", "fc", "flatten", "softmax", "relu", "input", "concat",
-    "residual", "repeat", "inline", "block", "network", "import", "defaults", "stride", "pad", "bn", "nobn", "valid",
-    "same", "bias", "nobias", "linear", "include_pad", "exclude_pad", "true", "1.5", "int", "é", "\t",
+    "{",
+    "}",
+    "(",
+    ")",
+    "->",
+    ":",
+    ",",
+    "=",
+    ";",
+    "\n",
+    "\"",
+    "x",
+    "-",
+    "*",
+    "/",
+    "%",
+    "//",
+    "/*",
+    "0",
+    "1x1",
+    "3x3",
+    "1x2x3",
+    "conv",
+    "maxpool",
+    "avgpool",
+    "global",
+    "dropout",
+    "fc",
+    "flatten",
+    "softmax",
+    "relu",
+    "input",
+    "concat",
+    "residual",
+    "repeat",
+    "inline",
+    "block",
+    "network",
+    "import",
+    "defaults",
+    "stride",
+    "pad",
+    "bn",
+    "nobn",
+    "valid",
+    "same",
+    "bias",
+    "nobias",
+    "linear",
+    "include_pad",
+    "exclude_pad",
+    "true",
+    "1.5",
+    "int",
+    "é",
+    "\t",
 ];
 const NUMBERS: &[&str] = &["0", "1", "99999999999999999999", "4294967297", "100001"];
 
@@ -147,11 +196,8 @@ fn mutate(src: &str, rng: &mut Rng) -> String {
         }
         4 => {
             // Replace a number.
-            let digits: Vec<usize> = src
-                .char_indices()
-                .filter(|&(i, c)| c.is_ascii_digit() && !src[..i].ends_with(|p: char| p.is_ascii_digit()))
-                .map(|(i, _)| i)
-                .collect();
+            let digits: Vec<usize> =
+                src.char_indices().filter(|&(i, c)| c.is_ascii_digit() && !src[..i].ends_with(|p: char| p.is_ascii_digit())).map(|(i, _)| i).collect();
             if digits.is_empty() {
                 return src.to_string();
             }
@@ -181,22 +227,16 @@ fn mutated_networks_never_panic() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for path in &files {
         // Without its comment lines, so that more mutations land in code.
-        let source: String = std::fs::read_to_string(path)
-            .expect("readable network")
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("//"))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let source: String =
+            std::fs::read_to_string(path).expect("readable network").lines().filter(|l| !l.trim_start().starts_with("//")).map(|l| format!("{l}\n")).collect();
         for round in 0..200 {
             let mut text = source.clone();
             for _ in 0..1 + rng.below(3) {
                 text = mutate(&text, &mut rng);
             }
-            let outcome = catch_unwind(AssertUnwindSafe(|| {
-                match compile_text(path, &text, &Settings::default(), &PassOptions::default(), None) {
-                    Ok(_) => String::new(),
-                    Err(failure) => failure.render(),
-                }
+            let outcome = catch_unwind(AssertUnwindSafe(|| match compile_text(path, &text, &Settings::default(), &PassOptions::default(), None) {
+                Ok(_) => String::new(),
+                Err(failure) => failure.render(),
             }));
             if outcome.is_err() {
                 panic!("compiling mutation {round} of {} panicked; the source was:\n{text}", path.display());

@@ -5,11 +5,7 @@ use incc::passes::PassOptions;
 
 fn names_and_shapes(src: &str) -> String {
     let c = compile_src(src, &PassOptions::default(), None).unwrap_or_else(|f| panic!("{}", f.render()));
-    c.graph
-        .order()
-        .into_iter()
-        .map(|n| format!("{} {} {}\n", c.graph.node(n).name, c.graph.node(n).op.rule().kind(), c.graph.shape(n)))
-        .collect()
+    c.graph.order().into_iter().map(|n| format!("{} {} {}\n", c.graph.node(n).name, c.graph.node(n).op.rule().kind(), c.graph.shape(n))).collect()
 }
 
 #[test]

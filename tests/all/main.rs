@@ -10,6 +10,6 @@ mod numerics;
 mod onnx;
 mod plot;
 mod residual;
+mod runtime;
 mod train;
 mod trainer;
-mod runtime;

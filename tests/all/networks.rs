@@ -4,7 +4,7 @@
 use crate::common::{arch, compile_arch, compile_with, root, snapshots};
 use incc::elab::Settings;
 use incc::passes::PassOptions;
-use incc::report::cost::{report, render_table, Convention};
+use incc::report::cost::{render_table, report, Convention};
 use std::collections::HashMap;
 
 struct Reference {
@@ -203,7 +203,9 @@ fn per_stage_parameters_match_numbers_md() {
     let rows = report(&c.graph, Convention::Incc, Some(1), 1).rows;
     let stem: u64 = rows.iter().filter(|r| r.name.starts_with("conv2d_")).map(|r| r.params).sum();
     assert_eq!(stem, 615_552);
-    for (stage, params) in [("repeat_1", 387_200), ("mixed_6a", 1_710_080), ("repeat_2", 6_900_480), ("mixed_7a", 3_346_176), ("repeat_3", 8_003_840), ("logits", 1_793_000)] {
+    for (stage, params) in
+        [("repeat_1", 387_200), ("mixed_6a", 1_710_080), ("repeat_2", 6_900_480), ("mixed_7a", 3_346_176), ("repeat_3", 8_003_840), ("logits", 1_793_000)]
+    {
         assert_eq!(rows.iter().find(|r| r.name == stage).map(|r| r.params), Some(params), "inception_resnet_v1 {stage}");
     }
 }

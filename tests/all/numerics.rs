@@ -26,12 +26,8 @@ fn a_hand_computed_network() {
     if !ort_ready() {
         return;
     }
-    let c = compile_src(
-        "network hand {\n  input 1x3x3\n  c: conv 2x2 1 relu\n  global avgpool\n  f: fc 2\n}\n",
-        &PassOptions::default(),
-        None,
-    )
-    .expect("compiles");
+    let c =
+        compile_src("network hand {\n  input 1x3x3\n  c: conv 2x2 1 relu\n  global avgpool\n  f: fc 2\n}\n", &PassOptions::default(), None).expect("compiles");
     let mut w = Weights::default();
     w.tensors.insert("c.weight".into(), Tensor { shape: vec![1, 1, 2, 2], data: vec![1.0, 0.0, 0.0, 1.0] });
     w.tensors.insert("c.bias".into(), Tensor { shape: vec![1], data: vec![0.5] });
@@ -87,10 +83,14 @@ fn reference(graph: &Graph, w: &Weights, input: &[f32]) -> Vec<f64> {
             Op::BatchNorm(bn) => {
                 let (g, b, m, v) = (p("weight"), p("bias"), p("running_mean"), p("running_var"));
                 let per = ins[0].len() / g.len();
-                ins[0].iter().enumerate().map(|(i, x)| {
-                    let c = i / per;
-                    (x - m[c]) / (v[c] + bn.eps).sqrt() * g[c] + b[c]
-                }).collect()
+                ins[0]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        let c = i / per;
+                        (x - m[c]) / (v[c] + bn.eps).sqrt() * g[c] + b[c]
+                    })
+                    .collect()
             }
             Op::Relu(_) => ins[0].iter().map(|x| x.max(0.0)).collect(),
             Op::Pool(pool) => {
@@ -124,10 +124,16 @@ fn reference(graph: &Graph, w: &Weights, input: &[f32]) -> Vec<f64> {
             Op::GlobalPool(g) => {
                 let c = in_shapes[0].0[0];
                 let per = ins[0].len() / c;
-                (0..c).map(|ch| {
-                    let s = &ins[0][ch * per..(ch + 1) * per];
-                    if g.kind == PoolKind::Avg { s.iter().sum::<f64>() / per as f64 } else { s.iter().copied().fold(f64::NEG_INFINITY, f64::max) }
-                }).collect()
+                (0..c)
+                    .map(|ch| {
+                        let s = &ins[0][ch * per..(ch + 1) * per];
+                        if g.kind == PoolKind::Avg {
+                            s.iter().sum::<f64>() / per as f64
+                        } else {
+                            s.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                        }
+                    })
+                    .collect()
             }
             Op::Concat(_) => ins.iter().flat_map(|v| v.iter().copied()).collect(),
             Op::Add(_) => ins[0].iter().zip(ins[1]).map(|(a, b)| a + b).collect(),

@@ -64,10 +64,11 @@ fn every_emitted_model_passes_the_onnx_checker() {
     let dir = std::env::temp_dir().join(format!("incc-onnx-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut paths = vec![];
-    let mut cases: Vec<(std::path::PathBuf, bool)> = ["inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2", "inception_resnet_v2_paper"]
-        .into_iter()
-        .map(|n| (arch(n), false))
-        .collect();
+    let mut cases: Vec<(std::path::PathBuf, bool)> =
+        ["inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2", "inception_resnet_v2_paper"]
+            .into_iter()
+            .map(|n| (arch(n), false))
+            .collect();
     cases.push((TINY_RESIDUAL.into(), false));
     cases.push((TINY_RESIDUAL.into(), true));
     cases.push((arch("inception_resnet_v1"), true));

@@ -61,7 +61,11 @@ fn bad_metrics_name_the_file_and_line() {
         ("torn", format!("{good}{{\"kind\":\"epoch\",\"epo"), ":9: EOF while parsing a string at column 20"),
         ("no_kind", format!("{good}{{\"epoch\":3}}\n"), ":9: no \"kind\" string (expected \"epoch\" or \"step\")"),
         ("missing", format!("{good}{{\"kind\":\"epoch\",\"epoch\":3}}\n"), ":9: epoch line: missing field `train_loss`"),
-        ("percent", format!("{good}{{\"kind\":\"epoch\",\"epoch\":3,\"train_loss\":1,\"val_top1\":75.2,\"lr\":0.1}}\n"), ":9: val_top1 is 75.2, not a fraction in [0, 1]"),
+        (
+            "percent",
+            format!("{good}{{\"kind\":\"epoch\",\"epoch\":3,\"train_loss\":1,\"val_top1\":75.2,\"lr\":0.1}}\n"),
+            ":9: val_top1 is 75.2, not a fraction in [0, 1]",
+        ),
         ("steps_only", "{\"kind\":\"step\",\"epoch\":1,\"step\":1,\"loss\":2.3,\"lr\":0.1}\n".to_string(), ": no epoch lines"),
     ];
     for (name, text, expected) in cases {
@@ -107,7 +111,8 @@ fn plots_two_runs_to_png_and_svg() {
     assert!(matches!(plot(&runs, &pdf), Err(PlotError::Format { .. })));
     assert!(!pdf.exists());
     assert!(matches!(plot(&[], &png), Err(PlotError::NoRuns)));
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).expect("dir").filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.contains(".tmp-")).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(&dir).expect("dir").filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.contains(".tmp-")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,10 +2,10 @@
 //! networks, and the proof that plain IR-v1 blocks plus `--residualize` give the hand-written form.
 
 use crate::common::{arch, compile_arch, compile_src, compile_with, snapshots, structure};
-use std::path::Path;
 use incc::elab::Settings;
 use incc::passes::{PassOptions, ResidualizeSpec};
 use incc::report::cost::{report, Convention};
+use std::path::Path;
 
 const SMALL_RESIDUAL: &str = r#"
 defaults { conv: bn(eps = 0.001), relu, same }
@@ -110,7 +110,8 @@ fn plain_inception_resnet_v1_residualized_equals_the_hand_written_form() {
         ]
     );
     // And without --residualize the plain network is a different, narrower one.
-    let unrewritten = compile_with(Path::new("tests/fixtures/inception_resnet_v1_plain.inc"), &Settings::default(), &PassOptions::default(), None).expect("compiles");
+    let unrewritten =
+        compile_with(Path::new("tests/fixtures/inception_resnet_v1_plain.inc"), &Settings::default(), &PassOptions::default(), None).expect("compiles");
     assert_ne!(structure(&unrewritten), a);
 }
 

@@ -6,12 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use incc::onnx::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension::Value as DimValue,
-    tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
-};
 use incc::driver::{build_onnx, WeightsSource};
+use incc::onnx::proto::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension::Value as DimValue, tensor_shape_proto::Dimension, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
 use incc::runtime::bench::{bench, profile, render_table, BenchConfig};
 use incc::runtime::error::RuntimeError;
 use incc::runtime::images::{preprocess, synthetic_batch, Preprocess};
@@ -46,10 +45,7 @@ fn value_info(name: &str, dims: &[D]) -> ValueInfoProto {
     ValueInfoProto {
         name: name.to_owned(),
         r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(TensorShapeProto { dim }),
-            })),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: DataType::Float as i32, shape: Some(TensorShapeProto { dim }) })),
             ..Default::default()
         }),
         ..Default::default()
@@ -57,13 +53,7 @@ fn value_info(name: &str, dims: &[D]) -> ValueInfoProto {
 }
 
 fn initializer(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
-    TensorProto {
-        name: name.to_owned(),
-        dims: dims.to_vec(),
-        data_type: DataType::Float as i32,
-        float_data: data.to_vec(),
-        ..Default::default()
-    }
+    TensorProto { name: name.to_owned(), dims: dims.to_vec(), data_type: DataType::Float as i32, float_data: data.to_vec(), ..Default::default() }
 }
 
 fn int_attr(name: &str, i: i64) -> AttributeProto {
@@ -102,11 +92,7 @@ fn encode(g: Graph) -> Vec<u8> {
             output: g.outputs,
             ..Default::default()
         }),
-        metadata_props: g
-            .metadata
-            .into_iter()
-            .map(|(key, value)| StringStringEntryProto { key: key.to_owned(), value: value.to_owned() })
-            .collect(),
+        metadata_props: g.metadata.into_iter().map(|(key, value)| StringStringEntryProto { key: key.to_owned(), value: value.to_owned() }).collect(),
         ..Default::default()
     }
     .encode_to_vec()
@@ -122,10 +108,7 @@ fn conv_relu_model() -> Vec<u8> {
             initializer("b", &[3], &[0.5, -1.0, 2.0]),
         ],
         input: value_info("x", &[D::S("N"), D::N(2), D::N(2), D::N(2)]),
-        outputs: vec![
-            value_info("conv", &[D::S("N"), D::N(3), D::N(2), D::N(2)]),
-            value_info("relu", &[D::S("N"), D::N(3), D::N(2), D::N(2)]),
-        ],
+        outputs: vec![value_info("conv", &[D::S("N"), D::N(3), D::N(2), D::N(2)]), value_info("relu", &[D::S("N"), D::N(3), D::N(2), D::N(2)])],
         metadata: vec![("incc.mean", "0.5,0.5,0.5"), ("incc.std", "0.5,0.5,0.5"), ("incc.network", "tiny")],
     })
 }
@@ -133,10 +116,7 @@ fn conv_relu_model() -> Vec<u8> {
 /// x [N, 2, 1, 1] -> Flatten -> Gemm (W [3, 2], transB, C [3]) -> `logits` [N, 3].
 fn gemm_model() -> Vec<u8> {
     encode(Graph {
-        nodes: vec![
-            node("Flatten", &["x"], &["flat"], vec![int_attr("axis", 1)]),
-            node("Gemm", &["flat", "w", "c"], &["logits"], vec![int_attr("transB", 1)]),
-        ],
+        nodes: vec![node("Flatten", &["x"], &["flat"], vec![int_attr("axis", 1)]), node("Gemm", &["flat", "w", "c"], &["logits"], vec![int_attr("transB", 1)])],
         // logits = [x0, x1, x0 + x1 + 1]
         initializers: vec![initializer("w", &[3, 2], &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0]), initializer("c", &[3], &[0.0, 0.0, 1.0])],
         input: value_info("x", &[D::S("N"), D::N(2), D::N(1), D::N(1)]),
@@ -196,10 +176,7 @@ fn model_info_has_symbolic_batch_and_metadata() {
     assert_eq!(input.shape_text(), "[N, 2, 2, 2]");
     assert_eq!(info.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["conv", "relu"]);
     let expected: BTreeMap<String, String> =
-        [("incc.mean", "0.5,0.5,0.5"), ("incc.std", "0.5,0.5,0.5"), ("incc.network", "tiny")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        [("incc.mean", "0.5,0.5,0.5"), ("incc.std", "0.5,0.5,0.5"), ("incc.network", "tiny")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     assert_eq!(info.metadata, expected);
     // The metadata feeds the image preprocessing.
     let pre = Preprocess::new(2, 2).with_metadata(&info.metadata).unwrap();

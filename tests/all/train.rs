@@ -4,10 +4,10 @@
 
 use crate::common::{arch, compile_src, ort_ready, root, snapshots};
 use incc::driver::Compiled;
+use incc::onnx::lower::Target;
 use incc::passes::PassOptions;
 use incc::runtime::session::{Model, SessionConfig};
 use incc::runtime::tensor::{run_named, Feed};
-use incc::onnx::lower::Target;
 use incc::train::update::{pack_all, packed_state, Packed};
 use incc::train::{emit_training, Optimizer, TrainConfig};
 use incc::weights::{Tensor, Weights};
@@ -148,13 +148,12 @@ fn check_gradients(name: &str, src: &str, target: Target) {
     let state = HashMap::new();
     let out = step.run(&weights, &state, 0.0);
     let params: Vec<(String, incc::ir::ParamSpec)> = incc::report::params::param_list(&c.graph).into_iter().filter(|(_, p)| p.role.is_trainable()).collect();
-    let direction: HashMap<String, Vec<f32>> = params.iter().enumerate().map(|(i, (n, _))| (n.clone(), noise(100 + i as u64, weights.tensors[n].data.len()))).collect();
+    let direction: HashMap<String, Vec<f32>> =
+        params.iter().enumerate().map(|(i, (n, _))| (n.clone(), noise(100 + i as u64, weights.tensors[n].data.len()))).collect();
     let norm: f64 = direction.values().flatten().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
-    let analytic: f64 = params
-        .iter()
-        .map(|(n, _)| out[&format!("{n}__grad")].iter().zip(&direction[n]).map(|(&g, &d)| f64::from(g) * f64::from(d)).sum::<f64>())
-        .sum::<f64>()
-        / norm;
+    let analytic: f64 =
+        params.iter().map(|(n, _)| out[&format!("{n}__grad")].iter().zip(&direction[n]).map(|(&g, &d)| f64::from(g) * f64::from(d)).sum::<f64>()).sum::<f64>()
+            / norm;
     // A step small enough that few ReLUs change sides (their kinks bias larger steps), large
     // enough that float32 rounding of the loss stays well below the signal.
     let shifted = |sign: f32, step: &mut Step| {
@@ -370,7 +369,18 @@ fn every_network_compiles_a_training_step_that_validates_and_runs() {
     let mut paths = vec![];
     for name in ["inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2", "inception_resnet_v2_paper"] {
         let c = crate::common::compile_with(&arch(name), &small, &PassOptions::default(), None).expect("compiles");
-        for (i, cfg) in [TrainConfig::default(), TrainConfig { optimizer: Optimizer::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, decoupled: true }, weight_decay: 0.05, clip_norm: Some(1.0), ..TrainConfig::default() }].iter().enumerate() {
+        for (i, cfg) in [
+            TrainConfig::default(),
+            TrainConfig {
+                optimizer: Optimizer::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, decoupled: true },
+                weight_decay: 0.05,
+                clip_norm: Some(1.0),
+                ..TrainConfig::default()
+            },
+        ]
+        .iter()
+        .enumerate()
+        {
             let model = emit_training(&c.graph, &c.sources, cfg, None).unwrap_or_else(|d| panic!("{}", d.render(&c.sources)));
             let path = dir.join(format!("{name}-{i}.onnx"));
             incc::onnx::emit::write(&model, &path, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD).expect("write");

@@ -40,7 +40,14 @@ fn config(limit_train: usize, batch: usize, epochs: u64) -> RunConfig {
 }
 
 fn runner(out: &Path, max_steps: Option<u64>) -> Runner {
-    Runner { session: SessionConfig { threads: Some(1), ..SessionConfig::default() }, workers: 2, out: out.to_path_buf(), max_steps, progress: false, profile: None }
+    Runner {
+        session: SessionConfig { threads: Some(1), ..SessionConfig::default() },
+        workers: 2,
+        out: out.to_path_buf(),
+        max_steps,
+        progress: false,
+        profile: None,
+    }
 }
 
 fn fresh(name: &str) -> PathBuf {

@@ -45,29 +45,23 @@ impl Padding {
 }
 
 /// Output size of a sliding window, or an error when the window does not fit.
-pub(crate) fn window_output(
-    op: &str,
-    hw: (usize, usize),
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    pads: [usize; 4],
-) -> Result<(usize, usize), ShapeError> {
+pub(crate) fn window_output(op: &str, hw: (usize, usize), kernel: [usize; 2], stride: [usize; 2], pads: [usize; 4]) -> Result<(usize, usize), ShapeError> {
     let ph = hw.0 + pads[0] + pads[2];
     let pw = hw.1 + pads[1] + pads[3];
     if kernel[0] > ph || kernel[1] > pw {
         let padded = if pads == [0; 4] { String::new() } else { format!(" ({ph}x{pw} padded)") };
-        return Err(ShapeError::new(format!(
-            "{op} kernel {}x{} is larger than its {}x{} input{padded}",
-            kernel[0], kernel[1], hw.0, hw.1
-        ))
-        .at_input(0));
+        return Err(ShapeError::new(format!("{op} kernel {}x{} is larger than its {}x{} input{padded}", kernel[0], kernel[1], hw.0, hw.1)).at_input(0));
     }
     Ok(((ph - kernel[0]) / stride[0] + 1, (pw - kernel[1]) / stride[1] + 1))
 }
 
 pub(crate) fn describe_window(kernel: [usize; 2], stride: [usize; 2], padding: Padding) -> String {
     let stride = if stride[0] == stride[1] {
-        if stride[0] == 1 { String::new() } else { format!(" /{}", stride[0]) }
+        if stride[0] == 1 {
+            String::new()
+        } else {
+            format!(" /{}", stride[0])
+        }
     } else {
         format!(" /({}, {})", stride[0], stride[1])
     };
@@ -107,11 +101,8 @@ impl OpRule for Conv {
     }
 
     fn params(&self, inputs: &[&Shape], _output: &Shape) -> Vec<ParamSpec> {
-        let weight = ParamSpec {
-            suffix: "weight",
-            shape: vec![self.out_channels, inputs[0].channels(), self.kernel[0], self.kernel[1]],
-            role: ParamRole::Weight,
-        };
+        let weight =
+            ParamSpec { suffix: "weight", shape: vec![self.out_channels, inputs[0].channels(), self.kernel[0], self.kernel[1]], role: ParamRole::Weight };
         let mut params = vec![weight];
         if self.bias {
             params.push(ParamSpec { suffix: "bias", shape: vec![self.out_channels], role: ParamRole::Bias });

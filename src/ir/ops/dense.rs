@@ -23,17 +23,14 @@ impl OpRule for Fc {
     fn infer(&self, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
         let x = one_input("fc", inputs)?;
         if x.0.len() != 1 {
-            return Err(ShapeError::new(format!(
-                "fc needs a flat vector, but its input is the feature map {x} (add `flatten` or `global avgpool` before it)"
-            ))
-            .at_input(0));
+            return Err(ShapeError::new(format!("fc needs a flat vector, but its input is the feature map {x} (add `flatten` or `global avgpool` before it)"))
+                .at_input(0));
         }
         Ok(Shape(vec![self.out_features]))
     }
 
     fn params(&self, inputs: &[&Shape], _output: &Shape) -> Vec<ParamSpec> {
-        let mut params =
-            vec![ParamSpec { suffix: "weight", shape: vec![self.out_features, inputs[0].0[0]], role: ParamRole::Weight }];
+        let mut params = vec![ParamSpec { suffix: "weight", shape: vec![self.out_features, inputs[0].0[0]], role: ParamRole::Weight }];
         if self.bias {
             params.push(ParamSpec { suffix: "bias", shape: vec![self.out_features], role: ParamRole::Bias });
         }

@@ -26,15 +26,10 @@ impl OpRule for BatchNorm {
 
     fn params(&self, inputs: &[&Shape], _output: &Shape) -> Vec<ParamSpec> {
         let c = vec![inputs[0].channels()];
-        [
-            ("weight", ParamRole::BnScale),
-            ("bias", ParamRole::BnShift),
-            ("running_mean", ParamRole::RunningMean),
-            ("running_var", ParamRole::RunningVar),
-        ]
-        .into_iter()
-        .map(|(suffix, role)| ParamSpec { suffix, shape: c.clone(), role })
-        .collect()
+        [("weight", ParamRole::BnScale), ("bias", ParamRole::BnShift), ("running_mean", ParamRole::RunningMean), ("running_var", ParamRole::RunningVar)]
+            .into_iter()
+            .map(|(suffix, role)| ParamSpec { suffix, shape: c.clone(), role })
+            .collect()
     }
 
     fn cost(&self, _inputs: &[&Shape], output: &Shape) -> Cost {

@@ -46,7 +46,11 @@ impl OpRule for Concat {
         for (slot, x) in inputs.iter().enumerate().skip(1) {
             if x.0.len() != first.0.len() || x.0[1..] != *tail {
                 let grid = |s: &Shape| {
-                    if s.0.len() == 3 { format!("{}x{}", s.0[1], s.0[2]) } else { format!("flat {s}") }
+                    if s.0.len() == 3 {
+                        format!("{}x{}", s.0[1], s.0[2])
+                    } else {
+                        format!("flat {s}")
+                    }
                 };
                 return Err(ShapeError::new(format!(
                     "concat needs branches of one grid, but branch {} is {} ({x}) and branch 0 is {} ({first})",
