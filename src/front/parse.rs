@@ -191,6 +191,7 @@ fn rule_name(rule: Rule) -> String {
         Rule::add_op | Rule::mul_op => "an operator",
         Rule::string | Rule::string_text => "a string in double quotes",
         Rule::default_rule => "a default rule `layer: option, ...`",
+        Rule::colon => "`:`",
         Rule::keyword => "a keyword",
         // Silent rules (`_{ ... }`), which pest never reports; named for completeness.
         Rule::WHITESPACE | Rule::COMMENT => "a space or a comment",
@@ -241,7 +242,7 @@ impl Cx {
         let mut it = p.into_inner();
         let kind_pair = it.next().expect("default rule has a layer kind");
         let kind_span = self.span(&kind_pair);
-        DefaultRule { kind: layer_kind(kind_pair), kind_span, options: it.map(|o| self.option(o)).collect() }
+        DefaultRule { kind: layer_kind(kind_pair), kind_span, options: it.skip(1).map(|o| self.option(o)).collect() }
     }
 
     fn def(&self, p: Pair<Rule>) -> Def {
