@@ -15,13 +15,17 @@ pub enum Value {
 }
 
 impl Value {
-    pub fn type_name(&self) -> &'static str {
+    pub fn ty(&self) -> Type {
         match self {
-            Value::Int(_) => "int",
-            Value::Float(_) => "float",
-            Value::Bool(_) => "bool",
-            Value::Str(_) => "str",
+            Value::Int(_) => Type::Int,
+            Value::Float(_) => Type::Float,
+            Value::Bool(_) => Type::Bool,
+            Value::Str(_) => Type::Str,
         }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        self.ty().keyword()
     }
 
     /// Converts to a parameter's type; an int widens to float, nothing else converts.
@@ -194,11 +198,11 @@ pub fn bind_args(callee: &str, params: &[Param], args: &[Arg], call_span: Span, 
             Diagnostic::error(format!(
                 "wrong type for parameter `{}` of `{callee}`: expected {}, found {} `{v}`",
                 param.name.name,
-                param.ty.name(),
+                param.ty.keyword(),
                 v.type_name()
             ))
             .at(arg.value.span, format!("this is {}", v.type_name()))
-            .also(param.ty_span, format!("`{}` is declared {} here", param.name.name, param.ty.name()))
+            .also(param.ty_span, format!("`{}` is declared {} here", param.name.name, param.ty.keyword()))
         })?;
         env.insert(param.name.name.clone(), value);
     }
@@ -210,7 +214,7 @@ pub fn bind_args(callee: &str, params: &[Param], args: &[Arg], call_span: Span, 
 pub fn fill_defaults(callee: &str, params: &[Param], env: &mut Env, call_span: Span) -> Result<(), Diagnostic> {
     let missing: Vec<&Param> = params.iter().filter(|p| !env.contains_key(&p.name.name) && p.default.is_none()).collect();
     if !missing.is_empty() {
-        let names: Vec<String> = missing.iter().map(|p| format!("`{}: {}`", p.name.name, p.ty.name())).collect();
+        let names: Vec<String> = missing.iter().map(|p| format!("`{}: {}`", p.name.name, p.ty.keyword())).collect();
         let mut d = Diagnostic::error(format!("missing argument{} {} for `{callee}`", if names.len() == 1 { "" } else { "s" }, names.join(", ")))
             .at(call_span, "called here");
         for p in missing {
@@ -225,7 +229,7 @@ pub fn fill_defaults(callee: &str, params: &[Param], env: &mut Env, call_span: S
         let default = p.default.as_ref().expect("checked above");
         // Defaults may refer to earlier parameters.
         let value = eval(default, env)?.coerce(p.ty).map_err(|v| {
-            Diagnostic::error(format!("default of `{}` has the wrong type: expected {}, found {} `{v}`", p.name.name, p.ty.name(), v.type_name()))
+            Diagnostic::error(format!("default of `{}` has the wrong type: expected {}, found {} `{v}`", p.name.name, p.ty.keyword(), v.type_name()))
                 .at(default.span, format!("this is {}", v.type_name()))
         })?;
         env.insert(p.name.name.clone(), value);

@@ -220,7 +220,7 @@ impl<'a> Elab<'a> {
                     .note(if names.is_empty() { "it takes no parameters".to_string() } else { format!("its parameters: {}", names.join(", ")) })
             })?;
             let value = parse_value(text, param.ty).ok_or_else(|| {
-                Diagnostic::error(format!("--set {key}={text}: expected {} for `{key}`", param.ty.name())).also(param.ty_span, "declared here")
+                Diagnostic::error(format!("--set {key}={text}: expected {} for `{key}`", param.ty.keyword())).also(param.ty_span, "declared here")
             })?;
             env.insert(key.clone(), value);
         }
@@ -315,9 +315,6 @@ impl<'a> Elab<'a> {
     }
 
     fn layer(&mut self, layer: &'a Layer, span: Span, label: Option<&Ident>, x: NodeIndex, scope: &mut Scope, cx: &Cx) -> Result<NodeIndex, Diagnostic> {
-        if layer.kind == LayerKind::Input {
-            return Err(Diagnostic::error("`input` can only be the first layer of a network").at(layer.kind_span, "not allowed here"));
-        }
         let no_defaults = vec![];
         let defaults = self.defaults.get(&cx.file).and_then(|d| d.get(&layer.kind)).unwrap_or(&no_defaults);
         let nodes = layer::lower(layer, defaults, &cx.env)?;
