@@ -123,8 +123,8 @@ impl TrainingArgs {
             decay_all: self.decay_all,
             clip_norm: self.clip_norm,
             target: match self.target {
-                TargetArg::Cpu => incc::onnx::lower::Target::Cpu,
-                TargetArg::Gpu => incc::onnx::lower::Target::Gpu,
+                TargetArg::Cpu => incc::train::Target::Cpu,
+                TargetArg::Gpu => incc::train::Target::Gpu,
             },
             // `incc train --ema` sets it; a compiled step stays without.
             ema: false,

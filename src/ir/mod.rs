@@ -7,6 +7,7 @@
 //! `Graph::inputs(n)` is ordered by slot.
 
 pub mod dot;
+pub mod lower;
 pub mod ops;
 pub mod text;
 
@@ -90,6 +91,12 @@ pub struct Frame {
     pub io: Option<(NodeIndex, NodeIndex)>,
 }
 
+/// The name of a node's parameter, buffer or step input: `<node>.<suffix>` (`features.0.conv.weight`,
+/// `dropout.mask`).
+pub fn param_name(node: &str, suffix: &str) -> String {
+    format!("{node}.{suffix}")
+}
+
 /// A trainable parameter or a buffer (running statistics) of one node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamSpec {
@@ -156,7 +163,7 @@ impl Graph {
     pub fn params(&self, n: NodeIndex) -> Vec<(String, ParamSpec)> {
         let shapes = self.input_shapes(n);
         let node = &self.g[n];
-        node.op.rule().params(&shapes, self.shape(n)).into_iter().map(|p| (format!("{}.{}", node.name, p.suffix), p)).collect()
+        node.op.rule().params(&shapes, self.shape(n)).into_iter().map(|p| (param_name(&node.name, p.suffix), p)).collect()
     }
 
     /// A canonical topological order that depends only on the graph's structure: depth first

@@ -163,8 +163,8 @@ pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
     // The step graph, compiled for the device that runs it; its state is every input it also
     // outputs as `__new`.
     let target = match runner.session.provider {
-        Provider::Cpu => crate::onnx::lower::Target::Cpu,
-        Provider::Cuda { .. } => crate::onnx::lower::Target::Gpu,
+        Provider::Cpu => crate::train::Target::Cpu,
+        Provider::Cuda { .. } => crate::train::Target::Gpu,
     };
     let step_config = TrainConfig { target, ema: cfg.ema.is_some(), ..cfg.train.clone() };
     let model = emit_training(graph, &compiled.sources, &step_config, Some(cfg.batch)).map_err(|d| d.render(&compiled.sources))?;

@@ -1,5 +1,6 @@
 //! One test binary for the whole suite (one link, shared build). Snapshots live in `snapshots/`.
 
+mod architecture;
 mod cli;
 mod common;
 mod data;
