@@ -261,11 +261,10 @@ pub fn bench_command(a: &BenchArgs) -> Result<(), Error> {
         return Ok(());
     }
     println!("{} on {}:", a.model.common.file.display(), a.model.runtime.provider);
-    print!("{}", render_table(&ours));
+    println!("{}", render_table(&ours));
     if let (Some(path), Some(base)) = (&a.baseline, &baseline) {
         println!("\nbaseline {}:", path.display());
-        print!("{}", render_table(base));
-        println!();
+        println!("{}\n", render_table(base));
         for (o, b) in ours.iter().zip(base) {
             println!(
                 "batch {}: incc median latency = {:.3} x the baseline's ({:.2} vs {:.2} ms)",
@@ -278,7 +277,7 @@ pub fn bench_command(a: &BenchArgs) -> Result<(), Error> {
     }
     if let Some(p) = &profiled {
         // The profiler's own cost per node is in these times: the unprofiled median is the reference.
-        println!("\n\nwhere the time goes at batch {} (profiled; unprofiled median {:.3} ms per run):", cfg.batches[0], ours[0].median_ms);
+        println!("\nwhere the time goes at batch {} (profiled; unprofiled median {:.3} ms per run):", cfg.batches[0], ours[0].median_ms);
         print!("{}", p.render());
     }
     Ok(())
