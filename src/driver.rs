@@ -1,13 +1,45 @@
 //! One compilation, start to end: load and parse, elaborate, run the passes. What every command
 //! (and every test) calls, so that they all see the same pipeline.
 
-use crate::diag::{Diagnostic, Diagnostics};
+use crate::diag::Diagnostic;
 use crate::elab::{elaborate, Settings};
+use crate::error::Error;
 use crate::front::load;
 use crate::ir::Graph;
-use crate::passes::{self, PassOptions};
+use crate::passes::{self, PassOptions, ResidualizeSpec};
 use crate::source::SourceMap;
 use std::path::Path;
+
+/// What a compilation is asked for besides the file, in the command line's words: `--network`,
+/// `--set NAME=VALUE`, `--input CxHxW`, `--residualize SPEC`, `--fold-bn`. Every command and the
+/// trainer (from a run's saved settings) turn theirs into settings and pass options here, so an
+/// option means the same everywhere.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub network: Option<String>,
+    pub set: Vec<(String, String)>,
+    pub input: Option<Vec<usize>>,
+    pub residualize: Option<String>,
+    pub fold_bn: bool,
+}
+
+impl Options {
+    pub fn settings(&self) -> Settings {
+        Settings { network: self.network.clone(), set: self.set.clone(), input: self.input.clone() }
+    }
+
+    /// The pass options; a `--residualize` spec that does not parse is a usage error.
+    pub fn passes(&self) -> Result<PassOptions, Error> {
+        let residualize =
+            self.residualize.as_deref().map(|spec| ResidualizeSpec::parse(spec).map_err(|e| Error::Usage(format!("--residualize {spec}: {e}")))).transpose()?;
+        Ok(PassOptions { residualize, fold_bn: self.fold_bn })
+    }
+
+    /// Compiles `path` with these options, stopping after the pass `stop_after` if given.
+    pub fn compile(&self, path: &Path, stop_after: Option<&str>) -> Result<Compiled, Error> {
+        Ok(compile(path, &self.settings(), &self.passes()?, stop_after)?)
+    }
+}
 
 pub struct Compiled {
     pub sources: SourceMap,
@@ -19,23 +51,7 @@ pub struct Compiled {
     pub folds: Vec<crate::passes::fold_bn::Fold>,
 }
 
-/// A failed compilation: the diagnostics and the sources they point into.
-pub struct Failure {
-    pub sources: SourceMap,
-    pub diagnostics: Diagnostics,
-}
-
-impl Failure {
-    pub fn render(&self) -> String {
-        self.diagnostics.render(&self.sources)
-    }
-}
-
-impl std::fmt::Debug for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.render())
-    }
-}
+pub use crate::diag::Failure;
 
 pub fn compile(path: &Path, settings: &Settings, passes: &PassOptions, stop_after: Option<&str>) -> Result<Compiled, Failure> {
     let program = load::load(path).map_err(|(sources, diagnostics)| Failure { sources, diagnostics })?;
@@ -86,20 +102,20 @@ pub struct Artifact {
 
 /// The whole path from a `.inc` file to an ONNX model: compile, take or make the weights, fold
 /// batch norm if asked (IR and values alike), emit.
-pub fn build_onnx(path: &Path, settings: &Settings, passes: &PassOptions, weights: WeightsSource<'_>, batch: Option<usize>) -> Result<Artifact, String> {
+pub fn build_onnx(path: &Path, settings: &Settings, passes: &PassOptions, weights: WeightsSource<'_>, batch: Option<usize>) -> Result<Artifact, Error> {
     let unfolded = PassOptions { fold_bn: false, ..passes.clone() };
-    let compiled = compile(path, settings, &unfolded, None).map_err(|f| f.render())?;
+    let compiled = compile(path, settings, &unfolded, None)?;
     let mut values = match weights {
         WeightsSource::Seed(seed) => crate::weights::init(&compiled.graph, seed),
-        WeightsSource::File(file) => crate::weights::load(file, &compiled.graph).map_err(|e| e.to_string())?,
+        WeightsSource::File(file) => crate::weights::load(file, &compiled.graph)?,
     };
     let mut compiled = compiled;
     if passes.fold_bn {
         compiled.folds = crate::passes::fold_bn::fold_graph(&mut compiled.graph);
-        crate::passes::fold_bn::fold_weights(&mut values, &compiled.folds)?;
+        crate::passes::fold_bn::fold_weights(&mut values, &compiled.folds).map_err(Error::Lowering)?;
     }
     let options = crate::onnx::emit::EmitOptions { batch, metadata: metadata(path, &compiled) };
-    let model = crate::onnx::emit::emit(&compiled.graph, &values, &compiled.sources, &options)?;
+    let model = crate::onnx::emit::emit(&compiled.graph, &values, &compiled.sources, &options).map_err(Error::Lowering)?;
     Ok(Artifact { compiled, weights: values, model })
 }
 

@@ -5,6 +5,7 @@ pub mod data;
 pub mod diag;
 pub mod driver;
 pub mod elab;
+pub mod error;
 pub mod front;
 pub mod fsutil;
 pub mod ir;
@@ -18,3 +19,5 @@ pub mod source;
 pub mod train;
 pub mod trainer;
 pub mod weights;
+
+pub use error::Error;

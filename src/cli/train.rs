@@ -1,10 +1,88 @@
-//! `incc train`, `incc eval` and `incc plot`.
+//! `incc train`, `incc eval` and `incc plot`, and the training options `incc compile --train`
+//! shares.
 
 use super::exec::RuntimeArgs;
+use clap::ValueEnum;
+use incc::data::DataSpec;
 use incc::runtime::profile::ProfileFiles;
+use incc::train::Target;
+use incc::train::{Optimizer, TrainConfig};
 use incc::trainer::schedule::Schedule;
 use incc::trainer::{RunConfig, Runner, Start};
+use incc::Error;
 use std::path::PathBuf;
+
+/// How a training step learns (`incc train`, `incc compile --train`).
+#[derive(clap::Args)]
+pub struct TrainingArgs {
+    /// The optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Rmsprop)]
+    optimizer: OptimizerArg,
+    /// Momentum of sgd and rmsprop.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// Nesterov momentum (sgd).
+    #[arg(long)]
+    nesterov: bool,
+    /// Label smoothing of the cross-entropy.
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f32,
+    /// Weight decay (L2 on conv and fc weights; decoupled for adamw).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    /// Decay biases and batch-norm parameters too.
+    #[arg(long)]
+    decay_all: bool,
+    /// Clip gradients by their global norm.
+    #[arg(long)]
+    clip_norm: Option<f32>,
+    /// Compile the step for this device's kernels (cpu or gpu); `incc train` sets it from --provider.
+    #[arg(long, value_enum, default_value_t = TargetArg::Cpu)]
+    target: TargetArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerArg {
+    /// The paper's (TensorFlow's RMSProp: decay 0.9, epsilon 1.0) with --momentum.
+    Rmsprop,
+    /// With --momentum and --nesterov.
+    Sgd,
+    Adam,
+    /// Adam with decoupled weight decay.
+    Adamw,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetArg {
+    Cpu,
+    Gpu,
+}
+
+impl TrainingArgs {
+    pub fn config(&self) -> TrainConfig {
+        let adam = |decoupled| Optimizer::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, decoupled };
+        let optimizer = match self.optimizer {
+            OptimizerArg::Rmsprop => Optimizer::Rmsprop { decay: 0.9, momentum: self.momentum, epsilon: 1.0 },
+            OptimizerArg::Sgd => Optimizer::Sgd { momentum: self.momentum, nesterov: self.nesterov },
+            OptimizerArg::Adam => adam(false),
+            OptimizerArg::Adamw => adam(true),
+        };
+        TrainConfig {
+            optimizer,
+            label_smoothing: self.label_smoothing,
+            weight_decay: self.weight_decay,
+            decay_all: self.decay_all,
+            clip_norm: self.clip_norm,
+            target: match self.target {
+                TargetArg::Cpu => Target::Cpu,
+                TargetArg::Gpu => Target::Gpu,
+            },
+            // `incc train --ema` sets it; a compiled step stays without.
+            ema: false,
+            debug_outputs: false,
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -22,8 +100,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.045)]
     pub lr: f64,
     /// exponential[:FACTOR:EVERY] (the paper's x0.94 every 2 epochs), cosine, step:FACTOR:E1,E2, constant.
-    #[arg(long, default_value = "exponential")]
-    pub schedule: String,
+    #[arg(long, default_value = "exponential", value_parser = Schedule::parse)]
+    pub schedule: Schedule,
     /// Epochs of linear warm-up.
     #[arg(long, default_value_t = 0.0)]
     pub warmup: f64,
@@ -39,8 +117,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
     /// Set a network parameter: `--set classes=10`.
-    #[arg(long = "set", value_name = "NAME=VALUE", value_delimiter = ',')]
-    pub set: Vec<String>,
+    #[arg(long = "set", value_name = "NAME=VALUE", value_delimiter = ',', value_parser = super::options::parse_key_value)]
+    pub set: Vec<(String, String)>,
     /// Make the residual twin first: `--residualize scale=0.2`.
     #[arg(long, value_name = "SPEC")]
     pub residualize: Option<String>,
@@ -68,7 +146,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub quiet: bool,
     #[command(flatten)]
-    pub training: crate::TrainingArgs,
+    pub training: TrainingArgs,
 }
 
 #[derive(clap::Args)]
@@ -100,42 +178,47 @@ pub struct PlotArgs {
     pub out: PathBuf,
 }
 
-pub fn train_command(a: TrainArgs) -> Result<(), String> {
-    let out = a.resume.clone().or(a.out.clone()).ok_or("error: give --out RUN_DIR for a new run, or --resume RUN_DIR")?;
-    let files = a.profile.as_ref().map(ProfileFiles::new).transpose().map_err(|e| format!("error: {e}"))?;
+impl TrainArgs {
+    /// A new run's settings, or a resumption; the data spec and `--residualize` are checked here,
+    /// before anything starts.
+    fn start(&self) -> Result<Start, Error> {
+        if self.resume.is_some() {
+            return Ok(Start::Resume { epochs: self.epochs });
+        }
+        let (Some(file), Some(data)) = (&self.file, &self.data) else {
+            return Err(Error::Invalid("give the network and --data (or --resume RUN_DIR)".into()));
+        };
+        data.parse::<DataSpec>()?;
+        let run = RunConfig {
+            arch: file.clone(),
+            set: self.set.clone(),
+            input: None,
+            residualize: self.residualize.clone(),
+            data: data.clone(),
+            epochs: self.epochs.unwrap_or(10),
+            batch: self.batch,
+            train: self.training.config(),
+            lr: self.lr,
+            schedule: self.schedule.clone(),
+            warmup_epochs: self.warmup,
+            ema: self.ema,
+            seed: self.seed,
+            limit_train: self.limit_train,
+            limit_val: self.limit_val,
+        };
+        run.options().passes()?;
+        Ok(Start::New(run))
+    }
+}
+
+pub fn train_command(a: &TrainArgs) -> Result<(), Error> {
+    let out = a.resume.clone().or(a.out.clone()).ok_or_else(|| Error::Invalid("give --out RUN_DIR for a new run, or --resume RUN_DIR".into()))?;
+    let start = a.start()?;
+    let files = a.profile.as_ref().map(ProfileFiles::new).transpose()?;
     let config = a.runtime.init()?;
     let runner =
         Runner { session: config, workers: a.workers.max(1), out: out.clone(), max_steps: a.max_steps, progress: !a.quiet, profile: a.profile.clone() };
-    let start = match (&a.file, &a.data) {
-        _ if a.resume.is_some() => Start::Resume { epochs: a.epochs },
-        (Some(file), Some(data)) => Start::New(RunConfig {
-            arch: file.clone(),
-            set: a
-                .set
-                .iter()
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                        .ok_or_else(|| format!("error: --set {kv}: expected NAME=VALUE"))
-                })
-                .collect::<Result<_, _>>()?,
-            input: None,
-            residualize: a.residualize.clone(),
-            data: data.clone(),
-            epochs: a.epochs.unwrap_or(10),
-            batch: a.batch,
-            train: a.training.config(),
-            lr: a.lr,
-            schedule: Schedule::parse(&a.schedule).map_err(|e| format!("error: {e}"))?,
-            warmup_epochs: a.warmup,
-            ema: a.ema,
-            seed: a.seed,
-            limit_train: a.limit_train,
-            limit_val: a.limit_val,
-        }),
-        _ => return Err("error: give the network and --data (or --resume RUN_DIR)".into()),
-    };
-    let s = incc::trainer::train(&start, &runner).map_err(|e| format!("error: {e}"))?;
+    let s = incc::trainer::train(&start, &runner)?;
     println!(
         "done: {} steps, last loss {:.4}{}; training step {:.1} images/s, loader alone {:.1} images/s; checkpoints in {}",
         s.steps,
@@ -156,10 +239,10 @@ pub fn train_command(a: TrainArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub fn eval_command(a: EvalArgs) -> Result<(), String> {
+pub fn eval_command(a: &EvalArgs) -> Result<(), Error> {
     let config = a.runtime.init()?;
     let runner = Runner { session: config, workers: a.workers.max(1), out: PathBuf::new(), max_steps: None, progress: false, profile: None };
-    let (e, ema) = incc::trainer::eval_checkpoint(&a.checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema).map_err(|e| format!("error: {e}"))?;
+    let (e, ema) = incc::trainer::eval_checkpoint(&a.checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema)?;
     println!(
         "{} ({} parameters): {} examples, top-1 {:.2}%, top-5 {:.2}%, loss {:.4}",
         a.checkpoint.display(),
@@ -172,9 +255,9 @@ pub fn eval_command(a: EvalArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub fn plot_command(a: PlotArgs) -> Result<(), String> {
-    let runs = a.runs.iter().map(|d| incc::plot::read_run(d).map_err(|e| format!("error: {e}"))).collect::<Result<Vec<_>, _>>()?;
-    incc::plot::plot(&runs, &a.out).map_err(|e| format!("error: {e}"))?;
+pub fn plot_command(a: &PlotArgs) -> Result<(), Error> {
+    let runs = a.runs.iter().map(|d| incc::plot::read_run(d)).collect::<Result<Vec<_>, _>>()?;
+    incc::plot::plot(&runs, &a.out)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }

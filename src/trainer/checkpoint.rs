@@ -2,6 +2,7 @@
 //! value by name, with the run's position, seed, settings and the architecture's source in the
 //! metadata. Written atomically; a corrupt or mismatched file is a clear error naming it.
 
+use crate::error::Error;
 use crate::weights::Tensor;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -48,8 +49,8 @@ pub fn save(path: &Path, c: &Checkpoint) -> std::io::Result<()> {
     crate::fsutil::write_atomic(path, &bytes)
 }
 
-pub fn load(path: &Path) -> Result<Checkpoint, String> {
-    let bad = |what: String| format!("checkpoint `{}`: {what}", path.display());
+pub fn load(path: &Path) -> Result<Checkpoint, Error> {
+    let bad = |what: String| Error::checkpoint(path, what);
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
     let (_, meta) =
         safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a valid safetensors file ({e}); it may be truncated or corrupt")))?;

@@ -176,3 +176,31 @@ fn cuda_options_are_key_value_pairs_for_the_cuda_provider() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--cuda-option configures the CUDA provider; add --provider cuda"), "{err}");
 }
+
+/// Every failure is printed once, with one `error:` prefix: located diagnostics with their own
+/// header, every other error after `error: ` (never `error: error:`, never none). A command that
+/// runs a model may say which ONNX Runtime it loaded first.
+#[test]
+fn a_failure_is_printed_once_with_one_error_prefix() {
+    std::fs::create_dir_all("target/cli-test").expect("dir");
+    let failing: [&[&str]; 8] = [
+        &["check", "target/cli-test/no-such-file.inc"],
+        &["flops", "archs/inception_v4.inc", "--residualize", "scale"],
+        &["graph", "archs/inception_v4.inc", "--after", "no-such-pass"],
+        &["compile", "tests/fixtures/tiny_residual.inc", "--weights", "target/cli-test/missing.safetensors", "-o", "target/cli-test/x.onnx"],
+        &["compile", "tests/fixtures/tiny_residual.inc", "--train", "--fold-bn", "-o", "target/cli-test/x.onnx"],
+        &["train", "tests/fixtures/tiny_residual.inc", "--data", "nope:/x", "--out", "target/cli-test/never"],
+        &["train", "tests/fixtures/tiny_residual.inc", "--data", "synthetic:8,15,5", "--set", "classes=abc", "--out", "target/cli-test/never"],
+        &["plot", "target/cli-test/no-such-run", "--out", "target/cli-test/never.svg"],
+    ];
+    for args in failing {
+        let (code, _, err) = incc(args);
+        assert!(code == 1 || code == 2, "{args:?} exits {code}: {err}");
+        let message = match err.split_once('\n') {
+            Some((first, rest)) if first.starts_with("ONNX Runtime: ") => rest,
+            _ => err.as_str(),
+        };
+        assert!(message.starts_with("error: ") && !message.starts_with("error: error"), "{args:?}:\n{err}");
+        assert_eq!(err.matches("error:").count(), 1, "{args:?}:\n{err}");
+    }
+}

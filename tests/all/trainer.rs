@@ -5,6 +5,7 @@ use crate::common::ort_ready;
 use incc::runtime::session::{Provider, SessionConfig};
 use incc::trainer::schedule::Schedule;
 use incc::trainer::{eval_checkpoint, top_k_hits, train, RunConfig, Runner, Start};
+use incc::Error;
 use std::path::{Path, PathBuf};
 
 const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -117,9 +118,11 @@ fn a_corrupt_or_truncated_checkpoint_is_a_clear_error() {
     let bytes = std::fs::read(&path).expect("checkpoint");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
     let err = train(&Start::Resume { epochs: None }, &runner(&out, Some(4))).err().expect("refused");
-    assert!(err.contains("last.safetensors") && err.contains("truncated or corrupt"), "{err}");
+    assert!(matches!(&err, Error::Checkpoint { path: p, .. } if *p == path), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("last.safetensors") && message.contains("truncated or corrupt"), "{message}");
     std::fs::write(&path, b"garbage").expect("corrupt");
-    let err = incc::trainer::checkpoint::load(&path).err().expect("refused");
+    let err = incc::trainer::checkpoint::load(&path).err().expect("refused").to_string();
     assert!(err.contains("not a valid safetensors file"), "{err}");
 }
 
@@ -141,7 +144,9 @@ fn a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     last.settings = serde_json::to_string(&settings).expect("json");
     incc::trainer::checkpoint::save(&path, &last).expect("save");
     let err = train(&Start::Resume { epochs: None }, &runner(&out, Some(40))).err().expect("the loss diverges");
-    assert!(err.contains("the loss became") && err.contains("last good checkpoint"), "{err}");
+    assert!(matches!(err, Error::Diverged { checkpoint_step: Some(20), .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("the loss became") && message.contains("last good checkpoint") && message.contains("(step 20)"), "{message}");
     // The checkpoint on disk is the last one before the divergence: step 20's parameters.
     let kept = incc::trainer::checkpoint::load(&path).expect("the last good checkpoint is still readable");
     assert_eq!(kept.position.step, 20);
@@ -178,7 +183,7 @@ fn training_on_cuda_matches_the_cpu_or_fails_clearly() {
     let r = Runner { session: SessionConfig { provider: Provider::Cuda { device: 0 }, ..SessionConfig::default() }, ..runner(&out, Some(2)) };
     if let Err(e) = train(&Start::New(config(640, 32, 1)), &r) {
         assert!(std::env::var_os("INCC_EXPECT_CUDA").is_none(), "INCC_EXPECT_CUDA is set, but: {e}");
-        assert!(e.contains("CUDA"), "{e}");
+        assert!(e.to_string().contains("CUDA"), "{e}");
         return;
     }
     let on_cpu = fresh("cuda-twin-on-cpu");
