@@ -252,7 +252,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
         Command::Check(c) => {
             let compiled = build(&c, None)?;
             let g = &compiled.graph;
-            let params: u64 = cost::report(g, Convention::Incc, Some(0), 1).totals.params;
+            let params = incc::report::params::trainable(g);
             println!(
                 "ok: network {} ({} nodes, {} parameters), input N x {} -> output N x {}",
                 g.name,
@@ -264,7 +264,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
         }
         Command::Flops(a) => {
             let compiled = build(&a.common, None)?;
-            let report = cost::report_with(&compiled.graph, a.convention, a.depth, a.batch, a.train);
+            let report = cost::report_with(&compiled.graph, a.convention, a.depth, a.batch, a.train).map_err(|d| report(d.render(&compiled.sources)))?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("a report serialises"));
             } else {
