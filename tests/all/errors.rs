@@ -199,7 +199,9 @@ const INSERTS: &[&str] = &[
     "é",
     "\t",
 ];
-const NUMBERS: &[&str] = &["0", "1", "99999999999999999999", "4294967297", "100001"];
+// Past i64, past u32, past the repeat bound, past the tensor bound, i64::MAX (which overflows
+// when added to or multiplied).
+const NUMBERS: &[&str] = &["0", "1", "99999999999999999999", "4294967297", "100001", "3000000000", "9223372036854775807"];
 
 /// Byte offset of a random char boundary of `s` (possibly its end).
 fn boundary(s: &str, rng: &mut Rng) -> usize {
