@@ -22,7 +22,8 @@ use std::fmt;
 /// elaboration, tensors and parameters by `infer-shapes`), so that no figure derived from a graph
 /// (shapes, parameter counts, costs) overflows and no command allocates absurd amounts. Each is far
 /// above the networks in archs/ (at most 822 nodes, 56 M parameters, 1.4 M elements per tensor).
-/// Nodes: 1 M, some 1,200x the largest network, a few hundred MB of IR at most.
+/// Nodes: 1 M, some 1,200x the largest network; about 1 GB of IR at the bound (390 k nodes of
+/// convs take 330 MB to check, 500 MB for the cost report).
 pub const MAX_NODES: usize = 1_000_000;
 /// Elements of one per-example tensor, activation or parameter: 2^31, what 32-bit indices (ONNX
 /// Runtime and CUDA kernels) address; 8 GiB as float32.
