@@ -1,7 +1,7 @@
 //! One compilation, start to end: load and parse, elaborate, run the passes. What every command
 //! (and every test) calls, so that they all see the same pipeline.
 
-use crate::diag::Diagnostic;
+use crate::diag::{Diagnostic, Diagnostics};
 use crate::elab::{elaborate, Settings};
 use crate::error::Error;
 use crate::front::load;
@@ -76,12 +76,28 @@ fn finish(
 ) -> Result<Compiled, Failure> {
     let graph = match elaborate(files, settings) {
         Ok(g) => g,
-        Err(diagnostics) => return Err(Failure { sources, diagnostics }),
+        Err(diagnostics) => return Err(Failure { sources, diagnostics: naming_options(diagnostics, settings) }),
     };
     match passes::run(graph, passes, stop_after) {
         Ok((graph, report)) => Ok(Compiled { sources, graph, warnings: report.warnings, folds: report.folds }),
-        Err(diagnostics) => Err(Failure { sources, diagnostics }),
+        Err(diagnostics) => Err(Failure { sources, diagnostics: naming_options(diagnostics, settings) }),
     }
+}
+
+/// An error in the source may come from a value the command line gave (`--set classes=3000000000`
+/// makes a weight too large at the `fc` that reads it): such errors name the options given.
+fn naming_options(mut diagnostics: Diagnostics, settings: &Settings) -> Diagnostics {
+    let mut given: Vec<String> = settings.set.iter().map(|(k, v)| format!("--set {k}={v}")).collect();
+    if let Some(dims) = &settings.input {
+        given.push(format!("--input {}", dims.iter().map(usize::to_string).collect::<Vec<_>>().join("x")));
+    }
+    if !given.is_empty() {
+        // Messages about an option (`--set k: ...`, `--input ...: ...`) name it already.
+        for d in diagnostics.0.iter_mut().filter(|d| d.labels.iter().any(|l| l.2) && !d.message.starts_with("--")) {
+            d.notes.push(format!("compiled with {}", given.join(" ")));
+        }
+    }
+    diagnostics
 }
 
 /// Where parameter values come from.
@@ -114,20 +130,20 @@ pub fn build_onnx(path: &Path, settings: &Settings, passes: &PassOptions, weight
         compiled.folds = crate::passes::fold_bn::fold_graph(&mut compiled.graph);
         crate::passes::fold_bn::fold_weights(&mut values, &compiled.folds).map_err(Error::Lowering)?;
     }
-    let options = crate::onnx::emit::EmitOptions { batch, metadata: metadata(path, &compiled) };
+    let options = crate::onnx::emit::EmitOptions { batch, metadata: metadata(path, &compiled).map_err(Error::Lowering)? };
     let model = crate::onnx::emit::emit(&compiled.graph, &values, &compiled.sources, &options).map_err(Error::Lowering)?;
     Ok(Artifact { compiled, weights: values, model })
 }
 
 /// What a model says about itself: who made it from what, its cost, and how to feed it.
-fn metadata(path: &Path, compiled: &Compiled) -> Vec<(String, String)> {
+fn metadata(path: &Path, compiled: &Compiled) -> Result<Vec<(String, String)>, String> {
     use crate::report::cost::{report, Convention};
     use sha2::Digest;
     let root = compiled.sources.files().next().map(|(_, f)| f.text.as_bytes().to_vec()).unwrap_or_default();
     let hash: String = sha2::Sha256::digest(&root).iter().map(|b| format!("{b:02x}")).collect();
-    let totals = report(&compiled.graph, Convention::Incc, Some(1), 1).totals;
+    let totals = report(&compiled.graph, Convention::Incc, Some(1), 1).map_err(|d| d.render(&compiled.sources))?.totals;
     let input = compiled.graph.shape(compiled.graph.input);
-    vec![
+    Ok(vec![
         ("incc.version".into(), env!("CARGO_PKG_VERSION").into()),
         ("incc.source".into(), path.display().to_string()),
         ("incc.source_sha256".into(), hash),
@@ -140,5 +156,5 @@ fn metadata(path: &Path, compiled: &Compiled) -> Vec<(String, String)> {
         ("incc.mean".into(), "0.5,0.5,0.5".into()),
         ("incc.std".into(), "0.5,0.5,0.5".into()),
         ("incc.crop_pct".into(), "0.875".into()),
-    ]
+    ])
 }

@@ -9,7 +9,7 @@ use incc::Error;
 pub fn check_command(c: &Common) -> Result<(), Error> {
     let compiled = c.compile(None)?;
     let g = &compiled.graph;
-    let params: u64 = cost::report(g, Convention::Incc, Some(0), 1).totals.params;
+    let params = incc::report::params::trainable(g);
     println!(
         "ok: network {} ({} nodes, {} parameters), input N x {} -> output N x {}",
         g.name,
@@ -43,7 +43,10 @@ pub struct FlopsArgs {
 
 pub fn flops_command(a: &FlopsArgs) -> Result<(), Error> {
     let compiled = a.common.compile(None)?;
-    let report = cost::report_with(&compiled.graph, a.convention, a.depth, a.batch, a.train);
+    let report = match cost::report_with(&compiled.graph, a.convention, a.depth, a.batch, a.train) {
+        Ok(report) => report,
+        Err(d) => return Err(incc::diag::Failure::of(compiled.sources, d).into()),
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("a report serialises"));
     } else {

@@ -62,7 +62,7 @@ impl Settings {
             OptionKind::Pad(v) => {
                 let p = match v.len() {
                     1 => {
-                        let p = eval_nonnegative(&v[0], env, "padding")?;
+                        let p = padding(&v[0], env)?;
                         [p; 4]
                     }
                     2 => {
@@ -72,7 +72,7 @@ impl Settings {
                     4 => {
                         let mut p = [0; 4];
                         for (i, e) in v.iter().enumerate() {
-                            p[i] = eval_nonnegative(e, env, "padding")?;
+                            p[i] = padding(e, env)?;
                         }
                         p
                     }
@@ -132,8 +132,20 @@ impl Settings {
     }
 }
 
+/// The largest kernel size and padding: far beyond any network, and small enough that a padded
+/// size (input + padding, at most 2^31 + 2^21) cannot overflow.
+const MAX_WINDOW: usize = 1 << 20;
+
+fn padding(e: &Expr, env: &Env) -> Result<usize, Diagnostic> {
+    let p = eval_nonnegative(e, env, "padding")?;
+    if p > MAX_WINDOW {
+        return Err(Diagnostic::error(format!("padding must be at most {MAX_WINDOW}, found {p}")).at(e.span, "too large"));
+    }
+    Ok(p)
+}
+
 fn pair(v: &[Expr], env: &Env, span: Span, what: &str, positive: bool) -> Result<[usize; 2], Diagnostic> {
-    let one = |e| if positive { eval_positive(e, env, what) } else { eval_nonnegative(e, env, what) };
+    let one = |e| if positive { eval_positive(e, env, what) } else { padding(e, env) };
     match v {
         [a] => {
             let a = one(a)?;
@@ -147,8 +159,8 @@ fn pair(v: &[Expr], env: &Env, span: Span, what: &str, positive: bool) -> Result
 fn kernel(layer: &Layer) -> Result<[usize; 2], Diagnostic> {
     match &layer.dims {
         Some((d, span)) if d.len() == 2 => {
-            if d.iter().any(|&k| k == 0 || k > 1 << 20) {
-                return Err(Diagnostic::error(format!("kernel sizes must be between 1 and 1048576, found {}x{}", d[0], d[1])).at(*span, "invalid kernel"));
+            if d.iter().any(|&k| k == 0 || k > MAX_WINDOW as u64) {
+                return Err(Diagnostic::error(format!("kernel sizes must be between 1 and {MAX_WINDOW}, found {}x{}", d[0], d[1])).at(*span, "invalid kernel"));
             }
             Ok([d[0] as usize, d[1] as usize])
         }
