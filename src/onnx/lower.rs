@@ -112,11 +112,21 @@ impl Lowering {
     /// defined once as `const/ints/0_2_3`.
     pub fn ints(&mut self, values: &[i64]) -> String {
         let text: Vec<String> = values.iter().map(|v| v.to_string().replace('-', "m")).collect();
-        let name = format!("const/ints/{}", text.join("_"));
+        self.int64_constant(format!("const/ints/{}", text.join("_")), &[values.len() as i64], values)
+    }
+
+    /// An int64 scalar constant (rank 0), `const/int/<value>`: where the spec allows a scalar or a
+    /// one-element tensor (`OneHot`'s depth), the scalar is what every ONNX implementation reads
+    /// (the ONNX reference evaluator rejects the other).
+    pub fn int_scalar(&mut self, value: i64) -> String {
+        self.int64_constant(format!("const/int/{}", value.to_string().replace('-', "m")), &[], &[value])
+    }
+
+    fn int64_constant(&mut self, name: String, dims: &[i64], values: &[i64]) -> String {
         if self.constant_names.insert(name.clone()) {
             self.constants.push(TensorProto {
                 name: name.clone(),
-                dims: vec![values.len() as i64],
+                dims: dims.to_vec(),
                 data_type: DataType::Int64 as i32,
                 int64_data: values.to_vec(),
                 ..TensorProto::default()

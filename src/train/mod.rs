@@ -131,7 +131,7 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
     // Loss: softmax cross-entropy with label smoothing, mean over the batch.
     let classes = graph.shape(logits).0[0];
     let eps = cfg.label_smoothing;
-    let depth = cx.ints(&[classes as i64]);
+    let depth = cx.int_scalar(classes as i64);
     let on_off = cx.floats("loss/on_off".into(), &[2], vec![eps / classes as f32, 1.0 - eps + eps / classes as f32]);
     let target = cx.op("OneHot", "loss/target".into(), &["labels", &depth, &on_off], vec![int("axis", -1)]);
     let logp = cx.op("LogSoftmax", "loss/logp".into(), &["logits"], vec![int("axis", 1)]);
