@@ -212,6 +212,13 @@ impl Lowering {
         self.constant(format!("const/ints/{}", text.join("_")), &[values.len()], ConstantValues::Int64(values.to_vec()))
     }
 
+    /// An int64 scalar constant (rank 0), `const/int/<value>`: where the spec allows a scalar or a
+    /// one-element tensor (`OneHot`'s depth), the scalar is what every ONNX implementation reads
+    /// (the ONNX reference evaluator rejects the other).
+    pub fn int_scalar(&mut self, value: i64) -> String {
+        self.constant(format!("const/int/{}", value.to_string().replace('-', "m")), &[], ConstantValues::Int64(vec![value]))
+    }
+
     fn constant(&mut self, name: String, dims: &[usize], values: ConstantValues) -> String {
         if self.constant_names.insert(name.clone()) {
             self.constants.push(Constant { name: name.clone(), dims: dims.to_vec(), values });

@@ -130,7 +130,7 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
 /// as the output `loss`; returns the gradient of the loss with respect to the logits.
 fn loss(cx: &mut Lowering, classes: usize, smoothing: f32) -> String {
     let eps = smoothing;
-    let depth = cx.ints(&[classes as i64]);
+    let depth = cx.int_scalar(classes as i64);
     let on_off = cx.floats("loss/on_off".into(), &[2], vec![eps / classes as f32, 1.0 - eps + eps / classes as f32]);
     let target = cx.op("OneHot", "loss/target".into(), &["labels", &depth, &on_off], vec![int("axis", -1)]);
     let logp = cx.op("LogSoftmax", "loss/logp".into(), &[LOGITS], vec![int("axis", 1)]);

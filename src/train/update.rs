@@ -122,16 +122,22 @@ pub fn packed_state(graph: &Graph, cfg: &TrainConfig) -> Vec<Packed> {
     slots.chain(running(graph)).chain(ema).collect()
 }
 
-/// Flattens each value to a row and concatenates the rows.
+/// Concatenates the values, flattened, into one row `name`. Several values are joined as [1, 1, K]
+/// pieces, not as [1, K] rows: OpenVINO (2026.4, its EliminateReduceReshape pass) drops a Reshape
+/// that keeps the rank of a ReduceSum without kept dimensions, so a conv weight gradient made a
+/// row reached the Concat as [Cout, Cin*kh*kw] and the step did not compile there
+/// (docs/openvino-repro.md); and not as [K] vectors either, which ONNX's shape inference tracks
+/// element by element (see the module comment).
 fn flatten(cx: &mut Lowering, name: String, values: &[&str]) -> String {
-    let pieces: Vec<String> = values.iter().map(|v| cx.op("Flatten", format!("{v}/flat"), &[v], vec![int("axis", 0)])).collect();
-    match pieces.as_slice() {
-        [one] => one.clone(),
-        _ => {
-            let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-            cx.op("Concat", name, &refs, vec![int("axis", 1)])
-        }
+    if let [one] = values {
+        return cx.op("Flatten", format!("{one}/flat"), &[one], vec![int("axis", 0)]);
     }
+    let piece_shape = cx.ints(&[1, 1, -1]);
+    let pieces: Vec<String> = values.iter().map(|v| cx.op("Reshape", format!("{v}/flat"), &[v, &piece_shape], vec![])).collect();
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let joined = cx.op("Concat", format!("{name}/pieces"), &refs, vec![int("axis", 2)]);
+    let outer = cx.ints(&[0]);
+    cx.op("Squeeze", name, &[&joined, &outer], vec![])
 }
 
 /// Cuts `flat` into the members' `<member>__new` values.

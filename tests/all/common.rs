@@ -56,3 +56,14 @@ pub fn ort_ready() -> bool {
         }
     }
 }
+
+/// Runs `python3 scripts/SCRIPT ARGS`. Exit status 3 (a Python package missing) or no python3
+/// skips, saying `needs`, unless `CI` is set; any other failure panics with `refused`.
+pub fn python_check(script: &str, args: &[std::ffi::OsString], needs: &str, refused: &str) {
+    let status = std::process::Command::new("python3").arg(root().join("scripts").join(script)).args(args).status();
+    match status.map(|s| s.code()) {
+        Ok(Some(0)) => {}
+        Ok(Some(3)) | Err(_) if std::env::var_os("CI").is_none() => eprintln!("skipped: python3 with {needs} is not available (CI installs it)"),
+        other => panic!("{refused} (or python3 with {needs} is missing in CI): {other:?}"),
+    }
+}

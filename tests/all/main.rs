@@ -10,6 +10,7 @@ mod networks;
 mod numerics;
 mod onnx;
 mod plot;
+mod portability;
 mod residual;
 mod runtime;
 mod train;

@@ -2,7 +2,7 @@
 //! differences, a full step checked piece by piece against computations written here, loss going
 //! down, the evaluation graph agreeing with the training graph, every network's step.
 
-use crate::common::{arch, compile_src, ort_ready, root, snapshots};
+use crate::common::{arch, compile_src, ort_ready, python_check, root, snapshots};
 use incc::driver::Compiled;
 use incc::ir::ops::Op;
 use incc::passes::PassOptions;
@@ -476,13 +476,9 @@ fn every_network_compiles_a_training_step_that_validates_and_runs() {
             assert!(out["loss"][0].is_finite() && out["loss"][0] > 0.0);
         }
     }
-    let status = std::process::Command::new("python3").arg(root().join("scripts/check_onnx.py")).args(&paths).status();
+    let args: Vec<std::ffi::OsString> = paths.iter().map(|p| p.clone().into_os_string()).collect();
+    python_check("check_onnx.py", &args, "the `onnx` package", "the ONNX checker refused a training graph");
     let _ = std::fs::remove_dir_all(&dir);
-    match status.map(|s| s.code()) {
-        Ok(Some(0)) => {}
-        Ok(Some(3)) | Err(_) if std::env::var_os("CI").is_none() => eprintln!("skipped: python3 with `onnx` is not available"),
-        other => panic!("the ONNX checker refused a training graph: {other:?}"),
-    }
 }
 
 #[test]
