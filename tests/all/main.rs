@@ -10,6 +10,7 @@ mod networks;
 mod numerics;
 mod onnx;
 mod plot;
+mod reliability;
 mod residual;
 mod runtime;
 mod train;
