@@ -298,7 +298,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     }
     // gzip ends with the unpacked size (mod 2^32): a capacity hint, capped against corrupt ones.
     let hint = bytes.len().checked_sub(4).map_or(0, |at| u32::from_le_bytes(bytes[at..].try_into().unwrap_or_default()) as usize);
-    let mut out = Vec::with_capacity(hint.min(MAX_UNPACKED as usize));
+    let mut out = Vec::with_capacity(hint.min(1 << 30));
     // One byte past the bound tells a file that unpacks to more than it.
     let mut unpacking = flate2::read::GzDecoder::new(&bytes[..]).take(MAX_UNPACKED + 1);
     unpacking.read_to_end(&mut out).map_err(|e| DataError::file(path, format!("truncated or corrupt gzip data: {e}")))?;

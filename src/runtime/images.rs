@@ -377,6 +377,25 @@ mod tests {
     }
 
     #[test]
+    fn an_image_too_large_to_decode_is_refused_naming_its_size() {
+        // A PNG whose header says 100000 x 100000 RGB (30 GB of pixels).
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let body = [kind, data].concat();
+            [&(data.len() as u32).to_be_bytes()[..], &body, &crc32fast::hash(&body).to_be_bytes()].concat()
+        };
+        let header = [&100_000u32.to_be_bytes()[..], &100_000u32.to_be_bytes(), &[8, 2, 0, 0, 0]].concat();
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut zlib, &[0; 100]).unwrap();
+        let data = zlib.finish().unwrap();
+        let png = [&b"\x89PNG\r\n\x1a\n"[..], &chunk(b"IHDR", &header), &chunk(b"IDAT", &data), &chunk(b"IEND", &[])].concat();
+        let path = temp_file("huge.png");
+        std::fs::write(&path, png).unwrap();
+        let err = load_image(&path, &pre(4, 4, 1.0)).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains("an image of 100000 x 100000 pixels is larger than incc decodes"), "{err}");
+    }
+
+    #[test]
     fn unsupported_unknown_corrupt_and_missing_files_are_clear_errors() {
         let cases = [
             // GIF is recognised by its signature but not compiled in.

@@ -6,6 +6,7 @@ mod common;
 mod data;
 mod errors;
 mod language;
+mod mutations;
 mod networks;
 mod numerics;
 mod onnx;

@@ -130,14 +130,9 @@ fn a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     train(&Start::New(good.clone()), &runner(&out, Some(20))).unwrap_or_else(|e| panic!("{e}"));
     // The same run, resumed with a learning rate no network survives.
     let path = out.join("last.safetensors");
-    let mut last = incc::trainer::checkpoint::load(&path).expect("loads");
-    let good_params = last.tensors.clone();
-    let mut settings: RunConfig = serde_json::from_str(&last.settings).expect("settings");
-    settings.lr = 1e30;
-    settings.schedule = Schedule::Constant;
-    last.settings = serde_json::to_string(&settings).expect("json");
-    incc::trainer::checkpoint::save(&path, &last).expect("save");
-    let err = train(&Start::Resume { with: None }, &runner(&out, Some(40))).err().expect("the loss diverges");
+    let good_params = incc::trainer::checkpoint::load(&path).expect("loads").tensors;
+    let wild = RunConfig { lr: 1e30, schedule: Schedule::Constant, ..good.clone() };
+    let err = train(&Start::Resume { with: Some(wild) }, &runner(&out, Some(40))).err().expect("the loss diverges");
     assert!(matches!(err, Error::Diverged { checkpoint_step: Some(20), .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains("the loss became") && message.contains("last good checkpoint") && message.contains("(step 20)"), "{message}");
@@ -147,6 +142,13 @@ fn a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     for (name, t) in &good_params {
         assert!(kept.tensors[name] == *t, "`{name}` changed");
     }
+    // What the message advises works: resumed with a lower rate and clipping, the run goes on.
+    let mut tame = RunConfig { lr: 0.01, schedule: Schedule::Constant, ..good };
+    tame.train.clip_norm = Some(1.0);
+    let s = train(&Start::Resume { with: Some(tame) }, &runner(&out, Some(40))).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.steps == 40 && s.last_loss.is_finite());
+    let settings: RunConfig = serde_json::from_str(&incc::trainer::checkpoint::load(&path).expect("loads").settings).expect("settings");
+    assert_eq!((settings.lr, settings.train.clip_norm), (0.01, Some(1.0)));
 }
 
 #[test]
