@@ -65,6 +65,8 @@ fn main() -> ExitCode {
     match &e {
         // Located diagnostics, rendered by codespan: each has its own `error:` header.
         Error::Compile(failure) => eprint!("{}", failure.render()),
+        // Asked for, not a failure: said as it is.
+        Error::Interrupted(_) => eprintln!("{e}"),
         other => eprintln!("error: {}", other.to_string().trim_end()),
     }
     ExitCode::from(e.exit_code())

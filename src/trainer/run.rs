@@ -1,23 +1,23 @@
 //! A run in progress, in the phases of the training loop: build the engine (`Run::build`), train
-//! an epoch (`Run::epoch`, a `Run::step` per batch), validate and checkpoint
+//! an epoch (`Run::epoch`, a `Run::step` per batch), checkpoint, validate and checkpoint
 //! (`Run::validate_and_checkpoint`), finish (`Run::finish`).
 
 use super::checkpoint::{self, Checkpoint, Position};
 use super::engine::{StepEngine, StepInputs};
 use super::evaluate::{top_k_hits, Evaluator, Examples};
-use super::{classes, use_average, Begin, RunConfig, Runner, Summary};
+use super::metrics::Metrics;
+use super::{check_classes, saved_at, use_average, Begin, RunConfig, Runner, Summary};
 use crate::data::{batches, loader_throughput, Batch, DataError, DataSpec, LoaderConfig, Split};
-use crate::driver::{Compiled, Failure};
-use crate::error::Error;
+use crate::driver::{Compiled, Failure, SourceText};
+use crate::error::{Error, Saved};
 use crate::ir::Graph;
 use crate::runtime::session::Provider;
+use crate::runtime::tensor::checked_len;
 use crate::train::update::{pack_all, packed_state, unpack_all, Packed};
 use crate::train::Target;
 use crate::train::{emit_training, TrainConfig};
 use crate::weights::Tensor;
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -38,18 +38,21 @@ pub(super) struct Run<'r> {
     /// `last.safetensors`, and what every checkpoint records besides the tensors.
     last: PathBuf,
     settings_json: String,
-    source: String,
+    sources: Vec<SourceText>,
     metrics: Metrics,
     clock: Clock,
     last_loss: f32,
     last_val: Option<(f64, f64)>,
 }
 
-/// What an epoch's steps add up to.
-pub(super) struct EpochTotals {
-    loss_sum: f64,
-    correct: usize,
-    seen: usize,
+/// Where `Run::epoch` stopped.
+pub(super) enum Reached {
+    /// The epoch's last batch: it is to be validated.
+    EpochEnd,
+    /// `Runner::max_steps`.
+    MaxSteps,
+    /// `Runner::interrupt`, after the step it was asked in.
+    Interrupt,
 }
 
 /// Where the time goes, over the steps run by this process.
@@ -65,23 +68,6 @@ struct Clock {
 impl Clock {
     fn images_per_s(&self) -> f64 {
         self.stepped as f64 / self.step_s.max(1e-9)
-    }
-}
-
-/// `metrics.jsonl`: a line per step and per epoch.
-struct Metrics {
-    file: File,
-    path: PathBuf,
-}
-
-impl Metrics {
-    fn open(path: PathBuf) -> Result<Metrics, Error> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(Error::file("append metrics to", &path))?;
-        Ok(Metrics { file, path })
-    }
-
-    fn line(&mut self, line: serde_json::Value) -> Result<(), Error> {
-        writeln!(self.file, "{line}").map_err(Error::file("append metrics to", &self.path))
     }
 }
 
@@ -180,29 +166,40 @@ fn step_engine(
 }
 
 impl<'r> Run<'r> {
-    /// Compiles the network, opens the data, and puts the state (`None`: seeded) on the device.
+    /// Opens the data (checking what can be checked before training: headers, counts, classes,
+    /// sizes), puts the state (`None`: seeded) on the device, and opens the metrics.
     pub(super) fn build(begin: Begin, runner: &'r Runner) -> Result<Run<'r>, Error> {
-        let Begin { cfg, state, position } = begin;
-        let compiled = cfg.options().compile(&cfg.arch, None)?;
-        let source = compiled.sources.files().next().map(|(_, f)| f.text.clone()).unwrap_or_default();
+        let Begin { cfg, compiled, state, position, resumed } = begin;
+        let sources = compiled.texts();
         let settings_json = serde_json::to_string(&cfg).expect("serialisable");
         let spec: DataSpec = cfg.data.parse()?;
         let train = Examples::open(&spec, Split::Train, &compiled.graph, cfg.limit_train)?;
         let val = Examples::open(&spec, Split::Validation, &compiled.graph, cfg.limit_val)?;
-        let classes = classes(&compiled.graph);
-        if train.source.classes() > classes {
-            let n = train.source.classes();
-            return Err(Error::Invalid(format!("the data has {n} classes but the network outputs {classes}: set its class count (e.g. --set classes={n})")));
+        for split in [&train, &val] {
+            check_classes(split, &compiled.graph)?;
         }
-        let state = state.unwrap_or_else(|| initial_tensors(&compiled.graph, &cfg));
-        let (compiled, engine, packed) = step_engine(compiled, &cfg, state, runner)?;
-        let evaluator = Evaluator::new(&compiled, runner.session.clone())?;
+        // The validation split is read only after a whole epoch: what can fail early does.
+        val.source.check()?;
+        let input = &compiled.graph.shape(compiled.graph.input).0;
+        checked_len("a batch of images (--batch)", &[cfg.batch, input[0], input[1], input[2]])?;
+        let classes = super::classes(&compiled.graph);
         let steps_per_epoch = (train.per_epoch() / cfg.batch) as u64;
         if steps_per_epoch == 0 {
             return Err(DataError::Invalid(format!("{} training examples do not make one batch of {}", train.per_epoch(), cfg.batch)).into());
         }
-        let metrics = Metrics::open(runner.out.join("metrics.jsonl"))?;
-        Ok(Run {
+        if position.batch_in_epoch > steps_per_epoch {
+            let (at, n) = (position.batch_in_epoch, steps_per_epoch);
+            return Err(Error::Invalid(format!("the checkpoint is at batch {at} of an epoch, but an epoch of this data has {n} batches")));
+        }
+        let state = state.unwrap_or_else(|| initial_tensors(&compiled.graph, &cfg));
+        let (compiled, engine, packed) = step_engine(compiled, &cfg, state, runner)?;
+        let evaluator = Evaluator::new(&compiled, runner.session.clone())?.stopping_on(&runner.interrupt);
+        let path = runner.out.join("metrics.jsonl");
+        let metrics = match &resumed {
+            None => Metrics::create(&path)?,
+            Some(_) => Metrics::resume(&path, &position)?,
+        };
+        let mut run = Run {
             dropouts: dropouts(&compiled.graph),
             cfg,
             runner,
@@ -215,14 +212,30 @@ impl<'r> Run<'r> {
             position,
             steps_per_epoch,
             classes,
-            last: runner.out.join("last.safetensors"),
+            last: runner.out.join(super::LAST),
             settings_json,
-            source,
+            sources,
             metrics,
             clock: Clock { started: Instant::now(), step_s: 0.0, stepped: 0, wait_s: 0.0 },
             last_loss: f32::NAN,
             last_val: None,
-        })
+        };
+        if let Some(changes) = resumed {
+            run.resumed(&changes)?;
+        }
+        Ok(run)
+    }
+
+    /// Records a resumption in the metrics, with the settings it changed (also said on stderr).
+    fn resumed(&mut self, changes: &[super::Change]) -> Result<(), Error> {
+        let p = &self.position;
+        if !changes.is_empty() {
+            let said: Vec<String> = changes.iter().map(|c| format!("{} {} (was {})", c.option, c.to, c.from)).collect();
+            eprintln!("resuming at step {} with {}", p.step, said.join(", "));
+        }
+        let changed: serde_json::Map<String, serde_json::Value> =
+            changes.iter().map(|c| (c.option.to_string(), serde_json::json!({"from": c.from, "to": c.to}))).collect();
+        self.metrics.line(serde_json::json!({"kind": "resume", "epoch": p.epoch, "step": p.step, "batch_in_epoch": p.batch_in_epoch, "changed": changed}))
     }
 
     /// Whether the run has trained all its epochs.
@@ -250,34 +263,69 @@ impl<'r> Run<'r> {
         }
     }
 
-    /// Trains the rest of the current epoch, a step per batch; stops early at `max_steps`.
-    pub(super) fn epoch(&mut self) -> Result<EpochTotals, Error> {
+    /// Trains the rest of the current epoch, a step per batch (its totals kept in the position);
+    /// stops early at `max_steps` or an interrupt, and writes a checkpoint every
+    /// `Runner::checkpoint_every` steps. A failure to read the data keeps the steps done: a
+    /// checkpoint is written at the last of them.
+    pub(super) fn epoch(&mut self) -> Result<Reached, Error> {
         let loader = self.loader(self.position.epoch, self.position.batch_in_epoch as usize);
         let bar = progress_bar(self.runner.progress, self.steps_per_epoch, self.position.batch_in_epoch, self.position.epoch, self.cfg.epochs);
-        let mut totals = EpochTotals { loss_sum: 0.0, correct: 0, seen: 0 };
         let mut waited = Instant::now();
+        if self.runner.interrupt.requested() {
+            return Ok(Reached::Interrupt);
+        }
+        let mut reached = Reached::EpochEnd;
         for batch in batches(self.train.source.clone(), self.train.transform.clone(), &loader) {
-            let batch = batch?;
-            self.clock.wait_s += waited.elapsed().as_secs_f64();
-            let (loss, logits) = match self.step(&batch) {
-                Ok(outcome) => outcome,
+            let outcome = batch.map_err(Error::from).and_then(|batch| {
+                self.clock.wait_s += waited.elapsed().as_secs_f64();
+                let (loss, logits) = self.step(&batch)?;
+                let totals = &mut self.position.totals;
+                totals.loss_sum += f64::from(loss) * batch.len as f64;
+                totals.correct += top_k_hits(&logits, &batch.labels, self.classes, 1)?;
+                totals.seen += batch.len;
+                Ok(loss)
+            });
+            let loss = match outcome {
+                Ok(loss) => loss,
+                Err(e @ Error::Data(_)) => {
+                    bar.finish_and_clear();
+                    return Err(self.kept(e));
+                }
                 Err(e) => {
                     bar.finish_and_clear();
                     return Err(e);
                 }
             };
-            totals.loss_sum += f64::from(loss) * batch.len as f64;
-            totals.correct += top_k_hits(&logits, &batch.labels, self.classes, 1);
-            totals.seen += batch.len;
             bar.set_position(self.position.batch_in_epoch);
             bar.set_message(format!("loss {loss:.4}  {:.0} img/s", self.clock.images_per_s()));
             if self.at_max_steps() {
+                reached = Reached::MaxSteps;
+            } else if self.runner.interrupt.requested() {
+                reached = Reached::Interrupt;
+            } else if self.position.batch_in_epoch < self.steps_per_epoch && self.runner.checkpoint_every.is_some_and(|n| self.position.step.is_multiple_of(n))
+            {
+                self.checkpoint()?;
+            }
+            if !matches!(reached, Reached::EpochEnd) {
                 break;
             }
             waited = Instant::now();
         }
         bar.finish_and_clear();
-        Ok(totals)
+        Ok(reached)
+    }
+
+    /// `error`, after a checkpoint of the steps done (when it can be written): the run is kept.
+    fn kept(&self, error: Error) -> Error {
+        match self.checkpoint() {
+            Ok(()) => Error::Kept { source: Box::new(error), at: self.saved() },
+            Err(_) => error,
+        }
+    }
+
+    /// Where the last checkpoint holds the run.
+    pub(super) fn saved(&self) -> Saved {
+        saved_at(&self.position, &self.runner.out)
     }
 
     /// One training step on `batch`: returns the loss and the logits. A loss that is not finite
@@ -331,16 +379,24 @@ impl<'r> Run<'r> {
         Ok((loss, logits))
     }
 
-    /// Closes the epoch: validates (with the averaged parameters, if any), logs, and writes the
-    /// checkpoint, copied to `best.safetensors` when its top-1 is the best so far.
-    pub(super) fn validate_and_checkpoint(&mut self, totals: EpochTotals) -> Result<(), Error> {
-        self.position.epoch += 1;
-        self.position.batch_in_epoch = 0;
+    /// Closes the epoch: writes the checkpoint (so that no failure or interrupt in the validation
+    /// loses the epoch: a resumed run validates it), validates (with the averaged parameters, if
+    /// any), logs, and writes the checkpoint of the next epoch's start, copied to
+    /// `best.safetensors` when its top-1 is the best so far.
+    pub(super) fn validate_and_checkpoint(&mut self) -> Result<(), Error> {
+        self.checkpoint()?;
         let mut weights = self.current_state()?;
         if self.cfg.ema.is_some() {
             use_average(&mut weights);
         }
-        let val = self.evaluator.evaluate(&weights, &self.val, self.cfg.batch, self.runner.workers)?;
+        let val = match self.evaluator.evaluate(&weights, &self.val, self.cfg.batch, self.runner.workers) {
+            Ok(val) => val,
+            Err(Error::Interrupted(_)) => return Err(Error::Interrupted(Some(self.saved()))),
+            Err(e) => return Err(Error::Kept { source: Box::new(e), at: self.saved() }),
+        };
+        let totals = std::mem::take(&mut self.position.totals);
+        self.position.epoch += 1;
+        self.position.batch_in_epoch = 0;
         let (cfg, position) = (&self.cfg, &self.position);
         let train_loss = totals.loss_sum / totals.seen.max(1) as f64;
         self.metrics.line(serde_json::json!({
@@ -367,8 +423,8 @@ impl<'r> Run<'r> {
         }
         self.checkpoint()?;
         if best {
-            let (tmp, best) = (self.runner.out.join("best.tmp"), self.runner.out.join("best.safetensors"));
-            std::fs::copy(&self.last, &tmp).and_then(|_| std::fs::rename(&tmp, &best)).map_err(Error::file("write", &best))?;
+            let best = self.runner.out.join("best.safetensors");
+            crate::fsutil::copy_atomic(&self.last, &best).map_err(Error::file("write", &best))?;
         }
         self.last_val = Some((val.top1, val.top5));
         Ok(())
@@ -383,7 +439,7 @@ impl<'r> Run<'r> {
     /// Writes `last.safetensors`: the state, the position, the settings and the source.
     pub(super) fn checkpoint(&self) -> Result<(), Error> {
         let c =
-            Checkpoint { tensors: self.current_state()?, position: self.position.clone(), settings: self.settings_json.clone(), source: self.source.clone() };
+            Checkpoint { tensors: self.current_state()?, position: self.position.clone(), settings: self.settings_json.clone(), sources: self.sources.clone() };
         checkpoint::save(&self.last, &c).map_err(Error::file("write the checkpoint", &self.last))
     }
 
