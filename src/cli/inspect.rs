@@ -14,7 +14,7 @@ pub fn check_command(c: &Common) -> Result<(), Error> {
         "ok: network {} ({} nodes, {} parameters), input N x {} -> output N x {}",
         g.name,
         g.g.node_count(),
-        cost::thousands(params),
+        incc::diag::thousands(params),
         g.shape(g.input),
         g.shape(g.output)
     );
