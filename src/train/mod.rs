@@ -43,6 +43,18 @@ impl Target {
         let cpu = self == Target::Cpu;
         GradientForms { flipped_conv_dx: cpu, im2col_dw: cpu }
     }
+
+    /// Elements per row of the packed update vectors (`update::Packed`): each member starts on a
+    /// row. ONNX Runtime's CUDA `Concat` and `Split` build an index of the whole concatenated axis
+    /// on the host at every run (`axis_dimension_input_output_mapping`): over one [1, P] row of
+    /// inception_resnet_v2's 56 M parameters that took 1.65 s of a 2.1 s step on an H200
+    /// (benches/gpu/RESULTS.md). Joined as rows of 1024, the axis is 55 k long.
+    pub fn packing_row(self) -> usize {
+        match self {
+            Target::Cpu => 1,
+            Target::Gpu => 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
