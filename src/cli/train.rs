@@ -1,9 +1,11 @@
 //! `incc train`, `incc eval` and `incc plot`, and the training options `incc compile --train`
-//! shares.
+//! shares. `train` and `eval` run as one process, or as each process of a data-parallel job
+//! started by `mpirun` or `srun` (see `dist`).
 
 use super::exec::RuntimeArgs;
 use clap::ValueEnum;
 use incc::data::DataSpec;
+use incc::dist::World;
 use incc::runtime::profile::ProfileFiles;
 use incc::train::Target;
 use incc::train::{Optimizer, TrainConfig};
@@ -11,6 +13,7 @@ use incc::trainer::schedule::Schedule;
 use incc::trainer::{RunConfig, Runner, Start};
 use incc::Error;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 /// How a training step learns (`incc train`, `incc compile --train`).
 #[derive(clap::Args)]
@@ -94,6 +97,8 @@ pub struct TrainArgs {
     /// Epochs (default 10); on --resume, a larger number extends the run.
     #[arg(long)]
     pub epochs: Option<u64>,
+    /// The batch of each step; with several processes (mpirun, srun), the batch of the whole
+    /// job, split evenly across them.
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
     /// Base learning rate (the paper's RMSProp: 0.045).
@@ -137,6 +142,11 @@ pub struct TrainArgs {
     /// that summary as JSON to FILE.json and keep ONNX Runtime's trace as FILE.trace.json.
     #[arg(long, value_name = "FILE.json")]
     pub profile: Option<PathBuf>,
+    /// Run each step as two graphs, the gradients and the update, with the gradients averaged
+    /// between them, as a data-parallel job of several processes does, even in one process
+    /// (to measure the split).
+    #[arg(long)]
+    pub split_step: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Data-loading threads.
@@ -211,16 +221,46 @@ impl TrainArgs {
     }
 }
 
+/// Runs `command` as this process's part of its job (a world of one without a launcher). In a
+/// world of several, a process that fails ends the whole job: the others may be waiting for it
+/// in a collective, which only the launcher can end.
+fn in_world(command: impl FnOnce(&Rc<dyn World>) -> Result<(), Error>) -> Result<(), Error> {
+    let world = incc::dist::init()?;
+    match command(&world) {
+        Err(e) if world.size() > 1 => {
+            eprint!("process {} of {}: ", world.rank(), world.size());
+            super::print_error(&e);
+            world.abort(i32::from(e.exit_code()))
+        }
+        done => done,
+    }
+}
+
 pub fn train_command(a: &TrainArgs) -> Result<(), Error> {
+    in_world(|world| train_in(a, world))
+}
+
+fn train_in(a: &TrainArgs, world: &Rc<dyn World>) -> Result<(), Error> {
     let out = a.resume.clone().or(a.out.clone()).ok_or_else(|| Error::Invalid("give --out RUN_DIR for a new run, or --resume RUN_DIR".into()))?;
     let start = a.start()?;
     let files = a.profile.as_ref().map(ProfileFiles::new).transpose()?;
-    let config = a.runtime.init()?;
-    let runner =
-        Runner { session: config, workers: a.workers.max(1), out: out.clone(), max_steps: a.max_steps, progress: !a.quiet, profile: a.profile.clone() };
+    let config = a.runtime.init_in(&**world)?;
+    let runner = Runner {
+        session: config,
+        workers: a.workers.max(1),
+        out: out.clone(),
+        max_steps: a.max_steps,
+        progress: !a.quiet,
+        profile: a.profile.clone(),
+        world: world.clone(),
+        split: a.split_step,
+    };
     let s = incc::trainer::train(&start, &runner)?;
+    if world.rank() != 0 {
+        return Ok(());
+    }
     println!(
-        "done: {} steps, last loss {:.4}{}; training step {:.1} images/s, loader alone {:.1} images/s; checkpoints in {}",
+        "done: {} steps, last loss {:.4}{}; training step {:.1} images/s{}, loader alone {:.1} images/s; checkpoints in {}",
         s.steps,
         s.last_loss,
         match (s.val_top1, s.val_top5) {
@@ -228,6 +268,10 @@ pub fn train_command(a: &TrainArgs) -> Result<(), Error> {
             _ => String::new(),
         },
         s.step_images_per_s,
+        match s.allreduce {
+            Some((per_step, share)) => format!(" ({} processes; all-reduce {:.2} ms per step, {:.1}% of it)", s.processes, 1e3 * per_step, 100.0 * share),
+            None => String::new(),
+        },
         s.loader_images_per_s,
         out.display()
     );
@@ -240,9 +284,25 @@ pub fn train_command(a: &TrainArgs) -> Result<(), Error> {
 }
 
 pub fn eval_command(a: &EvalArgs) -> Result<(), Error> {
-    let config = a.runtime.init()?;
-    let runner = Runner { session: config, workers: a.workers.max(1), out: PathBuf::new(), max_steps: None, progress: false, profile: None };
+    in_world(|world| eval_in(a, world))
+}
+
+fn eval_in(a: &EvalArgs, world: &Rc<dyn World>) -> Result<(), Error> {
+    let config = a.runtime.init_in(&**world)?;
+    let runner = Runner {
+        session: config,
+        workers: a.workers.max(1),
+        out: PathBuf::new(),
+        max_steps: None,
+        progress: false,
+        profile: None,
+        world: world.clone(),
+        split: false,
+    };
     let (e, ema) = incc::trainer::eval_checkpoint(&a.checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema)?;
+    if world.rank() != 0 {
+        return Ok(());
+    }
     println!(
         "{} ({} parameters): {} examples, top-1 {:.2}%, top-5 {:.2}%, loss {:.4}",
         a.checkpoint.display(),

@@ -100,7 +100,7 @@ fn groups(graph: &Graph, cfg: &TrainConfig) -> Vec<Group> {
 fn running(graph: &Graph) -> Option<Packed> {
     let members: Vec<(String, Vec<usize>)> =
         graph.order().into_iter().flat_map(|n| graph.params(n)).filter(|(_, p)| !p.role.is_trainable()).map(|(name, spec)| (name, spec.shape)).collect();
-    (!members.is_empty()).then(|| Packed { name: "running".into(), members })
+    (!members.is_empty()).then(|| Packed { name: RUNNING.into(), members })
 }
 
 /// The moving average (`ema`), when the step keeps one: every group's parameters, then the
@@ -158,24 +158,67 @@ fn unflatten(cx: &mut Lowering, flat: &str, members: &Packed) {
     }
 }
 
-/// Writes the update of every trainable parameter from its gradient in `grads`, as `<param>__new`,
-/// of every running statistic towards its batch value in `running` (both by parameter name), the
-/// slots' `__new` values and the average's; returns the graph inputs and outputs that adds (the
-/// parameters themselves are inputs already).
-pub(super) fn emit(
-    cx: &mut Lowering,
-    graph: &Graph,
-    cfg: &TrainConfig,
-    grads: &HashMap<String, String>,
-    running_stats: &HashMap<String, &RunningStat>,
-) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
+/// A group's packed gradient (before weight decay and clipping): what data-parallel training
+/// averages across processes, one contiguous bucket per group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bucket {
+    /// The graph value: `opt/<group>/grad`.
+    pub name: String,
+    pub len: usize,
+}
+
+/// The buckets of a step, in the order of the update groups.
+pub fn buckets(graph: &Graph, cfg: &TrainConfig) -> Vec<Bucket> {
+    groups(graph, cfg).iter().map(|g| Bucket { name: format!("{}/grad", g.params.name), len: g.params.len() }).collect()
+}
+
+/// Writes each group's packed gradient from the parameters' gradients in `grads` (by name);
+/// returns the values, in the order of [`buckets`] (a group of one tensor is that tensor's
+/// flattened gradient, not yet a value of the bucket's name).
+pub(super) fn pack_gradients(cx: &mut Lowering, graph: &Graph, cfg: &TrainConfig, grads: &HashMap<String, String>) -> Vec<String> {
+    groups(graph, cfg)
+        .iter()
+        .map(|g| {
+            let member_grads: Vec<&str> = g.params.members.iter().map(|(p, _)| grads[p].as_str()).collect();
+            flatten(cx, format!("{}/grad", g.params.name), &member_grads)
+        })
+        .collect()
+}
+
+/// Writes every running statistic's move towards its batch value in `running_stats` (by
+/// parameter name) as `running__new`; returns the graph input and output that adds.
+pub(super) fn update_running(cx: &mut Lowering, graph: &Graph, running_stats: &HashMap<String, &RunningStat>) -> Option<(ValueInfoProto, ValueInfoProto)> {
+    let stats = running(graph)?;
+    // running' = running + (batch - running) * momentum, every statistic at once.
+    let stat = |member: &str| running_stats.get(member).unwrap_or_else(|| panic!("the training lowering gives no batch value for `{member}`"));
+    let refs: Vec<&str> = stats.members.iter().map(|(m, _)| stat(m).batch.as_str()).collect();
+    let momenta = stats.members.iter().flat_map(|(m, shape)| std::iter::repeat_n(stat(m).momentum, shape.iter().product())).collect();
+    let batch = flatten(cx, "running/batch".into(), &refs);
+    let momentum = cx.floats("running/momentum".into(), &[1, stats.len()], momenta);
+    let diff = cx.op("Sub", "running/diff".into(), &[&batch, RUNNING], vec![]);
+    let step = cx.op("Mul", "running/step".into(), &[&diff, &momentum], vec![]);
+    cx.op("Add", RUNNING_NEW.into(), &[RUNNING, &step], vec![]);
+    Some((plain_value_info(RUNNING, &[1, stats.len()]), plain_value_info(RUNNING_NEW, &[1, stats.len()])))
+}
+
+/// Every running statistic, packed (state of the step).
+pub const RUNNING: &str = "running";
+
+/// The running statistics after the step's forward pass.
+pub const RUNNING_NEW: &str = "running__new";
+
+/// Writes the update of every trainable parameter from its group's packed gradient in
+/// `packed_grads` (in the order of [`buckets`]) as `<param>__new`, the slots' `__new` values and
+/// the average's (over the new parameters and `running__new`, the running statistics after this
+/// step); returns the graph inputs and outputs that adds (the parameters themselves, the
+/// learning rate and the step number are inputs already).
+pub(super) fn apply(cx: &mut Lowering, graph: &Graph, cfg: &TrainConfig, packed_grads: &[String]) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
     let groups = groups(graph, cfg);
     let decoupled = matches!(cfg.optimizer, Optimizer::Adam { decoupled: true, .. });
     let mut flat_grads = vec![];
-    for g in &groups {
+    for (g, grad) in groups.iter().zip(packed_grads) {
         let name = &g.params.name;
-        let member_grads: Vec<&str> = g.params.members.iter().map(|(p, _)| grads[p].as_str()).collect();
-        let mut grad = flatten(cx, format!("{name}/grad"), &member_grads);
+        let mut grad = grad.clone();
         let member_params: Vec<&str> = g.params.members.iter().map(|(p, _)| p.as_str()).collect();
         let param = flatten(cx, format!("{name}/param"), &member_params);
         if g.decay != 0.0 && !decoupled {
@@ -205,18 +248,8 @@ pub(super) fn emit(
             outputs.push(plain_value_info(&format!("{slot}__new"), &[1, g.params.len()]));
         }
     }
-    if let Some(stats) = running(graph) {
-        // running' = running + (batch - running) * momentum, every statistic at once.
-        let stat = |member: &str| running_stats.get(member).unwrap_or_else(|| panic!("the training lowering gives no batch value for `{member}`"));
-        let refs: Vec<&str> = stats.members.iter().map(|(m, _)| stat(m).batch.as_str()).collect();
-        let momenta = stats.members.iter().flat_map(|(m, shape)| std::iter::repeat_n(stat(m).momentum, shape.iter().product())).collect();
-        let batch = flatten(cx, "running/batch".into(), &refs);
-        let momentum = cx.floats("running/momentum".into(), &[1, stats.len()], momenta);
-        let diff = cx.op("Sub", "running/diff".into(), &[&batch, "running"], vec![]);
-        let step = cx.op("Mul", "running/step".into(), &[&diff, &momentum], vec![]);
-        news.push(cx.op("Add", "running__new".into(), &["running", &step], vec![]));
-        inputs.push(plain_value_info("running", &[1, stats.len()]));
-        outputs.push(plain_value_info("running__new", &[1, stats.len()]));
+    if running(graph).is_some() {
+        news.push(RUNNING_NEW.into());
     }
     if let Some(avg) = average(graph, cfg, &groups) {
         // ema' = ema + (new - ema) * (1 - decay); `ema_decay` is fed each step (it ramps up).
@@ -232,6 +265,12 @@ pub(super) fn emit(
         outputs.push(plain_value_info("ema__new", &[1, avg.len()]));
     }
     (inputs, outputs)
+}
+
+/// Whether the update reads the running statistics after the step (`running__new`): the moving
+/// average covers them.
+pub(super) fn reads_running(graph: &Graph, cfg: &TrainConfig) -> Option<usize> {
+    running(graph).filter(|_| cfg.ema).map(|r| r.len())
 }
 
 /// g * clip / max(norm, clip), the norm over every group's gradient.

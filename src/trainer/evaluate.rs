@@ -1,6 +1,7 @@
 //! Top-1, top-5 and the cross-entropy of the evaluation graph over a data split.
 
-use crate::data::{batches, open, DataError, DataSpec, LoaderConfig, Source, Split, Transform};
+use crate::data::{batches, open, DataError, DataSpec, LoaderConfig, Shard, Source, Split, Transform};
+use crate::dist::World;
 use crate::driver::Compiled;
 use crate::error::Error;
 use crate::ir::{Graph, ParamRole};
@@ -62,9 +63,19 @@ impl Evaluator {
         Ok(Evaluator { model, params, input: graph.shape(graph.input).0.clone(), classes: super::classes(graph) })
     }
 
-    /// Evaluates the parameters `weights` (by name) on `examples`, `batch` at a time.
-    pub fn evaluate(&mut self, weights: &BTreeMap<String, Tensor>, examples: &Examples, batch: usize, workers: usize) -> Result<Evaluation, Error> {
-        let cfg = LoaderConfig { batch, shuffle: false, seed: 0, epoch: 0, workers, drop_last: false, prefetch: 4, limit: examples.limit, start_batch: 0 };
+    /// Evaluates the parameters `weights` (by name) on `examples`, `batch` at a time; each
+    /// process of `world` evaluates its part of every batch, and the counts are summed.
+    pub fn evaluate(
+        &mut self,
+        weights: &BTreeMap<String, Tensor>,
+        examples: &Examples,
+        batch: usize,
+        workers: usize,
+        world: &dyn World,
+    ) -> Result<Evaluation, Error> {
+        let shard = Shard { index: world.rank(), count: world.size() };
+        let cfg =
+            LoaderConfig { batch, shuffle: false, seed: 0, epoch: 0, workers, drop_last: false, prefetch: 4, limit: examples.limit, start_batch: 0, shard };
         let params = self
             .params
             .iter()
@@ -79,6 +90,9 @@ impl Evaluator {
         let (mut loss, mut top1, mut top5, mut n) = (0.0f64, 0usize, 0usize, 0usize);
         for b in batches(examples.source.clone(), examples.transform.clone(), &cfg) {
             let b = b?;
+            if b.len == 0 {
+                continue; // this process's part of a last batch smaller than the world
+            }
             let outputs = bound.run(vec![("images".to_string(), Feed::F32([vec![b.len], self.input.clone()].concat(), b.images))])?;
             let logits = &outputs.iter().find(|o| o.0 == "logits").ok_or_else(|| Error::Lowering("the evaluation graph has no logits".into()))?.2;
             for (row, &label) in logits.chunks(classes).zip(&b.labels) {
@@ -90,6 +104,12 @@ impl Evaluator {
             top5 += top_k_hits(logits, &b.labels, classes, 5.min(classes));
             n += b.len;
         }
+        // data parallel: the counts of every process.
+        let mut sum = [loss];
+        world.all_reduce_sum_f64(&mut sum);
+        let mut counts = [top1 as u64, top5 as u64, n as u64];
+        world.all_reduce_sum_u64(&mut counts);
+        let (loss, [top1, top5, n]) = (sum[0], counts.map(|c| c as usize));
         if n == 0 {
             return Err(DataError::Invalid("the validation split is empty".into()).into());
         }

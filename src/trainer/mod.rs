@@ -12,12 +12,15 @@
 pub mod checkpoint;
 pub mod engine;
 mod evaluate;
+mod parallel;
 mod run;
 pub mod schedule;
 
 pub use evaluate::{top_k_hits, Evaluation, Evaluator, Examples};
+pub use run::initial_tensors;
 
 use crate::data::{DataSpec, Split};
+use crate::dist::World;
 use crate::driver::Options;
 use crate::error::Error;
 use crate::ir::Graph;
@@ -30,6 +33,7 @@ use schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Everything a run is started with; saved in every checkpoint, so `--resume` needs nothing else.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -65,6 +69,11 @@ pub struct Runner {
     pub progress: bool,
     /// Profile the training steps run in this process into this summary (and its trace beside it).
     pub profile: Option<PathBuf>,
+    /// The processes that train together (data parallelism): `--batch` is split across them.
+    pub world: Rc<dyn World>,
+    /// Run the step as two graphs with the gradients averaged between them even in a world of
+    /// one process (as a world of several does): for benchmarks and tests of the split.
+    pub split: bool,
 }
 
 pub struct Summary {
@@ -72,8 +81,13 @@ pub struct Summary {
     pub last_loss: f32,
     pub val_top1: Option<f64>,
     pub val_top5: Option<f64>,
+    /// Images per second of the whole job's training steps.
     pub step_images_per_s: f64,
     pub loader_images_per_s: f64,
+    /// The processes that trained, and (when the step was split) the seconds per step spent
+    /// averaging gradients and their share of the steps' time.
+    pub processes: usize,
+    pub allreduce: Option<(f64, f64)>,
     /// Where the steps' time went, with `Runner::profile`.
     pub profile: Option<crate::runtime::profile::Profile>,
 }
@@ -157,7 +171,8 @@ fn use_average(tensors: &mut BTreeMap<String, Tensor>) {
     tensors.extend(averages);
 }
 
-/// `incc eval`: a checkpoint's evaluation on a split (the EMA parameters when it has them).
+/// `incc eval`: a checkpoint's evaluation on a split (the EMA parameters when it has them); in a
+/// world of several processes, each evaluates its part of every batch.
 pub fn eval_checkpoint(path: &Path, arch: Option<&Path>, data: &str, runner: &Runner, use_ema: bool) -> Result<(Evaluation, bool), Error> {
     let c = checkpoint::load(path)?;
     let mut cfg = settings(&c, path)?;
@@ -172,6 +187,6 @@ pub fn eval_checkpoint(path: &Path, arch: Option<&Path>, data: &str, runner: &Ru
     }
     let spec: DataSpec = data.parse()?;
     let val = Examples::open(&spec, Split::Validation, &compiled.graph, cfg.limit_val)?;
-    let e = Evaluator::new(&compiled, runner.session.clone())?.evaluate(&tensors, &val, cfg.batch, runner.workers)?;
+    let e = Evaluator::new(&compiled, runner.session.clone())?.evaluate(&tensors, &val, cfg.batch, runner.workers, &*runner.world)?;
     Ok((e, with_ema))
 }

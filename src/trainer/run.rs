@@ -1,10 +1,12 @@
 //! A run in progress, in the phases of the training loop: build the engine (`Run::build`), train
 //! an epoch (`Run::epoch`, a `Run::step` per batch), validate and checkpoint
-//! (`Run::validate_and_checkpoint`), finish (`Run::finish`).
+//! (`Run::validate_and_checkpoint`), finish (`Run::finish`). Where the processes of a
+//! data-parallel job meet is marked `// data parallel:` and done by `parallel::Replicas`.
 
 use super::checkpoint::{self, Checkpoint, Position};
-use super::engine::{StepEngine, StepInputs};
+use super::engine::{StepEngine, StepInputs, StepModels};
 use super::evaluate::{top_k_hits, Evaluator, Examples};
+use super::parallel::Replicas;
 use super::{classes, use_average, Begin, RunConfig, Runner, Summary};
 use crate::data::{batches, loader_throughput, Batch, DataError, DataSpec, LoaderConfig, Split};
 use crate::driver::{Compiled, Failure};
@@ -13,7 +15,7 @@ use crate::ir::Graph;
 use crate::runtime::session::Provider;
 use crate::train::update::{pack_all, packed_state, unpack_all, Packed};
 use crate::train::Target;
-use crate::train::{emit_training, TrainConfig};
+use crate::train::{emit_split_training, emit_training, TrainConfig};
 use crate::weights::Tensor;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -29,6 +31,8 @@ pub(super) struct Run<'r> {
     val: Examples,
     engine: StepEngine,
     evaluator: Evaluator,
+    /// The processes training together.
+    replicas: Replicas,
     /// How the step packs optimizer slots and averages (checkpoints keep them per parameter).
     packed: Vec<Packed>,
     dropouts: Vec<Dropout>,
@@ -39,7 +43,8 @@ pub(super) struct Run<'r> {
     last: PathBuf,
     settings_json: String,
     source: String,
-    metrics: Metrics,
+    /// Written by process 0 only.
+    metrics: Option<Metrics>,
     clock: Clock,
     last_loss: f32,
     last_val: Option<(f64, f64)>,
@@ -55,7 +60,7 @@ pub(super) struct EpochTotals {
 /// Where the time goes, over the steps run by this process.
 struct Clock {
     started: Instant,
-    /// Seconds inside training steps, and the images they took.
+    /// Seconds inside training steps, and the images they took (in the whole job).
     step_s: f64,
     stepped: usize,
     /// Seconds spent waiting for the loader.
@@ -118,7 +123,7 @@ fn mask(seed: u64, step: u64, which: usize, p: f64, len: usize) -> Vec<f32> {
 
 /// The values a run starts from: seeded parameters, identity running statistics, optimizer slots
 /// at their starting values.
-fn initial_tensors(graph: &Graph, cfg: &RunConfig) -> BTreeMap<String, Tensor> {
+pub fn initial_tensors(graph: &Graph, cfg: &RunConfig) -> BTreeMap<String, Tensor> {
     let weights = crate::weights::init(graph, cfg.seed);
     let mut tensors = weights.tensors;
     for (name, spec) in crate::report::params::param_list(graph) {
@@ -139,18 +144,31 @@ fn target(provider: Provider) -> Target {
     }
 }
 
-/// The step graph, compiled for the device that runs it, in an engine that holds `tensors` (the
-/// start state, per parameter) on that device; and how the step packs them.
+/// The step graph, compiled for the device that runs it and for this process's `batch`, in an
+/// engine that holds `tensors` (the start state, per parameter) on that device; and how the step
+/// packs them. With `split`, the step is two graphs with the gradients averaged between them.
 fn step_engine(
     compiled: Compiled,
     cfg: &RunConfig,
     mut tensors: BTreeMap<String, Tensor>,
     runner: &Runner,
+    batch: usize,
+    split: bool,
 ) -> Result<(Compiled, StepEngine, Vec<Packed>), Error> {
     let graph = &compiled.graph;
     let step_config = TrainConfig { target: target(runner.session.provider), ema: cfg.ema.is_some(), ..cfg.train.clone() };
-    let model = match emit_training(graph, &compiled.sources, &step_config, Some(cfg.batch)) {
-        Ok(model) => model,
+    let encode = |model| prost::Message::encode_to_vec(&model);
+    let emitted = if split {
+        emit_split_training(graph, &compiled.sources, &step_config, Some(batch)).map(|s| StepModels::Split {
+            gradients: encode(s.gradients),
+            update: encode(s.update),
+            buckets: s.buckets.into_iter().map(|b| (b.name, b.len)).collect(),
+        })
+    } else {
+        emit_training(graph, &compiled.sources, &step_config, Some(batch)).map(|m| StepModels::Single(encode(m)))
+    };
+    let models = match emitted {
+        Ok(models) => models,
         Err(diagnostic) => return Err(Failure::of(compiled.sources, diagnostic).into()),
     };
     let packed = packed_state(graph, &step_config);
@@ -162,20 +180,16 @@ fn step_engine(
         }
     }
     pack_all(&packed, &mut tensors).map_err(unfit)?;
-    // The state is every input the step also outputs as `__new`. Moved out, not copied: the
-    // per-parameter tensors left behind are dropped here (the state of inception_resnet_v2 with
-    // its optimizer slots is about 0.7 GB).
-    let state = model
-        .graph
-        .as_ref()
-        .expect("graph")
-        .output
-        .iter()
-        .filter_map(|o| o.name.strip_suffix("__new"))
-        .map(|n| tensors.remove(n).map(|t| (n.to_string(), t.shape, t.data)).ok_or_else(|| unfit(format!("no value for `{n}`"))))
+    // The state is every value the step updates: the packed values and the parameters. Moved
+    // out, not copied: the per-parameter tensors left behind are dropped here (the state of
+    // inception_resnet_v2 with its optimizer slots is about 0.7 GB).
+    let trainable = crate::report::params::param_list(graph).into_iter().filter(|(_, p)| p.role.is_trainable()).map(|(n, _)| n);
+    let state = trainable
+        .chain(packed.iter().map(|p| p.name.clone()))
+        .map(|n| tensors.remove(&n).map(|t| (n.clone(), t.shape, t.data)).ok_or_else(|| unfit(format!("no value for `{n}`"))))
         .collect::<Result<Vec<_>, Error>>()?;
     drop(tensors);
-    let engine = StepEngine::new(prost::Message::encode_to_vec(&model), runner.session.clone(), state, runner.profile.as_deref())?;
+    let engine = StepEngine::new(models, runner.session.clone(), state, runner.profile.as_deref())?;
     Ok((compiled, engine, packed))
 }
 
@@ -195,13 +209,19 @@ impl<'r> Run<'r> {
             return Err(Error::Invalid(format!("the data has {n} classes but the network outputs {classes}: set its class count (e.g. --set classes={n})")));
         }
         let state = state.unwrap_or_else(|| initial_tensors(&compiled.graph, &cfg));
-        let (compiled, engine, packed) = step_engine(compiled, &cfg, state, runner)?;
+        // data parallel: this process's replica trains on its part of each global batch.
+        let split = runner.world.size() > 1 || runner.split;
+        let replicas = Replicas::new(runner.world.clone(), split, runner.session.provider)?;
+        let local_batch = replicas.local_batch(cfg.batch)?;
+        let (compiled, engine, packed) = step_engine(compiled, &cfg, state, runner, local_batch, split)?;
         let evaluator = Evaluator::new(&compiled, runner.session.clone())?;
         let steps_per_epoch = (train.per_epoch() / cfg.batch) as u64;
         if steps_per_epoch == 0 {
             return Err(DataError::Invalid(format!("{} training examples do not make one batch of {}", train.per_epoch(), cfg.batch)).into());
         }
-        let metrics = Metrics::open(runner.out.join("metrics.jsonl"))?;
+        // data parallel: every process has read the run folder before process 0 writes to it.
+        runner.world.barrier();
+        let metrics = if replicas.leads() { Some(Metrics::open(runner.out.join("metrics.jsonl"))?) } else { None };
         Ok(Run {
             dropouts: dropouts(&compiled.graph),
             cfg,
@@ -211,6 +231,7 @@ impl<'r> Run<'r> {
             val,
             engine,
             evaluator,
+            replicas,
             packed,
             position,
             steps_per_epoch,
@@ -247,13 +268,20 @@ impl<'r> Run<'r> {
             prefetch: 4,
             limit: self.cfg.limit_train,
             start_batch,
+            shard: self.replicas.shard(),
         }
     }
 
     /// Trains the rest of the current epoch, a step per batch; stops early at `max_steps`.
     pub(super) fn epoch(&mut self) -> Result<EpochTotals, Error> {
         let loader = self.loader(self.position.epoch, self.position.batch_in_epoch as usize);
-        let bar = progress_bar(self.runner.progress, self.steps_per_epoch, self.position.batch_in_epoch, self.position.epoch, self.cfg.epochs);
+        let bar = progress_bar(
+            self.runner.progress && self.replicas.leads(),
+            self.steps_per_epoch,
+            self.position.batch_in_epoch,
+            self.position.epoch,
+            self.cfg.epochs,
+        );
         let mut totals = EpochTotals { loss_sum: 0.0, correct: 0, seen: 0 };
         let mut waited = Instant::now();
         for batch in batches(self.train.source.clone(), self.train.transform.clone(), &loader) {
@@ -270,7 +298,7 @@ impl<'r> Run<'r> {
             totals.correct += top_k_hits(&logits, &batch.labels, self.classes, 1);
             totals.seen += batch.len;
             bar.set_position(self.position.batch_in_epoch);
-            bar.set_message(format!("loss {loss:.4}  {:.0} img/s", self.clock.images_per_s()));
+            bar.set_message(format!("loss {:.4}  {:.0} img/s{}", self.last_loss, self.clock.images_per_s(), self.reduce_note()));
             if self.at_max_steps() {
                 break;
             }
@@ -280,19 +308,23 @@ impl<'r> Run<'r> {
         Ok(totals)
     }
 
-    /// One training step on `batch`: returns the loss and the logits. A loss that is not finite
-    /// stops the run, keeping the last checkpoint.
+    /// One training step on `batch` (this process's part of the global batch): returns its loss
+    /// and its logits. A loss of the whole batch that is not finite stops the run, keeping the
+    /// last checkpoint.
     fn step(&mut self, batch: &Batch) -> Result<(f32, Vec<f32>), Error> {
         let (cfg, position, n) = (&self.cfg, &self.position, batch.len);
         let epoch_f = position.epoch as f64 + position.batch_in_epoch as f64 / self.steps_per_epoch as f64;
         let lr = cfg.schedule.lr(cfg.lr, epoch_f, cfg.epochs as f64, cfg.warmup_epochs) as f32;
+        // data parallel: the masks of the whole batch, of which this process takes its examples'.
+        let rows = self.replicas.shard().range(cfg.batch);
         let masks = self
             .dropouts
             .iter()
             .enumerate()
             .map(|(i, d)| {
-                let len = n * d.shape.iter().product::<usize>();
-                (d.input.clone(), [vec![n], d.shape.clone()].concat(), mask(cfg.seed, position.step, i, d.p, len))
+                let per_example = d.shape.iter().product::<usize>();
+                let whole = mask(cfg.seed, position.step, i, d.p, cfg.batch * per_example);
+                (d.input.clone(), [vec![n], d.shape.clone()].concat(), whole[rows.start * per_example..rows.end * per_example].to_vec())
             })
             .collect();
         let mut scalars = vec![("learning_rate", lr)];
@@ -306,10 +338,13 @@ impl<'r> Run<'r> {
         }
         let input = &self.compiled.graph.shape(self.compiled.graph.input).0;
         let started = Instant::now();
-        let (loss, logits) =
-            self.engine.step(&StepInputs { images: &batch.images, image_shape: [n, input[0], input[1], input[2]], labels: &batch.labels, scalars, masks })?;
+        let inputs = StepInputs { images: &batch.images, image_shape: [n, input[0], input[1], input[2]], labels: &batch.labels, scalars, masks };
+        // data parallel: the gradients are averaged between the step's two graphs.
+        let replicas = &mut self.replicas;
+        let (local_loss, logits) = self.engine.step(&inputs, &mut |buckets| replicas.average_gradients(buckets))?;
+        let loss = self.replicas.global_loss(local_loss, n, cfg.batch);
         self.clock.step_s += started.elapsed().as_secs_f64();
-        self.clock.stepped += n;
+        self.clock.stepped += cfg.batch;
         if !loss.is_finite() {
             return Err(Error::Diverged {
                 loss,
@@ -327,8 +362,21 @@ impl<'r> Run<'r> {
             "kind": "step", "epoch": self.position.epoch, "step": self.position.step, "loss": loss, "lr": lr,
             "elapsed_s": self.clock.started.elapsed().as_secs_f64(),
         });
-        self.metrics.line(line)?;
-        Ok((loss, logits))
+        self.log(line)?;
+        Ok((local_loss, logits))
+    }
+
+    /// A line of `metrics.jsonl` (process 0 writes it).
+    fn log(&mut self, line: serde_json::Value) -> Result<(), Error> {
+        self.metrics.as_mut().map_or(Ok(()), |m| m.line(line))
+    }
+
+    /// The time spent averaging gradients per step, when the step does.
+    fn reduce_note(&self) -> String {
+        match self.replicas.reduced {
+            0 => String::new(),
+            _ => format!("  all-reduce {:.1} ms/step", 1e3 * self.replicas.reduce_per_step(self.clock.step_s).0),
+        }
     }
 
     /// Closes the epoch: validates (with the averaged parameters, if any), logs, and writes the
@@ -336,22 +384,29 @@ impl<'r> Run<'r> {
     pub(super) fn validate_and_checkpoint(&mut self, totals: EpochTotals) -> Result<(), Error> {
         self.position.epoch += 1;
         self.position.batch_in_epoch = 0;
-        let mut weights = self.current_state()?;
+        let state = self.current_state()?;
+        let mut weights = state.clone();
         if self.cfg.ema.is_some() {
             use_average(&mut weights);
         }
-        let val = self.evaluator.evaluate(&weights, &self.val, self.cfg.batch, self.runner.workers)?;
+        let val = self.evaluator.evaluate(&weights, &self.val, self.cfg.batch, self.runner.workers, &*self.runner.world)?;
+        drop(weights);
+        // data parallel: the epoch's totals of every process.
+        let (loss_sum, correct, seen) = self.replicas.sum_totals(totals.loss_sum, totals.correct, totals.seen);
         let (cfg, position) = (&self.cfg, &self.position);
-        let train_loss = totals.loss_sum / totals.seen.max(1) as f64;
-        self.metrics.line(serde_json::json!({
+        let train_loss = loss_sum / seen.max(1) as f64;
+        let (reduce_s, reduce_share) = self.replicas.reduce_per_step(self.clock.step_s);
+        let line = serde_json::json!({
             "kind": "epoch", "epoch": position.epoch, "step": position.step,
-            "train_loss": train_loss, "train_top1": totals.correct as f64 / totals.seen.max(1) as f64,
+            "train_loss": train_loss, "train_top1": correct as f64 / seen.max(1) as f64,
             "val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5,
             "lr": cfg.schedule.lr(cfg.lr, position.epoch as f64, cfg.epochs as f64, cfg.warmup_epochs),
             "images_per_s": self.clock.images_per_s(),
             "loader_wait_s": self.clock.wait_s,
-        }))?;
-        if self.runner.progress {
+            "processes": self.runner.world.size(),
+            "allreduce_s_per_step": reduce_s, "allreduce_share": reduce_share,
+        });
+        if self.runner.progress && self.replicas.leads() {
             eprintln!(
                 "epoch {}/{}: train loss {train_loss:.4}, val loss {:.4}, top-1 {:.2}%, top-5 {:.2}%",
                 position.epoch,
@@ -361,12 +416,13 @@ impl<'r> Run<'r> {
                 100.0 * val.top5
             );
         }
-        let best = position.best_top1.is_none_or(|b| val.top1 > b);
+        self.log(line)?;
+        let best = self.position.best_top1.is_none_or(|b| val.top1 > b);
         if best {
             self.position.best_top1 = Some(val.top1);
         }
-        self.checkpoint()?;
-        if best {
+        self.save(state)?;
+        if best && self.replicas.leads() {
             let (tmp, best) = (self.runner.out.join("best.tmp"), self.runner.out.join("best.safetensors"));
             std::fs::copy(&self.last, &tmp).and_then(|_| std::fs::rename(&tmp, &best)).map_err(Error::file("write", &best))?;
         }
@@ -375,15 +431,25 @@ impl<'r> Run<'r> {
     }
 
     /// The engine's state copied to the host, per parameter (as checkpoints keep it).
-    fn current_state(&self) -> Result<BTreeMap<String, Tensor>, Error> {
-        let state = self.engine.state()?;
+    fn current_state(&mut self) -> Result<BTreeMap<String, Tensor>, Error> {
+        // data parallel: the replicas' running statistics, averaged (and kept by each replica).
+        let state = self.replicas.synced_state(&mut self.engine)?;
         Ok(unpack_all(&self.packed, state.into_iter().map(|(n, shape, data)| (n, Tensor { shape, data }))))
     }
 
-    /// Writes `last.safetensors`: the state, the position, the settings and the source.
-    pub(super) fn checkpoint(&self) -> Result<(), Error> {
-        let c =
-            Checkpoint { tensors: self.current_state()?, position: self.position.clone(), settings: self.settings_json.clone(), source: self.source.clone() };
+    /// Writes `last.safetensors` with the current state.
+    pub(super) fn checkpoint(&mut self) -> Result<(), Error> {
+        let state = self.current_state()?;
+        self.save(state)
+    }
+
+    /// Writes `last.safetensors`: `tensors`, the position, the settings and the source (process 0
+    /// writes; every process has the same).
+    fn save(&self, tensors: BTreeMap<String, Tensor>) -> Result<(), Error> {
+        if !self.replicas.leads() {
+            return Ok(());
+        }
+        let c = Checkpoint { tensors, position: self.position.clone(), settings: self.settings_json.clone(), source: self.source.clone() };
         checkpoint::save(&self.last, &c).map_err(Error::file("write the checkpoint", &self.last))
     }
 
@@ -399,6 +465,8 @@ impl<'r> Run<'r> {
             val_top5: self.last_val.map(|v| v.1),
             step_images_per_s: self.clock.images_per_s(),
             loader_images_per_s,
+            processes: self.runner.world.size(),
+            allreduce: (self.replicas.reduced > 0).then(|| self.replicas.reduce_per_step(self.clock.step_s)),
             profile,
         })
     }
