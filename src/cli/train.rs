@@ -269,7 +269,10 @@ fn train_in(a: &TrainArgs, world: &Rc<dyn World>) -> Result<(), Error> {
         },
         s.step_images_per_s,
         match s.allreduce {
-            Some((per_step, share)) => format!(" ({} processes; all-reduce {:.2} ms per step, {:.1}% of it)", s.processes, 1e3 * per_step, 100.0 * share),
+            Some((per_step, share)) => {
+                let processes = if s.processes == 1 { "1 process".to_string() } else { format!("{} processes", s.processes) };
+                format!(" ({processes}; all-reduce {:.2} ms per step, {:.1}% of it)", 1e3 * per_step, 100.0 * share)
+            }
             None => String::new(),
         },
         s.loader_images_per_s,
