@@ -148,3 +148,16 @@ impl std::fmt::Debug for Failure {
         f.write_str(&self.render())
     }
 }
+
+/// 12,253,974,624
+pub fn thousands(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -58,6 +58,42 @@ pub fn compile(path: &Path, settings: &Settings, passes: &PassOptions, stop_afte
     finish(program.sources, &program.files, settings, passes, stop_after)
 }
 
+/// One source file's name (as diagnostics show it) and text: what a checkpoint keeps of the
+/// network it trained, so that it compiles again without the files.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SourceText {
+    pub name: String,
+    pub text: String,
+}
+
+impl Compiled {
+    /// Every source file of the compilation, the root first, then its imports as they were loaded.
+    pub fn texts(&self) -> Vec<SourceText> {
+        self.sources.files().map(|(_, f)| SourceText { name: f.name.clone(), text: f.text.clone() }).collect()
+    }
+}
+
+/// Compiles the files `texts` (as [`Compiled::texts`] gives them) without reading any file: the
+/// network exactly as it was compiled then, whatever the files on disk hold now.
+pub fn compile_texts(texts: &[SourceText], settings: &Settings, passes: &PassOptions) -> Result<Compiled, Failure> {
+    let mut sources = SourceMap::new();
+    let (mut files, mut errors) = (vec![], vec![]);
+    for t in texts {
+        let id = sources.add(t.name.clone(), t.name.clone().into(), t.text.clone());
+        match crate::front::parse::parse(id, &t.text) {
+            Ok(file) => files.push(file),
+            Err(d) => errors.push(d),
+        }
+    }
+    if texts.is_empty() {
+        errors.push(Diagnostic::error("no source files to compile"));
+    }
+    if !errors.is_empty() {
+        return Err(Failure { sources, diagnostics: crate::diag::Diagnostics(errors) });
+    }
+    finish(sources, &files, settings, passes, None)
+}
+
 /// Compiles source text as if it were the file `path` (imports resolve relative to `path`).
 pub fn compile_text(path: &Path, text: &str, settings: &Settings, passes: &PassOptions, stop_after: Option<&str>) -> Result<Compiled, Failure> {
     let mut sources = SourceMap::new();

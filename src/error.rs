@@ -53,14 +53,41 @@ pub enum Error {
         checkpoint: PathBuf,
         checkpoint_step: Option<u64>,
     },
+    /// The first Ctrl-C (SIGINT) or SIGTERM stopped the work at a safe point; a run says where
+    /// its checkpoint holds it.
+    Interrupted(Option<Saved>),
+    /// A run failed after it had started (unreadable data, a failed validation); its work up to
+    /// the failure is in a checkpoint.
+    Kept { source: Box<Error>, at: Saved },
+}
+
+/// Where a stopped run is kept: the checkpoint, the position it holds, the run's folder.
+#[derive(Debug)]
+pub struct Saved {
+    pub step: u64,
+    /// The epoch being trained (from 0) and the batches of it done.
+    pub epoch: u64,
+    pub batch: u64,
+    pub checkpoint: PathBuf,
+    pub run: PathBuf,
+}
+
+impl fmt::Display for Saved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Saved { step, epoch, batch, checkpoint, run } = self;
+        write!(f, "`{}` holds the run at step {step} (epoch {}, batch {batch}); resume it with --resume {}", checkpoint.display(), epoch + 1, run.display())
+    }
 }
 
 impl Error {
-    /// The process's exit status for this error: 2 for usage, 1 for everything else.
+    /// The process's exit status for this error: 2 for usage, 130 for an interrupt (as a shell
+    /// reports a Ctrl-C), 1 for everything else.
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => 2,
+            Error::Interrupted(_) => 130,
+            Error::Kept { source, .. } => source.exit_code(),
             _ => 1,
         }
     }
@@ -97,6 +124,9 @@ impl fmt::Display for Error {
                 checkpoint.display(),
                 checkpoint_step.map_or_else(|| "none written yet".to_string(), |s| format!("step {s}"))
             ),
+            Error::Interrupted(None) => f.write_str("interrupted"),
+            Error::Interrupted(Some(at)) => write!(f, "interrupted: {at}"),
+            Error::Kept { source, at } => write!(f, "{source}\n{at}"),
         }
     }
 }
@@ -111,6 +141,7 @@ impl std::error::Error for Error {
             Error::Weights(e) => Some(e),
             Error::Plot(e) => Some(e),
             Error::File { source, .. } => Some(source),
+            Error::Kept { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

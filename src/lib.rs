@@ -9,6 +9,7 @@ pub mod elab;
 pub mod error;
 pub mod front;
 pub mod fsutil;
+pub mod interrupt;
 pub mod ir;
 pub mod onnx;
 pub mod passes;

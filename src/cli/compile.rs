@@ -24,7 +24,7 @@ pub struct CompileArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Fix the batch size (default: symbolic `N`).
-    #[arg(long)]
+    #[arg(long, value_parser = super::options::count::<usize>)]
     batch: Option<usize>,
     /// Also write the weights of the emitted graph as safetensors.
     #[arg(long, value_name = "FILE.safetensors")]
@@ -79,9 +79,11 @@ fn training_graphs(a: &CompileArgs, options: &Options) -> Result<(), Error> {
     if options.fold_bn {
         return Err(Error::Invalid("--fold-bn is for inference; a training step needs its batch norms".into()));
     }
+    let config = a.training.overlay(incc::train::TrainConfig::default());
+    config.check().map_err(Error::Usage)?;
     let compiled = options.compile(&a.common.file, None)?;
     let start = Instant::now();
-    let model = match incc::train::emit_training(&compiled.graph, &compiled.sources, &a.training.config(), a.batch) {
+    let model = match incc::train::emit_training(&compiled.graph, &compiled.sources, &config, a.batch) {
         Ok(model) => model,
         Err(diagnostic) => return Err(Failure::of(compiled.sources, diagnostic).into()),
     };

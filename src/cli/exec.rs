@@ -1,6 +1,7 @@
 //! `incc run` and `incc bench`: a `.inc` (compiled in memory) or any `.onnx`, on ONNX Runtime, and
 //! the runtime options every command that runs a model shares.
 
+use super::options::count;
 use incc::dist::World;
 use incc::driver::{build_onnx, WeightsSource};
 use incc::runtime::bench::{bench, bench_interleaved, profile, render_table, BenchConfig};
@@ -38,7 +39,7 @@ pub struct RuntimeArgs {
     #[arg(long, default_value = "cpu")]
     pub provider: ProviderArg,
     /// Intra-op threads (default: ONNX Runtime's, one per core).
-    #[arg(long)]
+    #[arg(long, value_parser = count::<usize>)]
     pub threads: Option<usize>,
     /// The ONNX Runtime library (file or folder); else ORT_DYLIB_PATH, .ort/lib, Python's onnxruntime.
     #[arg(long, value_name = "PATH")]
@@ -105,10 +106,10 @@ pub struct RunArgs {
     #[arg(long = "image", value_name = "FILE")]
     pub images: Vec<PathBuf>,
     /// Synthetic batch size when no image is given.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = count::<usize>)]
     pub batch: usize,
     /// How many classes to show per image.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = count::<usize>)]
     pub top: usize,
     /// Class names, one per line (ImageNet's are not shipped).
     #[arg(long, value_name = "FILE")]
@@ -123,14 +124,14 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Batch sizes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = count::<usize>)]
     pub batch: Vec<usize>,
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
     /// Timed runs at least (and at least --min-time seconds of them).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = count::<usize>)]
     pub iterations: usize,
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = super::options::seconds)]
     pub min_time: f64,
     /// Also measure this model (e.g. the same network exported from PyTorch) in the same run, runs
     /// alternating with incc's, and report incc's figures as ratios against it.
@@ -143,7 +144,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE.json")]
     pub profile: Option<PathBuf>,
     /// Runs to profile with --profile.
-    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..), requires = "profile")]
+    #[arg(long, default_value_t = 5, value_parser = count::<usize>, requires = "profile")]
     pub profile_runs: usize,
     #[arg(long)]
     pub json: bool,
@@ -201,8 +202,8 @@ pub fn run_command(mut a: RunArgs) -> Result<(), Error> {
     let mut model = load(&a.model)?;
     let [c, h, w] = chw(&model)?;
     let (data, n, names) = if a.images.is_empty() {
-        let shape = [a.batch.max(1), c, h, w];
-        (synthetic_batch(shape, 0), shape[0], (0..shape[0]).map(|i| format!("synthetic #{i}")).collect::<Vec<_>>())
+        let shape = [a.batch, c, h, w];
+        (synthetic_batch(shape, 0)?, shape[0], (0..shape[0]).map(|i| format!("synthetic #{i}")).collect::<Vec<_>>())
     } else {
         let pre = Preprocess::new(h, w).with_metadata(&model.info().metadata)?;
         let mut data = Vec::with_capacity(a.images.len() * c * h * w);
@@ -255,7 +256,7 @@ pub fn bench_command(a: &BenchArgs) -> Result<(), Error> {
         batches: a.batch.clone(),
         warmup: a.warmup,
         iterations: a.iterations,
-        min_time: std::time::Duration::from_secs_f64(a.min_time.max(0.0)),
+        min_time: std::time::Duration::from_secs_f64(a.min_time),
         ..BenchConfig::default()
     };
     let files = a.profile.as_ref().map(ProfileFiles::new).transpose()?;

@@ -14,7 +14,7 @@ pub fn check_command(c: &Common) -> Result<(), Error> {
         "ok: network {} ({} nodes, {} parameters), input N x {} -> output N x {}",
         g.name,
         g.g.node_count(),
-        cost::thousands(params),
+        incc::diag::thousands(params),
         g.shape(g.input),
         g.shape(g.output)
     );
@@ -31,7 +31,7 @@ pub struct FlopsArgs {
     #[arg(long, value_enum, default_value_t = Convention::Incc)]
     convention: Convention,
     /// Count for a batch of this many examples.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::options::count::<u64>)]
     batch: u64,
     /// Every row and the totals as JSON.
     #[arg(long)]

@@ -13,6 +13,8 @@ use incc::Error;
 pub fn print_error(e: &Error) {
     match e {
         Error::Compile(failure) => eprint!("{}", failure.render()),
+        // Asked for, not a failure: said as it is.
+        Error::Interrupted(_) => eprintln!("{e}"),
         other => eprintln!("error: {}", other.to_string().trim_end()),
     }
 }

@@ -34,6 +34,28 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A count of at least 1 (`--batch`, `--epochs`, `--workers`, ...).
+pub fn count<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialEq + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    match s.trim().parse::<T>() {
+        Ok(n) if n == T::from(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A number of seconds, at least 0, that a duration can hold.
+pub fn seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if std::time::Duration::try_from_secs_f64(v).is_ok() => Ok(v),
+        Ok(v) => Err(format!("must be a finite number of seconds, at least 0, not {v}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// `--input`: a size (`3x149x149`) or, for `incc run`, an image to classify.
 #[derive(Clone, Debug)]
 pub enum InputArg {

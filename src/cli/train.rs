@@ -3,36 +3,39 @@
 //! started by `mpirun` or `srun` (see `dist`).
 
 use super::exec::RuntimeArgs;
+use super::options::count;
 use clap::ValueEnum;
 use incc::data::DataSpec;
 use incc::dist::World;
+use incc::interrupt::Interrupt;
 use incc::runtime::profile::ProfileFiles;
 use incc::train::Target;
 use incc::train::{Optimizer, TrainConfig};
 use incc::trainer::schedule::Schedule;
 use incc::trainer::{RunConfig, Runner, Start};
 use incc::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-/// How a training step learns (`incc train`, `incc compile --train`).
+/// How a training step learns (`incc train`, `incc compile --train`). Each option left out keeps
+/// the value it had: the default for a new step, the run's own on `incc train --resume`.
 #[derive(clap::Args)]
 pub struct TrainingArgs {
-    /// The optimizer.
-    #[arg(long, value_enum, default_value_t = OptimizerArg::Rmsprop)]
-    optimizer: OptimizerArg,
-    /// Momentum of sgd and rmsprop.
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f32,
+    /// The optimizer (default rmsprop).
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerArg>,
+    /// Momentum of sgd and rmsprop (default 0.9).
+    #[arg(long)]
+    momentum: Option<f32>,
     /// Nesterov momentum (sgd).
     #[arg(long)]
     nesterov: bool,
-    /// Label smoothing of the cross-entropy.
-    #[arg(long, default_value_t = 0.1)]
-    label_smoothing: f32,
-    /// Weight decay (L2 on conv and fc weights; decoupled for adamw).
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f32,
+    /// Label smoothing of the cross-entropy (default 0.1).
+    #[arg(long)]
+    label_smoothing: Option<f32>,
+    /// Weight decay (L2 on conv and fc weights; decoupled for adamw; default 0).
+    #[arg(long)]
+    weight_decay: Option<f32>,
     /// Decay biases and batch-norm parameters too.
     #[arg(long)]
     decay_all: bool,
@@ -44,7 +47,7 @@ pub struct TrainingArgs {
     target: TargetArg,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum OptimizerArg {
     /// The paper's (TensorFlow's RMSProp: decay 0.9, epsilon 1.0) with --momentum.
     Rmsprop,
@@ -62,27 +65,32 @@ enum TargetArg {
 }
 
 impl TrainingArgs {
-    pub fn config(&self) -> TrainConfig {
+    /// `base` with the options given here.
+    pub fn overlay(&self, base: TrainConfig) -> TrainConfig {
+        let (kind, momentum, nesterov) = match base.optimizer {
+            Optimizer::Rmsprop { momentum, .. } => (OptimizerArg::Rmsprop, momentum, false),
+            Optimizer::Sgd { momentum, nesterov } => (OptimizerArg::Sgd, momentum, nesterov),
+            Optimizer::Adam { decoupled, .. } => (if decoupled { OptimizerArg::Adamw } else { OptimizerArg::Adam }, 0.9, false),
+        };
+        let momentum = self.momentum.unwrap_or(momentum);
         let adam = |decoupled| Optimizer::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, decoupled };
-        let optimizer = match self.optimizer {
-            OptimizerArg::Rmsprop => Optimizer::Rmsprop { decay: 0.9, momentum: self.momentum, epsilon: 1.0 },
-            OptimizerArg::Sgd => Optimizer::Sgd { momentum: self.momentum, nesterov: self.nesterov },
+        let optimizer = match self.optimizer.unwrap_or(kind) {
+            OptimizerArg::Rmsprop => Optimizer::Rmsprop { decay: 0.9, momentum, epsilon: 1.0 },
+            OptimizerArg::Sgd => Optimizer::Sgd { momentum, nesterov: self.nesterov || nesterov },
             OptimizerArg::Adam => adam(false),
             OptimizerArg::Adamw => adam(true),
         };
         TrainConfig {
             optimizer,
-            label_smoothing: self.label_smoothing,
-            weight_decay: self.weight_decay,
-            decay_all: self.decay_all,
-            clip_norm: self.clip_norm,
+            label_smoothing: self.label_smoothing.unwrap_or(base.label_smoothing),
+            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
+            decay_all: self.decay_all || base.decay_all,
+            clip_norm: self.clip_norm.or(base.clip_norm),
             target: match self.target {
                 TargetArg::Cpu => Target::Cpu,
                 TargetArg::Gpu => Target::Gpu,
             },
-            // `incc train --ema` sets it; a compiled step stays without.
-            ema: false,
-            debug_outputs: false,
+            ..base
         }
     }
 }
@@ -94,31 +102,37 @@ pub struct TrainArgs {
     /// `fashion-mnist:DIR`, `mnist:DIR`, `cifar10:DIR`, `cifar100:DIR` or `imagefolder:DIR`.
     #[arg(long)]
     pub data: Option<String>,
-    /// Epochs (default 10); on --resume, a larger number extends the run.
-    #[arg(long)]
+    /// Epochs (default 10).
+    #[arg(long, value_parser = count::<u64>)]
     pub epochs: Option<u64>,
-    /// The batch of each step; with several processes (mpirun, srun), the batch of the whole
-    /// job, split evenly across them.
-    #[arg(long, default_value_t = 128)]
-    pub batch: usize,
-    /// Base learning rate (the paper's RMSProp: 0.045).
-    #[arg(long, default_value_t = 0.045)]
-    pub lr: f64,
-    /// exponential[:FACTOR:EVERY] (the paper's x0.94 every 2 epochs), cosine, step:FACTOR:E1,E2, constant.
-    #[arg(long, default_value = "exponential", value_parser = Schedule::parse)]
-    pub schedule: Schedule,
-    /// Epochs of linear warm-up.
-    #[arg(long, default_value_t = 0.0)]
-    pub warmup: f64,
+    /// Examples per step (default 128); with several processes (mpirun, srun), the batch of the
+    /// whole job, split evenly across them.
+    #[arg(long, value_parser = count::<usize>)]
+    pub batch: Option<usize>,
+    /// Base learning rate (default 0.045, the paper's RMSProp).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// exponential[:FACTOR:EVERY] (the paper's x0.94 every 2 epochs, the default), cosine, step:FACTOR:E1,E2, constant.
+    #[arg(long, value_parser = Schedule::parse)]
+    pub schedule: Option<Schedule>,
+    /// Epochs of linear warm-up (default 0).
+    #[arg(long)]
+    pub warmup: Option<f64>,
     /// Evaluate with an exponential moving average of the parameters of this decay (e.g. 0.999).
     #[arg(long)]
     pub ema: Option<f64>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Run folder: checkpoints (last, best), metrics.jsonl.
+    /// The seed of every random choice (default 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run folder: checkpoints (last, best), metrics.jsonl. It must be empty or new (see --force).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run in this folder exactly where it stopped (its settings come from its checkpoint).
+    /// Start the new run even where --out holds another, deleting that run's checkpoints and metrics.
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
+    /// Continue the run in this folder exactly where it stopped, with its settings; options given
+    /// besides change them from there on (--lr, --clip-norm, --epochs, ...; --batch, --data and
+    /// --limit-train at an epoch's end only), as the metrics record.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
     /// Set a network parameter: `--set classes=10`.
@@ -128,13 +142,17 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SPEC")]
     pub residualize: Option<String>,
     /// Stop after this many steps in all (writes a checkpoint).
-    #[arg(long)]
+    #[arg(long, value_parser = count::<u64>)]
     pub max_steps: Option<u64>,
+    /// Also write a checkpoint every this many steps (besides each epoch's end): a crash or a kill
+    /// loses at most these steps.
+    #[arg(long, value_name = "STEPS", value_parser = count::<u64>)]
+    pub checkpoint_every: Option<u64>,
     /// Use at most this many training examples (quick runs).
-    #[arg(long)]
+    #[arg(long, value_parser = count::<usize>)]
     pub limit_train: Option<usize>,
     /// Use at most this many validation examples.
-    #[arg(long)]
+    #[arg(long, value_parser = count::<usize>)]
     pub limit_val: Option<usize>,
     /// Profile the training steps of this process with ONNX Runtime's profiler (meant for short
     /// runs, e.g. with --max-steps: it records every node of every step): print where the time
@@ -150,7 +168,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Data-loading threads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = count::<usize>)]
     pub workers: usize,
     /// No progress bars.
     #[arg(long)]
@@ -163,18 +181,21 @@ pub struct TrainArgs {
 pub struct EvalArgs {
     /// A checkpoint written by `incc train` (`runs/x/best.safetensors`).
     pub checkpoint: PathBuf,
-    /// The network, if not the one recorded in the checkpoint.
+    /// Compile this network file instead of the source stored in the checkpoint.
     #[arg(long)]
     pub arch: Option<PathBuf>,
     #[arg(long)]
     pub data: String,
+    /// Evaluate at most this many examples of the split (default: all of them).
+    #[arg(long, value_parser = count::<usize>)]
+    pub limit: Option<usize>,
     /// Evaluate the raw parameters even when the checkpoint has averaged ones.
     #[arg(long)]
     pub no_ema: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Data-loading threads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = count::<usize>)]
     pub workers: usize,
 }
 
@@ -189,35 +210,43 @@ pub struct PlotArgs {
 }
 
 impl TrainArgs {
-    /// A new run's settings, or a resumption; the data spec and `--residualize` are checked here,
-    /// before anything starts.
+    /// `base` with the options given here (the network's own aside: file, --set, --residualize).
+    fn overlay(&self, base: RunConfig) -> RunConfig {
+        RunConfig {
+            data: self.data.clone().unwrap_or(base.data),
+            epochs: self.epochs.unwrap_or(base.epochs),
+            batch: self.batch.unwrap_or(base.batch),
+            train: self.training.overlay(base.train),
+            lr: self.lr.unwrap_or(base.lr),
+            schedule: self.schedule.clone().unwrap_or(base.schedule),
+            warmup_epochs: self.warmup.unwrap_or(base.warmup_epochs),
+            ema: self.ema.or(base.ema),
+            seed: self.seed.unwrap_or(base.seed),
+            limit_train: self.limit_train.or(base.limit_train),
+            limit_val: self.limit_val.or(base.limit_val),
+            ..base
+        }
+    }
+
+    /// A new run's settings, or a resumption with the options given; the settings are checked
+    /// here, before anything starts.
     fn start(&self) -> Result<Start, Error> {
-        if self.resume.is_some() {
-            return Ok(Start::Resume { epochs: self.epochs });
+        if let Some(data) = &self.data {
+            data.parse::<DataSpec>()?;
+        }
+        if let Some(dir) = &self.resume {
+            if self.file.is_some() || !self.set.is_empty() || self.residualize.is_some() {
+                return Err(Error::Usage("--resume trains the network its checkpoint stores: give no network file, --set or --residualize".into()));
+            }
+            return Ok(Start::Resume { with: Some(self.overlay(incc::trainer::saved_settings(dir)?)) });
         }
         let (Some(file), Some(data)) = (&self.file, &self.data) else {
-            return Err(Error::Invalid("give the network and --data (or --resume RUN_DIR)".into()));
+            return Err(Error::Usage("give the network and --data (or --resume RUN_DIR)".into()));
         };
-        data.parse::<DataSpec>()?;
-        let run = RunConfig {
-            arch: file.clone(),
-            set: self.set.clone(),
-            input: None,
-            residualize: self.residualize.clone(),
-            data: data.clone(),
-            epochs: self.epochs.unwrap_or(10),
-            batch: self.batch,
-            train: self.training.config(),
-            lr: self.lr,
-            schedule: self.schedule.clone(),
-            warmup_epochs: self.warmup,
-            ema: self.ema,
-            seed: self.seed,
-            limit_train: self.limit_train,
-            limit_val: self.limit_val,
-        };
+        let run = self.overlay(RunConfig { set: self.set.clone(), residualize: self.residualize.clone(), ..RunConfig::new(file, data) });
+        run.check()?;
         run.options().passes()?;
-        Ok(Start::New(run))
+        Ok(if self.force { Start::Over(run) } else { Start::New(run) })
     }
 }
 
@@ -241,19 +270,22 @@ pub fn train_command(a: &TrainArgs) -> Result<(), Error> {
 }
 
 fn train_in(a: &TrainArgs, world: &Rc<dyn World>) -> Result<(), Error> {
-    let out = a.resume.clone().or(a.out.clone()).ok_or_else(|| Error::Invalid("give --out RUN_DIR for a new run, or --resume RUN_DIR".into()))?;
+    let out = a.resume.clone().or(a.out.clone()).ok_or_else(|| Error::Usage("give --out RUN_DIR for a new run, or --resume RUN_DIR".into()))?;
     let start = a.start()?;
     let files = a.profile.as_ref().map(ProfileFiles::new).transpose()?;
     let config = a.runtime.init_in(&**world)?;
+    let interrupt = Interrupt::install().map_err(|e| Error::Invalid(format!("cannot handle Ctrl-C: {e}")))?;
     let runner = Runner {
         session: config,
-        workers: a.workers.max(1),
-        out: out.clone(),
+        workers: a.workers,
         max_steps: a.max_steps,
         progress: !a.quiet,
         profile: a.profile.clone(),
+        checkpoint_every: a.checkpoint_every,
+        interrupt,
         world: world.clone(),
         split: a.split_step,
+        ..Runner::new(&out)
     };
     let s = incc::trainer::train(&start, &runner)?;
     if world.rank() != 0 {
@@ -292,24 +324,16 @@ pub fn eval_command(a: &EvalArgs) -> Result<(), Error> {
 
 fn eval_in(a: &EvalArgs, world: &Rc<dyn World>) -> Result<(), Error> {
     let config = a.runtime.init_in(&**world)?;
-    let runner = Runner {
-        session: config,
-        workers: a.workers.max(1),
-        out: PathBuf::new(),
-        max_steps: None,
-        progress: false,
-        profile: None,
-        world: world.clone(),
-        split: false,
-    };
-    let (e, ema) = incc::trainer::eval_checkpoint(&a.checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema)?;
+    let runner = Runner { session: config, workers: a.workers, world: world.clone(), ..Runner::new(Path::new("")) };
+    let report = incc::trainer::eval_checkpoint(&a.checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema, a.limit)?;
     if world.rank() != 0 {
         return Ok(());
     }
+    let e = &report.evaluation;
     println!(
         "{} ({} parameters): {} examples, top-1 {:.2}%, top-5 {:.2}%, loss {:.4}",
         a.checkpoint.display(),
-        if ema { "averaged" } else { "raw" },
+        if report.averaged { "averaged" } else { "raw" },
         e.examples,
         100.0 * e.top1,
         100.0 * e.top5,

@@ -14,11 +14,10 @@ mod layer;
 
 pub use eval::{did_you_mean, parse_value, Value};
 
-use crate::diag::{Diagnostic, Diagnostics};
+use crate::diag::{thousands, Diagnostic, Diagnostics};
 use crate::front::ast::*;
 use crate::ir::ops::{Concat, Input, Op};
 use crate::ir::{checked_elements, Frame, FrameId, FrameKind, Graph, Node, ResidualMark, Shape, MAX_NODES, MAX_TENSOR_ELEMENTS};
-use crate::report::cost::thousands;
 use crate::source::{FileId, Span};
 use eval::{bind_args, eval, eval_positive, fill_defaults, Env};
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};

@@ -136,7 +136,8 @@ pub fn write(model: &ModelProto, path: &Path, threshold: usize) -> std::io::Resu
     let graph = model.graph.as_ref().expect("an emitted model has a graph");
     let data_bytes: usize = graph.initializer.iter().map(|t| t.raw_data.len()).sum();
     if data_bytes <= threshold {
-        return crate::fsutil::write_atomic(path, &model.encode_to_vec());
+        crate::fsutil::write_atomic(path, &model.encode_to_vec())?;
+        return remove_side_file(path);
     }
     let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
     let data_name = format!("{file_name}.data");
@@ -164,4 +165,15 @@ pub fn write(model: &ModelProto, path: &Path, threshold: usize) -> std::io::Resu
         Ok(())
     })?;
     crate::fsutil::write_atomic(path, &external.encode_to_vec())
+}
+
+/// Removes `<file>.data` beside a model written without one: the values of a larger model written
+/// there before, which belong to no file any more.
+fn remove_side_file(path: &Path) -> std::io::Result<()> {
+    let Some(name) = path.file_name() else { return Ok(()) };
+    let side = path.with_file_name(format!("{}.data", name.to_string_lossy()));
+    match std::fs::symlink_metadata(&side) {
+        Ok(meta) if meta.is_file() => std::fs::remove_file(side),
+        _ => Ok(()),
+    }
 }

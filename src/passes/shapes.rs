@@ -3,9 +3,8 @@
 //! (output and parameters) and the network's parameters together are held to the bounds of
 //! `ir::MAX_TENSOR_ELEMENTS` and `ir::MAX_PARAMETERS`, at the layer that crosses them.
 
-use crate::diag::Diagnostic;
+use crate::diag::{thousands, Diagnostic};
 use crate::ir::{checked_elements, FrameKind, Graph, Shape, MAX_PARAMETERS, MAX_TENSOR_ELEMENTS};
-use crate::report::cost::thousands;
 use petgraph::stable_graph::NodeIndex;
 
 pub fn infer_shapes(graph: &mut Graph) -> Result<(), Diagnostic> {

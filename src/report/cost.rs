@@ -2,7 +2,7 @@
 //! with totals, under a named counting convention.
 
 use super::params::node_elements;
-use crate::diag::Diagnostic;
+use crate::diag::{thousands, Diagnostic};
 use crate::ir::ops::Op;
 use crate::ir::{FrameId, FrameKind, Graph};
 use petgraph::stable_graph::NodeIndex;
@@ -217,19 +217,6 @@ impl FrameContents {
             }
         }
     }
-}
-
-/// 12,253,974,624
-pub fn thousands(v: u64) -> String {
-    let s = v.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// 12.25 G

@@ -84,6 +84,26 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// Every number within its range; the error names the option that sets it.
+    pub fn check(&self) -> Result<(), String> {
+        let momentum = match self.optimizer {
+            Optimizer::Sgd { momentum, .. } | Optimizer::Rmsprop { momentum, .. } => momentum,
+            Optimizer::Adam { .. } => 0.0,
+        };
+        let ranges = [
+            ("--momentum", momentum, 0.0..1.0, "at least 0 and below 1"),
+            ("--label-smoothing", self.label_smoothing, 0.0..1.0, "at least 0 and below 1"),
+            ("--weight-decay", self.weight_decay, 0.0..f32::INFINITY, "a finite number at least 0"),
+            ("--clip-norm", self.clip_norm.unwrap_or(1.0), f32::MIN_POSITIVE..f32::INFINITY, "a finite number above 0"),
+        ];
+        match ranges.into_iter().find(|(_, v, range, _)| !range.contains(v)) {
+            Some((option, v, _, want)) => Err(format!("{option} must be {want}, not {v}")),
+            None => Ok(()),
+        }
+    }
+}
+
 /// One training step of `graph` as a model: the forward pass in training mode, the loss, the
 /// backward pass, the update; `batch` fixes the batch size (batch-norm counts become constants).
 pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batch: Option<usize>) -> Result<ModelProto, Diagnostic> {

@@ -4,6 +4,7 @@ use crate::data::{batches, open, DataError, DataSpec, LoaderConfig, Shard, Sourc
 use crate::dist::World;
 use crate::driver::Compiled;
 use crate::error::Error;
+use crate::interrupt::Interrupt;
 use crate::ir::{Graph, ParamRole};
 use crate::runtime::session::{Model, SessionConfig};
 use crate::runtime::tensor::{BoundRun, Feed};
@@ -48,6 +49,8 @@ pub struct Evaluator {
     params: Vec<(String, Vec<usize>)>,
     input: Vec<usize>,
     classes: usize,
+    /// Stops an evaluation between batches with `Error::Interrupted` (no run to name).
+    interrupt: Interrupt,
 }
 
 impl Evaluator {
@@ -60,7 +63,13 @@ impl Evaluator {
             .filter(|(_, p)| p.role.is_trainable() || matches!(p.role, ParamRole::RunningMean | ParamRole::RunningVar))
             .map(|(name, spec)| (name, spec.shape))
             .collect();
-        Ok(Evaluator { model, params, input: graph.shape(graph.input).0.clone(), classes: super::classes(graph) })
+        Ok(Evaluator { model, params, input: graph.shape(graph.input).0.clone(), classes: super::classes(graph), interrupt: Interrupt::default() })
+    }
+
+    /// Evaluations stop between batches when `interrupt` is asked.
+    #[must_use]
+    pub fn stopping_on(self, interrupt: &Interrupt) -> Evaluator {
+        Evaluator { interrupt: interrupt.clone(), ..self }
     }
 
     /// Evaluates the parameters `weights` (by name) on `examples`, `batch` at a time; each
@@ -89,19 +98,22 @@ impl Evaluator {
         let classes = self.classes;
         let (mut loss, mut top1, mut top5, mut n) = (0.0f64, 0usize, 0usize, 0usize);
         for b in batches(examples.source.clone(), examples.transform.clone(), &cfg) {
+            if self.interrupt.requested() {
+                return Err(Error::Interrupted(None));
+            }
             let b = b?;
             if b.len == 0 {
                 continue; // this process's part of a last batch smaller than the world
             }
             let outputs = bound.run(vec![("images".to_string(), Feed::F32([vec![b.len], self.input.clone()].concat(), b.images))])?;
             let logits = &outputs.iter().find(|o| o.0 == "logits").ok_or_else(|| Error::Lowering("the evaluation graph has no logits".into()))?.2;
-            for (row, &label) in logits.chunks(classes).zip(&b.labels) {
+            for (row, label) in rows(logits, &b.labels, classes)? {
                 let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let lse = f64::from(m) + row.iter().map(|&v| f64::from(v - m).exp()).sum::<f64>().ln();
-                loss += lse - f64::from(row[label as usize]);
+                loss += lse - f64::from(row[label]);
             }
-            top1 += top_k_hits(logits, &b.labels, classes, 1);
-            top5 += top_k_hits(logits, &b.labels, classes, 5.min(classes));
+            top1 += top_k_hits(logits, &b.labels, classes, 1)?;
+            top5 += top_k_hits(logits, &b.labels, classes, 5.min(classes))?;
             n += b.len;
         }
         // data parallel: the counts of every process.
@@ -118,14 +130,31 @@ impl Evaluator {
 }
 
 /// How many of the examples have their label among the `k` highest logits.
-pub fn top_k_hits(logits: &[f32], labels: &[i64], classes: usize, k: usize) -> usize {
-    logits
-        .chunks(classes)
-        .zip(labels)
-        .filter(|(row, &label)| {
-            let target = row[label as usize];
+///
+/// # Errors
+/// As [`rows`].
+pub fn top_k_hits(logits: &[f32], labels: &[i64], classes: usize, k: usize) -> Result<usize, Error> {
+    Ok(rows(logits, labels, classes)?
+        .filter(|&(row, label)| {
+            let target = row[label];
             // Ties count against the example: any other class with a logit at least as high ranks above it.
-            row.iter().enumerate().filter(|&(j, &v)| j != label as usize && v >= target).count() < k
+            row.iter().enumerate().filter(|&(j, &v)| j != label && v >= target).count() < k
         })
-        .count()
+        .count())
+}
+
+/// Each example's row of `classes` logits with its label, checked: one row per label, every
+/// label a class of the rows.
+///
+/// # Errors
+/// Logits that are not one row per label, or a label that is not below `classes` (data with more
+/// classes than the network has).
+fn rows<'a>(logits: &'a [f32], labels: &'a [i64], classes: usize) -> Result<impl Iterator<Item = (&'a [f32], usize)>, Error> {
+    if classes == 0 || Some(logits.len()) != labels.len().checked_mul(classes) {
+        return Err(Error::Invalid(format!("{} logits are not {} examples of {classes} classes", logits.len(), labels.len())));
+    }
+    if let Some(&label) = labels.iter().find(|&&l| !(0..classes as i64).contains(&l)) {
+        return Err(Error::Invalid(format!("label {label} is not a class of a network with {classes} classes")));
+    }
+    Ok(logits.chunks(classes).zip(labels).map(|(row, &label)| (row, label as usize)))
 }

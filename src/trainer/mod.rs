@@ -12,23 +12,27 @@
 pub mod checkpoint;
 pub mod engine;
 mod evaluate;
+mod metrics;
 mod parallel;
+mod resume;
 mod run;
 pub mod schedule;
 
 pub use evaluate::{top_k_hits, Evaluation, Evaluator, Examples};
+pub use resume::Change;
 pub use run::initial_tensors;
 
 use crate::data::{DataSpec, Split};
-use crate::dist::World;
+use crate::dist::{Single, World};
 use crate::driver::Options;
-use crate::error::Error;
+use crate::error::{Error, Saved};
+use crate::interrupt::Interrupt;
 use crate::ir::Graph;
 use crate::runtime::session::SessionConfig;
 use crate::train::{logits_node, TrainConfig};
 use crate::weights::Tensor;
 use checkpoint::Position;
-use run::Run;
+use run::{Reached, Run};
 use schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -36,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 /// Everything a run is started with; saved in every checkpoint, so `--resume` needs nothing else.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
     pub arch: PathBuf,
     pub set: Vec<(String, String)>,
@@ -69,11 +73,35 @@ pub struct Runner {
     pub progress: bool,
     /// Profile the training steps run in this process into this summary (and its trace beside it).
     pub profile: Option<PathBuf>,
+    /// Also write a checkpoint after every this many steps (besides the one at each epoch's end).
+    pub checkpoint_every: Option<u64>,
+    /// Asked to stop (the first Ctrl-C): the run finishes its step, writes a checkpoint there and
+    /// stops with `Error::Interrupted`.
+    pub interrupt: Interrupt,
     /// The processes that train together (data parallelism): `--batch` is split across them.
     pub world: Rc<dyn World>,
     /// Run the step as two graphs with the gradients averaged between them even in a world of
     /// one process (as a world of several does): for benchmarks and tests of the split.
     pub split: bool,
+}
+
+impl Runner {
+    /// Runs in `out` on the CPU with ONNX Runtime's threads, 2 loader threads, no progress bars, as
+    /// one process.
+    pub fn new(out: &Path) -> Runner {
+        Runner {
+            session: SessionConfig::default(),
+            workers: 2,
+            out: out.to_path_buf(),
+            max_steps: None,
+            progress: false,
+            profile: None,
+            checkpoint_every: None,
+            interrupt: Interrupt::default(),
+            world: Rc::new(Single),
+            split: false,
+        }
+    }
 }
 
 pub struct Summary {
@@ -93,71 +121,147 @@ pub struct Summary {
 }
 
 impl RunConfig {
+    /// A run of `arch` on `data` with the defaults of `incc train`: 10 epochs of batches of 128,
+    /// the paper's RMSProp at 0.045 on its schedule, seed 0.
+    pub fn new(arch: &Path, data: &str) -> RunConfig {
+        RunConfig {
+            arch: arch.to_path_buf(),
+            set: vec![],
+            input: None,
+            residualize: None,
+            data: data.to_string(),
+            epochs: 10,
+            batch: 128,
+            train: TrainConfig::default(),
+            lr: 0.045,
+            schedule: Schedule::paper(),
+            warmup_epochs: 0.0,
+            ema: None,
+            seed: 0,
+            limit_train: None,
+            limit_val: None,
+        }
+    }
+
     /// What to compile, as the command line said it when the run started.
     pub fn options(&self) -> Options {
         Options { network: None, set: self.set.clone(), input: self.input.clone(), residualize: self.residualize.clone(), fold_bn: false }
+    }
+
+    /// Every number within its range; the error names the option that sets it.
+    pub fn check(&self) -> Result<(), Error> {
+        let at_least_one =
+            [("--epochs", Some(self.epochs as usize)), ("--batch", Some(self.batch)), ("--limit-train", self.limit_train), ("--limit-val", self.limit_val)];
+        if let Some((option, _)) = at_least_one.iter().find(|(_, v)| *v == Some(0)) {
+            return Err(Error::Usage(format!("{option} must be at least 1")));
+        }
+        let finite = |option: &str, v: f64, low: f64, open_low: bool| -> Result<(), Error> {
+            let inside = v.is_finite() && if open_low { v > low } else { v >= low };
+            let bound = if open_low { "above" } else { "at least" };
+            if inside {
+                Ok(())
+            } else {
+                Err(Error::Usage(format!("{option} must be a finite number {bound} {low}, not {v}")))
+            }
+        };
+        finite("--lr", self.lr, 0.0, true)?;
+        finite("--warmup", self.warmup_epochs, 0.0, false)?;
+        if let Some(decay) = self.ema.filter(|d| !(*d > 0.0 && *d < 1.0)) {
+            return Err(Error::Usage(format!("--ema must be a decay between 0 and 1 (such as 0.999), not {decay}")));
+        }
+        self.schedule.check().map_err(|e| Error::Usage(format!("--schedule: {e}")))?;
+        self.train.check().map_err(Error::Usage)
     }
 }
 
 /// How a run starts.
 #[allow(clippy::large_enum_variant)] // made once per run
 pub enum Start {
+    /// A new run, in a folder that is empty or not there yet.
     New(RunConfig),
-    /// From `<out>/last.safetensors`, with the settings it records; `epochs` extends the run.
-    Resume {
-        epochs: Option<u64>,
-    },
+    /// A new run in a folder that may hold another (`--force`): the other's checkpoints and
+    /// metrics are removed first.
+    Over(RunConfig),
+    /// From `<out>/last.safetensors`, with the settings it records, or with `with` (its settings
+    /// changed as the command line says, within what `resume::changes` allows).
+    Resume { with: Option<RunConfig> },
 }
 
-/// Trains a new run, or resumes one: epochs of steps, each epoch closed by a validation and a
-/// checkpoint, until the run's last epoch or `Runner::max_steps`.
+/// Trains a new run, or resumes one: epochs of steps, each epoch closed by a checkpoint, a
+/// validation and a checkpoint, until the run's last epoch, `Runner::max_steps` or an interrupt.
+/// Whatever stops the run after it started keeps its work: a checkpoint at the last good step.
 pub fn train(start: &Start, runner: &Runner) -> Result<Summary, Error> {
-    let mut run = Run::build(begin(start, &runner.out)?, runner)?;
+    let mut run = Run::build(begin(start, runner)?, runner)?;
     while !run.finished() {
-        let epoch = run.epoch()?;
-        if run.at_max_steps() {
-            // Stopped mid-run (tests, smoke runs): the checkpoint resumes it exactly here.
-            run.checkpoint()?;
-            break;
+        match run.epoch()? {
+            Reached::EpochEnd => run.validate_and_checkpoint()?,
+            Reached::MaxSteps => {
+                // Stopped mid-run (tests, smoke runs): the checkpoint resumes it exactly here.
+                run.checkpoint()?;
+                break;
+            }
+            Reached::Interrupt => {
+                run.checkpoint()?;
+                return Err(Error::Interrupted(Some(run.saved())));
+            }
         }
-        run.validate_and_checkpoint(epoch)?;
     }
     run.finish()
 }
 
-/// Where a run begins: its settings, its state (`None` for a new run: seeded once the network is
-/// compiled) and its position.
+/// Where a run begins: its settings, the network, its state (`None` for a new run: seeded once
+/// the network is compiled), its position, and what a resumption changed.
 struct Begin {
     cfg: RunConfig,
+    compiled: crate::driver::Compiled,
     state: Option<BTreeMap<String, Tensor>>,
     position: Position,
+    /// `None` for a new run.
+    resumed: Option<Vec<Change>>,
 }
 
-/// Starts a run in `out`, or resumes the one there from its last checkpoint.
-fn begin(start: &Start, out: &Path) -> Result<Begin, Error> {
-    std::fs::create_dir_all(out).map_err(Error::file("create", out))?;
+/// The checkpoint a run resumes from, in its folder.
+const LAST: &str = "last.safetensors";
+
+/// Starts a run in the runner's folder, or resumes the one there from its last checkpoint. Of the
+/// processes of a data-parallel job, process 0 alone prepares (or refuses) the folder.
+fn begin(start: &Start, runner: &Runner) -> Result<Begin, Error> {
+    let out = &runner.out;
     match start {
-        Start::New(cfg) => {
-            Ok(Begin { cfg: cfg.clone(), state: None, position: Position { step: 0, epoch: 0, batch_in_epoch: 0, seed: cfg.seed, best_top1: None } })
-        }
-        Start::Resume { epochs } => {
-            let path = out.join("last.safetensors");
-            let c = checkpoint::load(&path)?;
-            let saved = settings(&c, &path)?;
-            let source = std::fs::read_to_string(&saved.arch).map_err(Error::file("read", &saved.arch))?;
-            if source != c.source {
-                let changed = format!("`{}` changed since it was written; resuming would train another network", saved.arch.display());
-                return Err(Error::checkpoint(&path, changed));
+        Start::New(cfg) | Start::Over(cfg) => {
+            cfg.check()?;
+            let compiled = cfg.options().compile(&cfg.arch, None)?;
+            if runner.world.rank() == 0 {
+                resume::new_run_folder(out, matches!(start, Start::Over(_)))?;
             }
-            let saved = RunConfig { epochs: epochs.unwrap_or(saved.epochs).max(saved.epochs), ..saved };
-            Ok(Begin { cfg: saved, state: Some(c.tensors), position: c.position })
+            let position = Position { step: 0, epoch: 0, batch_in_epoch: 0, seed: cfg.seed, best_top1: None, totals: Default::default() };
+            Ok(Begin { cfg: cfg.clone(), compiled, state: None, position, resumed: None })
+        }
+        Start::Resume { with } => {
+            let path = out.join(LAST);
+            let c = checkpoint::load(&path)?;
+            let saved = settings(&c.settings, &path)?;
+            let compiled = resume::stored_network(&c, &saved, &path)?;
+            let (cfg, changes) = match with {
+                Some(wanted) => (wanted.clone(), resume::changes(&saved, wanted, &c.position)?),
+                None => (saved, vec![]),
+            };
+            cfg.check()?;
+            Ok(Begin { cfg, compiled, state: Some(c.tensors), position: c.position, resumed: Some(changes) })
         }
     }
 }
 
+/// The settings of the run in `run_dir`, from its last checkpoint's header (not its tensors): what
+/// the command line's options change on `--resume`.
+pub fn saved_settings(run_dir: &Path) -> Result<RunConfig, Error> {
+    let path = run_dir.join(LAST);
+    settings(&checkpoint::settings(&path)?, &path)
+}
+
 /// The settings a checkpoint records.
-fn settings(c: &checkpoint::Checkpoint, path: &Path) -> Result<RunConfig, Error> {
-    serde_json::from_str(&c.settings).map_err(|e| Error::checkpoint(path, format!("unreadable settings: {e}")))
+fn settings(json: &str, path: &Path) -> Result<RunConfig, Error> {
+    serde_json::from_str(json).map_err(|e| Error::checkpoint(path, format!("unreadable settings: {e}")))
 }
 
 /// The number of classes the network outputs.
@@ -171,22 +275,45 @@ fn use_average(tensors: &mut BTreeMap<String, Tensor>) {
     tensors.extend(averages);
 }
 
-/// `incc eval`: a checkpoint's evaluation on a split (the EMA parameters when it has them); in a
-/// world of several processes, each evaluates its part of every batch.
-pub fn eval_checkpoint(path: &Path, arch: Option<&Path>, data: &str, runner: &Runner, use_ema: bool) -> Result<(Evaluation, bool), Error> {
+/// What `incc eval` measured, on which parameters.
+pub struct EvalReport {
+    pub evaluation: Evaluation,
+    /// The checkpoint's averaged parameters were evaluated (else the raw ones).
+    pub averaged: bool,
+}
+
+/// `incc eval`: a checkpoint's evaluation on a split (the EMA parameters when it has them and
+/// `use_ema`), of the network stored in the checkpoint (or the file `arch`), on at most `limit`
+/// examples; in a world of several processes, each evaluates its part of every batch.
+pub fn eval_checkpoint(path: &Path, arch: Option<&Path>, data: &str, runner: &Runner, use_ema: bool, limit: Option<usize>) -> Result<EvalReport, Error> {
     let c = checkpoint::load(path)?;
-    let mut cfg = settings(&c, path)?;
-    if let Some(a) = arch {
-        cfg.arch = a.to_path_buf();
-    }
-    let compiled = cfg.options().compile(&cfg.arch, None)?;
+    let cfg = settings(&c.settings, path)?;
+    let compiled = match arch {
+        Some(a) => cfg.options().compile(a, None)?,
+        None => resume::stored_network(&c, &cfg, path)?,
+    };
     let mut tensors = c.tensors;
-    let with_ema = use_ema && tensors.keys().any(|k| k.starts_with("ema/"));
-    if with_ema {
+    let averaged = use_ema && tensors.keys().any(|k| k.starts_with("ema/"));
+    if averaged {
         use_average(&mut tensors);
     }
     let spec: DataSpec = data.parse()?;
-    let val = Examples::open(&spec, Split::Validation, &compiled.graph, cfg.limit_val)?;
-    let e = Evaluator::new(&compiled, runner.session.clone())?.evaluate(&tensors, &val, cfg.batch, runner.workers, &*runner.world)?;
-    Ok((e, with_ema))
+    let val = Examples::open(&spec, Split::Validation, &compiled.graph, limit)?;
+    check_classes(&val, &compiled.graph)?;
+    let evaluation = Evaluator::new(&compiled, runner.session.clone())?.evaluate(&tensors, &val, cfg.batch, runner.workers, &*runner.world)?;
+    Ok(EvalReport { evaluation, averaged })
+}
+
+/// Refuses data with more classes than the network outputs: its labels would index past the logits.
+fn check_classes(examples: &Examples, graph: &Graph) -> Result<(), Error> {
+    let (data, network) = (examples.source.classes(), classes(graph));
+    if data > network {
+        return Err(Error::Invalid(format!("the data has {data} classes but the network outputs {network}: set its class count (e.g. --set classes={data})")));
+    }
+    Ok(())
+}
+
+/// Where a stopped run is kept, for its messages.
+fn saved_at(position: &Position, out: &Path) -> Saved {
+    Saved { step: position.step, epoch: position.epoch, batch: position.batch_in_epoch, checkpoint: out.join(LAST), run: out.to_path_buf() }
 }

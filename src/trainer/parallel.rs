@@ -3,15 +3,17 @@
 //! - the step splits into the gradients and the update graphs (`train::SplitStep`) when there is
 //!   more than one process, and the gradient buckets are averaged between the two (MPI on the
 //!   host; NCCL on the GPU);
-//! - the loss is averaged each step, so every process sees the loss of the whole batch and takes
-//!   the same decisions (a loss that is not finite stops every process);
+//! - each step's loss and top-1 hits are summed, and whether any process was asked to stop, so
+//!   that every process sees the loss of the whole batch and takes the same decisions (a loss
+//!   that is not finite stops every process; an interrupt stops every process at the same step);
 //! - the running statistics (batch statistics are per replica) are averaged before every
 //!   evaluation and checkpoint, and every replica goes on from that average;
-//! - an epoch's training totals and the evaluation's counts are summed.
+//! - the evaluation's counts are summed.
 //!
 //! Process 0 alone prints and writes; the data, masks and random choices of a step depend on the
 //! global position only, never on the number of processes.
 
+use super::checkpoint::EpochTotals;
 use super::engine::{Buckets, NamedValues, StepEngine};
 use crate::data::Shard;
 use crate::dist::World;
@@ -88,23 +90,25 @@ impl Replicas {
         Ok(())
     }
 
-    /// The mean loss over the whole batch, from this process's mean `loss` over its `n` examples.
-    pub fn global_loss(&self, loss: f32, n: usize, batch: usize) -> f32 {
+    /// A step's totals of the whole batch from this process's `local` ones, and whether any
+    /// process was asked to stop (`stop` here): one all-reduce, so that every process sees the
+    /// loss of the whole batch and takes the same decisions (a loss that is not finite stops
+    /// every process; an interrupt stops every process at the same step).
+    pub fn tally(&self, local: EpochTotals, stop: bool) -> (EpochTotals, bool) {
         if self.world.size() == 1 {
-            return loss;
+            return (local, stop);
         }
-        let mut sum = [f64::from(loss) * n as f64];
-        self.world.all_reduce_sum_f64(&mut sum);
-        (sum[0] / batch as f64) as f32
+        // Counts are exact in f64 up to 2^53.
+        let mut sums = [local.loss_sum, local.correct as f64, local.seen as f64, f64::from(u8::from(stop))];
+        self.world.all_reduce_sum_f64(&mut sums);
+        (EpochTotals { loss_sum: sums[0], correct: sums[1] as usize, seen: sums[2] as usize }, sums[3] > 0.0)
     }
 
-    /// An epoch's training totals (loss sum, top-1 hits, examples) summed over the processes.
-    pub fn sum_totals(&self, loss_sum: f64, correct: usize, seen: usize) -> (f64, usize, usize) {
-        let mut loss = [loss_sum];
-        self.world.all_reduce_sum_f64(&mut loss);
-        let mut counts = [correct as u64, seen as u64];
-        self.world.all_reduce_sum_u64(&mut counts);
-        (loss[0], counts[0] as usize, counts[1] as usize)
+    /// Whether any process says `yes`.
+    pub fn anyone(&self, yes: bool) -> bool {
+        let mut count = [u64::from(yes)];
+        self.world.all_reduce_sum_u64(&mut count);
+        count[0] > 0
     }
 
     /// The engine's state, with the running statistics (packed as `running`) averaged over the

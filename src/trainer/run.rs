@@ -1,25 +1,25 @@
 //! A run in progress, in the phases of the training loop: build the engine (`Run::build`), train
-//! an epoch (`Run::epoch`, a `Run::step` per batch), validate and checkpoint
+//! an epoch (`Run::epoch`, a `Run::step` per batch), checkpoint, validate and checkpoint
 //! (`Run::validate_and_checkpoint`), finish (`Run::finish`). Where the processes of a
 //! data-parallel job meet is marked `// data parallel:` and done by `parallel::Replicas`.
 
-use super::checkpoint::{self, Checkpoint, Position};
+use super::checkpoint::{self, Checkpoint, EpochTotals, Position};
 use super::engine::{StepEngine, StepInputs, StepModels};
 use super::evaluate::{top_k_hits, Evaluator, Examples};
+use super::metrics::Metrics;
 use super::parallel::Replicas;
-use super::{classes, use_average, Begin, RunConfig, Runner, Summary};
+use super::{check_classes, saved_at, use_average, Begin, RunConfig, Runner, Summary};
 use crate::data::{batches, loader_throughput, Batch, DataError, DataSpec, LoaderConfig, Split};
-use crate::driver::{Compiled, Failure};
-use crate::error::Error;
+use crate::driver::{Compiled, Failure, SourceText};
+use crate::error::{Error, Saved};
 use crate::ir::Graph;
 use crate::runtime::session::Provider;
+use crate::runtime::tensor::checked_len;
 use crate::train::update::{pack_all, packed_state, unpack_all, Packed};
 use crate::train::Target;
 use crate::train::{emit_split_training, emit_training, TrainConfig};
 use crate::weights::Tensor;
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -42,7 +42,7 @@ pub(super) struct Run<'r> {
     /// `last.safetensors`, and what every checkpoint records besides the tensors.
     last: PathBuf,
     settings_json: String,
-    source: String,
+    sources: Vec<SourceText>,
     /// Written by process 0 only.
     metrics: Option<Metrics>,
     clock: Clock,
@@ -50,11 +50,14 @@ pub(super) struct Run<'r> {
     last_val: Option<(f64, f64)>,
 }
 
-/// What an epoch's steps add up to.
-pub(super) struct EpochTotals {
-    loss_sum: f64,
-    correct: usize,
-    seen: usize,
+/// Where `Run::epoch` stopped.
+pub(super) enum Reached {
+    /// The epoch's last batch: it is to be validated.
+    EpochEnd,
+    /// `Runner::max_steps`.
+    MaxSteps,
+    /// `Runner::interrupt`, after the step it was asked in.
+    Interrupt,
 }
 
 /// Where the time goes, over the steps run by this process.
@@ -70,23 +73,6 @@ struct Clock {
 impl Clock {
     fn images_per_s(&self) -> f64 {
         self.stepped as f64 / self.step_s.max(1e-9)
-    }
-}
-
-/// `metrics.jsonl`: a line per step and per epoch.
-struct Metrics {
-    file: File,
-    path: PathBuf,
-}
-
-impl Metrics {
-    fn open(path: PathBuf) -> Result<Metrics, Error> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(Error::file("append metrics to", &path))?;
-        Ok(Metrics { file, path })
-    }
-
-    fn line(&mut self, line: serde_json::Value) -> Result<(), Error> {
-        writeln!(self.file, "{line}").map_err(Error::file("append metrics to", &self.path))
     }
 }
 
@@ -194,19 +180,30 @@ fn step_engine(
 }
 
 impl<'r> Run<'r> {
-    /// Compiles the network, opens the data, and puts the state (`None`: seeded) on the device.
+    /// Opens the data (checking what can be checked before training: headers, counts, classes,
+    /// sizes), puts the state (`None`: seeded) on the device, and opens the metrics.
     pub(super) fn build(begin: Begin, runner: &'r Runner) -> Result<Run<'r>, Error> {
-        let Begin { cfg, state, position } = begin;
-        let compiled = cfg.options().compile(&cfg.arch, None)?;
-        let source = compiled.sources.files().next().map(|(_, f)| f.text.clone()).unwrap_or_default();
+        let Begin { cfg, compiled, state, position, resumed } = begin;
+        let sources = compiled.texts();
         let settings_json = serde_json::to_string(&cfg).expect("serialisable");
         let spec: DataSpec = cfg.data.parse()?;
         let train = Examples::open(&spec, Split::Train, &compiled.graph, cfg.limit_train)?;
         let val = Examples::open(&spec, Split::Validation, &compiled.graph, cfg.limit_val)?;
-        let classes = classes(&compiled.graph);
-        if train.source.classes() > classes {
-            let n = train.source.classes();
-            return Err(Error::Invalid(format!("the data has {n} classes but the network outputs {classes}: set its class count (e.g. --set classes={n})")));
+        for split in [&train, &val] {
+            check_classes(split, &compiled.graph)?;
+        }
+        // The validation split is read only after a whole epoch: what can fail early does.
+        val.source.check()?;
+        let input = &compiled.graph.shape(compiled.graph.input).0;
+        checked_len("a batch of images (--batch)", &[cfg.batch, input[0], input[1], input[2]])?;
+        let classes = super::classes(&compiled.graph);
+        let steps_per_epoch = (train.per_epoch() / cfg.batch) as u64;
+        if steps_per_epoch == 0 {
+            return Err(DataError::Invalid(format!("{} training examples do not make one batch of {}", train.per_epoch(), cfg.batch)).into());
+        }
+        if position.batch_in_epoch > steps_per_epoch {
+            let (at, n) = (position.batch_in_epoch, steps_per_epoch);
+            return Err(Error::Invalid(format!("the checkpoint is at batch {at} of an epoch, but an epoch of this data has {n} batches")));
         }
         let state = state.unwrap_or_else(|| initial_tensors(&compiled.graph, &cfg));
         // data parallel: this process's replica trains on its part of each global batch.
@@ -214,15 +211,16 @@ impl<'r> Run<'r> {
         let replicas = Replicas::new(runner.world.clone(), split, runner.session.provider)?;
         let local_batch = replicas.local_batch(cfg.batch)?;
         let (compiled, engine, packed) = step_engine(compiled, &cfg, state, runner, local_batch, split)?;
-        let evaluator = Evaluator::new(&compiled, runner.session.clone())?;
-        let steps_per_epoch = (train.per_epoch() / cfg.batch) as u64;
-        if steps_per_epoch == 0 {
-            return Err(DataError::Invalid(format!("{} training examples do not make one batch of {}", train.per_epoch(), cfg.batch)).into());
-        }
+        let evaluator = Evaluator::new(&compiled, runner.session.clone())?.stopping_on(&runner.interrupt);
         // data parallel: every process has read the run folder before process 0 writes to it.
         runner.world.barrier();
-        let metrics = if replicas.leads() { Some(Metrics::open(runner.out.join("metrics.jsonl"))?) } else { None };
-        Ok(Run {
+        let path = runner.out.join("metrics.jsonl");
+        let metrics = match (&resumed, replicas.leads()) {
+            (_, false) => None,
+            (None, true) => Some(Metrics::create(&path)?),
+            (Some(_), true) => Some(Metrics::resume(&path, &position)?),
+        };
+        let mut run = Run {
             dropouts: dropouts(&compiled.graph),
             cfg,
             runner,
@@ -236,14 +234,31 @@ impl<'r> Run<'r> {
             position,
             steps_per_epoch,
             classes,
-            last: runner.out.join("last.safetensors"),
+            last: runner.out.join(super::LAST),
             settings_json,
-            source,
+            sources,
             metrics,
             clock: Clock { started: Instant::now(), step_s: 0.0, stepped: 0, wait_s: 0.0 },
             last_loss: f32::NAN,
             last_val: None,
-        })
+        };
+        if let Some(changes) = resumed {
+            run.resumed(&changes)?;
+        }
+        Ok(run)
+    }
+
+    /// Records a resumption in the metrics, with the settings it changed (also said on stderr).
+    fn resumed(&mut self, changes: &[super::Change]) -> Result<(), Error> {
+        let p = &self.position;
+        if !changes.is_empty() && self.replicas.leads() {
+            let said: Vec<String> = changes.iter().map(|c| format!("{} {} (was {})", c.option, c.to, c.from)).collect();
+            eprintln!("resuming at step {} with {}", p.step, said.join(", "));
+        }
+        let changed: serde_json::Map<String, serde_json::Value> =
+            changes.iter().map(|c| (c.option.to_string(), serde_json::json!({"from": c.from, "to": c.to}))).collect();
+        let line = serde_json::json!({"kind": "resume", "epoch": p.epoch, "step": p.step, "batch_in_epoch": p.batch_in_epoch, "changed": changed});
+        self.log(line)
     }
 
     /// Whether the run has trained all its epochs.
@@ -272,8 +287,12 @@ impl<'r> Run<'r> {
         }
     }
 
-    /// Trains the rest of the current epoch, a step per batch; stops early at `max_steps`.
-    pub(super) fn epoch(&mut self) -> Result<EpochTotals, Error> {
+    /// Trains the rest of the current epoch, a step per batch (its totals kept in the position);
+    /// stops early at `max_steps` or an interrupt, and writes a checkpoint every
+    /// `Runner::checkpoint_every` steps. A failure to read the data keeps the steps done: a
+    /// checkpoint is written at the last of them (by one process; a data-parallel job keeps its
+    /// last checkpoint).
+    pub(super) fn epoch(&mut self) -> Result<Reached, Error> {
         let loader = self.loader(self.position.epoch, self.position.batch_in_epoch as usize);
         let bar = progress_bar(
             self.runner.progress && self.replicas.leads(),
@@ -282,36 +301,69 @@ impl<'r> Run<'r> {
             self.position.epoch,
             self.cfg.epochs,
         );
-        let mut totals = EpochTotals { loss_sum: 0.0, correct: 0, seen: 0 };
         let mut waited = Instant::now();
+        // data parallel: every process stops at the same step, when any was asked to.
+        if self.replicas.anyone(self.runner.interrupt.requested()) {
+            return Ok(Reached::Interrupt);
+        }
+        let mut reached = Reached::EpochEnd;
         for batch in batches(self.train.source.clone(), self.train.transform.clone(), &loader) {
-            let batch = batch?;
-            self.clock.wait_s += waited.elapsed().as_secs_f64();
-            let (loss, logits) = match self.step(&batch) {
-                Ok(outcome) => outcome,
+            let outcome = batch.map_err(Error::from).and_then(|batch| {
+                self.clock.wait_s += waited.elapsed().as_secs_f64();
+                self.step(&batch)
+            });
+            let (loss, interrupted) = match outcome {
+                Ok(stepped) => stepped,
+                Err(e @ Error::Data(_)) => {
+                    bar.finish_and_clear();
+                    return Err(self.kept(e));
+                }
                 Err(e) => {
                     bar.finish_and_clear();
                     return Err(e);
                 }
             };
-            totals.loss_sum += f64::from(loss) * batch.len as f64;
-            totals.correct += top_k_hits(&logits, &batch.labels, self.classes, 1);
-            totals.seen += batch.len;
             bar.set_position(self.position.batch_in_epoch);
-            bar.set_message(format!("loss {:.4}  {:.0} img/s{}", self.last_loss, self.clock.images_per_s(), self.reduce_note()));
+            bar.set_message(format!("loss {loss:.4}  {:.0} img/s{}", self.clock.images_per_s(), self.reduce_note()));
             if self.at_max_steps() {
+                reached = Reached::MaxSteps;
+            } else if interrupted {
+                reached = Reached::Interrupt;
+            } else if self.position.batch_in_epoch < self.steps_per_epoch && self.runner.checkpoint_every.is_some_and(|n| self.position.step.is_multiple_of(n))
+            {
+                self.checkpoint()?;
+            }
+            if !matches!(reached, Reached::EpochEnd) {
                 break;
             }
             waited = Instant::now();
         }
         bar.finish_and_clear();
-        Ok(totals)
+        Ok(reached)
     }
 
-    /// One training step on `batch` (this process's part of the global batch): returns its loss
-    /// and its logits. A loss of the whole batch that is not finite stops the run, keeping the
-    /// last checkpoint.
-    fn step(&mut self, batch: &Batch) -> Result<(f32, Vec<f32>), Error> {
+    /// `error`, after a checkpoint of the steps done (when it can be written): the run is kept.
+    /// A process of a data-parallel job fails alone: the others are in a collective that a
+    /// checkpoint would not match, so the job ends and its last checkpoint stays.
+    fn kept(&mut self, error: Error) -> Error {
+        if self.runner.world.size() > 1 {
+            return error;
+        }
+        match self.checkpoint() {
+            Ok(()) => Error::Kept { source: Box::new(error), at: self.saved() },
+            Err(_) => error,
+        }
+    }
+
+    /// Where the last checkpoint holds the run.
+    pub(super) fn saved(&self) -> Saved {
+        saved_at(&self.position, &self.runner.out)
+    }
+
+    /// One training step on `batch` (this process's part of the global batch), its totals added
+    /// to the epoch's: returns the loss of the whole batch, and whether the run was asked to stop
+    /// (by any process). A loss that is not finite stops the run, keeping the last checkpoint.
+    fn step(&mut self, batch: &Batch) -> Result<(f32, bool), Error> {
         let (cfg, position, n) = (&self.cfg, &self.position, batch.len);
         let epoch_f = position.epoch as f64 + position.batch_in_epoch as f64 / self.steps_per_epoch as f64;
         let lr = cfg.schedule.lr(cfg.lr, epoch_f, cfg.epochs as f64, cfg.warmup_epochs) as f32;
@@ -342,9 +394,12 @@ impl<'r> Run<'r> {
         // data parallel: the gradients are averaged between the step's two graphs.
         let replicas = &mut self.replicas;
         let (local_loss, logits) = self.engine.step(&inputs, &mut |buckets| replicas.average_gradients(buckets))?;
-        let loss = self.replicas.global_loss(local_loss, n, cfg.batch);
         self.clock.step_s += started.elapsed().as_secs_f64();
         self.clock.stepped += cfg.batch;
+        let local = EpochTotals { loss_sum: f64::from(local_loss) * n as f64, correct: top_k_hits(&logits, &batch.labels, self.classes, 1)?, seen: n };
+        // data parallel: the step's totals of the whole batch, and whether any process was asked to stop.
+        let (step, interrupted) = self.replicas.tally(local, self.runner.interrupt.requested());
+        let loss = (step.loss_sum / step.seen.max(1) as f64) as f32;
         if !loss.is_finite() {
             return Err(Error::Diverged {
                 loss,
@@ -357,13 +412,17 @@ impl<'r> Run<'r> {
         }
         self.position.step += 1;
         self.position.batch_in_epoch += 1;
+        let totals = &mut self.position.totals;
+        totals.loss_sum += step.loss_sum;
+        totals.correct += step.correct;
+        totals.seen += step.seen;
         self.last_loss = loss;
         let line = serde_json::json!({
             "kind": "step", "epoch": self.position.epoch, "step": self.position.step, "loss": loss, "lr": lr,
             "elapsed_s": self.clock.started.elapsed().as_secs_f64(),
         });
         self.log(line)?;
-        Ok((local_loss, logits))
+        Ok((loss, interrupted))
     }
 
     /// A line of `metrics.jsonl` (process 0 writes it).
@@ -379,26 +438,30 @@ impl<'r> Run<'r> {
         }
     }
 
-    /// Closes the epoch: validates (with the averaged parameters, if any), logs, and writes the
-    /// checkpoint, copied to `best.safetensors` when its top-1 is the best so far.
-    pub(super) fn validate_and_checkpoint(&mut self, totals: EpochTotals) -> Result<(), Error> {
-        self.position.epoch += 1;
-        self.position.batch_in_epoch = 0;
-        let state = self.current_state()?;
-        let mut weights = state.clone();
+    /// Closes the epoch: writes the checkpoint (so that no failure or interrupt in the validation
+    /// loses the epoch: a resumed run validates it), validates (with the averaged parameters, if
+    /// any), logs, and writes the checkpoint of the next epoch's start, copied to
+    /// `best.safetensors` when its top-1 is the best so far.
+    pub(super) fn validate_and_checkpoint(&mut self) -> Result<(), Error> {
+        self.checkpoint()?;
+        let mut weights = self.current_state()?;
         if self.cfg.ema.is_some() {
             use_average(&mut weights);
         }
-        let val = self.evaluator.evaluate(&weights, &self.val, self.cfg.batch, self.runner.workers, &*self.runner.world)?;
-        drop(weights);
-        // data parallel: the epoch's totals of every process.
-        let (loss_sum, correct, seen) = self.replicas.sum_totals(totals.loss_sum, totals.correct, totals.seen);
+        let val = match self.evaluator.evaluate(&weights, &self.val, self.cfg.batch, self.runner.workers, &*self.runner.world) {
+            Ok(val) => val,
+            Err(Error::Interrupted(_)) => return Err(Error::Interrupted(Some(self.saved()))),
+            Err(e) => return Err(Error::Kept { source: Box::new(e), at: self.saved() }),
+        };
+        let totals = std::mem::take(&mut self.position.totals);
+        self.position.epoch += 1;
+        self.position.batch_in_epoch = 0;
         let (cfg, position) = (&self.cfg, &self.position);
-        let train_loss = loss_sum / seen.max(1) as f64;
+        let train_loss = totals.loss_sum / totals.seen.max(1) as f64;
         let (reduce_s, reduce_share) = self.replicas.reduce_per_step(self.clock.step_s);
         let line = serde_json::json!({
             "kind": "epoch", "epoch": position.epoch, "step": position.step,
-            "train_loss": train_loss, "train_top1": correct as f64 / seen.max(1) as f64,
+            "train_loss": train_loss, "train_top1": totals.correct as f64 / totals.seen.max(1) as f64,
             "val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5,
             "lr": cfg.schedule.lr(cfg.lr, position.epoch as f64, cfg.epochs as f64, cfg.warmup_epochs),
             "images_per_s": self.clock.images_per_s(),
@@ -421,10 +484,10 @@ impl<'r> Run<'r> {
         if best {
             self.position.best_top1 = Some(val.top1);
         }
-        self.save(state)?;
+        self.checkpoint()?;
         if best && self.replicas.leads() {
-            let (tmp, best) = (self.runner.out.join("best.tmp"), self.runner.out.join("best.safetensors"));
-            std::fs::copy(&self.last, &tmp).and_then(|_| std::fs::rename(&tmp, &best)).map_err(Error::file("write", &best))?;
+            let best = self.runner.out.join("best.safetensors");
+            crate::fsutil::copy_atomic(&self.last, &best).map_err(Error::file("write", &best))?;
         }
         self.last_val = Some((val.top1, val.top5));
         Ok(())
@@ -437,19 +500,14 @@ impl<'r> Run<'r> {
         Ok(unpack_all(&self.packed, state.into_iter().map(|(n, shape, data)| (n, Tensor { shape, data }))))
     }
 
-    /// Writes `last.safetensors` with the current state.
+    /// Writes `last.safetensors`: the state, the position, the settings and the source (every
+    /// process takes part; process 0 writes: every process has the same).
     pub(super) fn checkpoint(&mut self) -> Result<(), Error> {
-        let state = self.current_state()?;
-        self.save(state)
-    }
-
-    /// Writes `last.safetensors`: `tensors`, the position, the settings and the source (process 0
-    /// writes; every process has the same).
-    fn save(&self, tensors: BTreeMap<String, Tensor>) -> Result<(), Error> {
+        let tensors = self.current_state()?;
         if !self.replicas.leads() {
             return Ok(());
         }
-        let c = Checkpoint { tensors, position: self.position.clone(), settings: self.settings_json.clone(), source: self.source.clone() };
+        let c = Checkpoint { tensors, position: self.position.clone(), settings: self.settings_json.clone(), sources: self.sources.clone() };
         checkpoint::save(&self.last, &c).map_err(Error::file("write the checkpoint", &self.last))
     }
 

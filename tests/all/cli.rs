@@ -1,12 +1,6 @@
 //! The `incc` command line, run as a user would: exit codes, output, files written.
 
-use crate::common::ort_ready;
-use std::process::Command;
-
-fn incc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_incc")).args(args).output().expect("incc runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
+use crate::common::{fresh_folder, incc, ort_ready};
 
 #[test]
 fn flops_json_reports_the_totals_and_the_convention() {
@@ -77,14 +71,6 @@ fn run_and_bench_on_the_cpu() {
     let (code, _, err) = incc(&["run", "tests/fixtures/tiny_residual.inc", "--provider", "cuda"]);
     assert_eq!(code, 1, "no silent fallback: {err}");
     assert!(err.contains("CUDA"), "{err}");
-}
-
-/// A fresh folder for one test's files.
-fn fresh_folder(name: &str) -> std::path::PathBuf {
-    let dir = std::path::Path::new("target/cli-test").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("folder");
-    dir
 }
 
 #[test]

@@ -105,6 +105,11 @@ fn large_models_keep_their_weights_in_an_external_data_file() {
     let mut left: Vec<String> = std::fs::read_dir(&dir).expect("dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
     left.sort();
     assert_eq!(left, ["tiny.onnx", "tiny.onnx.data"]);
+    // A model small enough to hold its weights, written over it, takes the old side file away.
+    incc::onnx::emit::write(&a.model, &path, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD).expect("write inline");
+    assert!(!dir.join("tiny.onnx.data").exists(), "the larger model's side file is left behind");
+    let model: incc::onnx::proto::ModelProto = prost::Message::decode(std::fs::read(&path).expect("model").as_slice()).expect("decodes");
+    assert!(model.graph.expect("graph").initializer.iter().all(|t| t.external_data.is_empty()));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
