@@ -504,11 +504,13 @@ impl<'r> Run<'r> {
     /// process takes part; process 0 writes: every process has the same).
     pub(super) fn checkpoint(&mut self) -> Result<(), Error> {
         let tensors = self.current_state()?;
-        if !self.replicas.leads() {
-            return Ok(());
+        if self.replicas.leads() {
+            let c = Checkpoint { tensors, position: self.position.clone(), settings: self.settings_json.clone(), sources: self.sources.clone() };
+            checkpoint::save(&self.last, &c).map_err(Error::file("write the checkpoint", &self.last))?;
         }
-        let c = Checkpoint { tensors, position: self.position.clone(), settings: self.settings_json.clone(), sources: self.sources.clone() };
-        checkpoint::save(&self.last, &c).map_err(Error::file("write the checkpoint", &self.last))
+        // data parallel: no process goes on, or ends the job (an interrupt), while process 0 writes.
+        self.runner.world.barrier();
+        Ok(())
     }
 
     /// What the run did: steps, the last loss and validation, and the speed of the step and of

@@ -252,37 +252,75 @@ fn fashion_mnist_in_two_processes_learns_as_one_and_evaluates_the_same() {
 fn a_killed_process_ends_the_job_and_the_run_resumes() {
     let Some(_jobs) = mpi_jobs() else { return };
     let out = fresh("dp-killed");
-    let mut job = incc(2, &train_args(BN, &out, &[]));
-    let mut job = job.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("starts");
-    // Wait for the first checkpoint and a step beyond it: mid-epoch.
+    let job = started_past_an_epoch(&out);
+    let victim = process_of_rank(job.id(), 1).expect("process 1 of the job");
+    assert!(Command::new("kill").args(["-9", &victim.to_string()]).status().expect("kill runs").success());
+    let (status, stderr) = ended_within_60_s(job, "one of its processes was killed");
+    assert!(!status.success());
+    assert!(stderr.contains("rank 1") && stderr.contains("signal 9"), "the launcher names the killed process: {stderr}");
+    let kept = last(&out);
+    assert_eq!(kept.position.step % 3, 0, "the checkpoint of an epoch's end");
+    resumes_for_4_steps(&out, kept.position.step);
+}
+
+/// Ctrl-C (SIGINT to `mpirun`, which passes it on to every process) stops every process at the
+/// same step: the checkpoint holds that step, as the metrics do, and the run resumes from it.
+#[test]
+fn an_interrupt_stops_every_process_at_the_same_step_and_the_run_resumes() {
+    let Some(_jobs) = mpi_jobs() else { return };
+    let out = fresh("dp-interrupted");
+    let job = started_past_an_epoch(&out);
+    assert!(Command::new("kill").args(["-INT", &job.id().to_string()]).status().expect("kill runs").success());
+    let (status, stderr) = ended_within_60_s(job, "it was interrupted");
+    assert!(!status.success());
+    let kept = last(&out);
+    let said = format!("holds the run at step {}", kept.position.step);
+    assert_eq!(stderr.matches(&said).count(), 2, "each process stops at the checkpoint's step: {stderr}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
+    let last_line: serde_json::Value = serde_json::from_str(metrics.lines().last().expect("a line")).expect("json");
+    assert_eq!(last_line["step"], kept.position.step, "the metrics end at the checkpoint");
+    resumes_for_4_steps(&out, kept.position.step);
+}
+
+/// A job of two processes training the batch-norm fixture for many epochs, once it has written
+/// an epoch's checkpoint and gone two steps beyond it (mid-epoch); its stderr is piped.
+fn started_past_an_epoch(out: &Path) -> std::process::Child {
+    let mut args = train_args(BN, out, &[]);
+    let at = args.iter().position(|a| *a == "--epochs").expect("--epochs") + 1;
+    args[at] = "1000";
+    let mut job = incc(2, &args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("starts");
     let metrics = out.join("metrics.jsonl");
     let started = Instant::now();
     while !std::fs::read_to_string(&metrics).is_ok_and(|m| m.contains("\"kind\":\"epoch\"") && m.lines().last().is_some_and(|l| l.contains("\"step\":5"))) {
         assert!(started.elapsed() < Duration::from_secs(120) && job.try_wait().expect("waits").is_none(), "the job did not reach step 5");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let victim = process_of_rank(job.id(), 1).expect("process 1 of the job");
-    let killed = Instant::now();
-    assert!(Command::new("kill").args(["-9", &victim.to_string()]).status().expect("kill runs").success());
+    job
+}
+
+/// How `job` ended, and what it said on stderr; a failure if it still runs 60 s on.
+fn ended_within_60_s(mut job: std::process::Child, after: &str) -> (std::process::ExitStatus, String) {
+    let since = Instant::now();
     let status = loop {
         if let Some(status) = job.try_wait().expect("waits") {
             break status;
         }
-        if killed.elapsed() > Duration::from_secs(60) {
+        if since.elapsed() > Duration::from_secs(60) {
             let _ = job.kill();
-            panic!("the job still runs 60 s after one of its processes was killed");
+            panic!("the job still runs 60 s after {after}");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(job.stderr.as_mut().expect("piped"), &mut stderr).expect("reads");
-    assert!(!status.success());
-    assert!(stderr.contains("rank 1") && stderr.contains("signal 9"), "the launcher names the killed process: {stderr}");
-    let kept = last(&out);
-    assert_eq!(kept.position.step % 3, 0, "the checkpoint of an epoch's end");
-    let until = (kept.position.step + 4).to_string();
+    (status, stderr)
+}
+
+/// The run in `out`, kept at `step`, resumes in two processes for 4 more steps.
+fn resumes_for_4_steps(out: &Path, step: u64) {
+    let until = (step + 4).to_string();
     succeeds(incc(2, &["train", "--resume", out.to_str().expect("utf-8"), "--max-steps", &until, "--threads", "1", "--workers", "1", "--quiet"]));
-    assert_eq!(last(&out).position.step, kept.position.step + 4);
+    assert_eq!(last(out).position.step, step + 4);
 }
 
 /// The pid of process `rank` of the job `mpirun` (pid `launcher`) started on this machine.
@@ -327,4 +365,22 @@ fn launched_as_one_of_several_processes_without_mpi_is_a_clear_error() {
     assert_eq!(done.status.code(), Some(1), "{stderr}");
     assert!(stderr.starts_with("error: this is process 1 of 2 started by Open MPI (OMPI_COMM_WORLD_SIZE=2, OMPI_COMM_WORLD_RANK=1)"), "{stderr}");
     assert!(stderr.contains("cargo build --release --features mpi"), "{stderr}");
+}
+
+/// Process 0 alone prepares the run folder: a second job into the folder of a first is refused,
+/// clearly, leaving the first run as it was; with `--force` it starts over there.
+#[test]
+fn a_job_refuses_a_folder_that_holds_a_run_unless_forced() {
+    let Some(_jobs) = mpi_jobs() else { return };
+    let out = fresh("dp-refuse");
+    let two_steps = train_args(PLAIN, &out, &["--max-steps", "2"]);
+    succeeds(incc(2, &two_steps));
+    let first = std::fs::read(out.join("last.safetensors")).expect("a checkpoint");
+    let refused = incc(2, &two_steps).output().expect("starts");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("is not empty (it holds `last.safetensors`, `metrics.jsonl`): a new run would overwrite what is there"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("last.safetensors")).expect("the checkpoint"), first, "the refused job wrote nothing");
+    succeeds(incc(2, &[&two_steps[..], &["--force"]].concat()));
+    assert_eq!(last(&out).position.step, 2);
 }
