@@ -121,7 +121,7 @@ fn groups(graph: &Graph, cfg: &TrainConfig) -> Vec<Group> {
 fn running(graph: &Graph, cfg: &TrainConfig) -> Option<Packed> {
     let members: Vec<(String, Vec<usize>)> =
         graph.order().into_iter().flat_map(|n| graph.params(n)).filter(|(_, p)| !p.role.is_trainable()).map(|(name, spec)| (name, spec.shape)).collect();
-    (!members.is_empty()).then(|| Packed { name: "running".into(), members, row: cfg.target.packing_row() })
+    (!members.is_empty()).then(|| Packed { name: RUNNING.into(), members, row: cfg.target.packing_row() })
 }
 
 /// The moving average (`ema`), when the step keeps one: every group's parameters, then the
@@ -227,24 +227,72 @@ fn unflatten(cx: &mut Lowering, flat: &str, members: &Packed) {
     }
 }
 
-/// Writes the update of every trainable parameter from its gradient in `grads`, as `<param>__new`,
-/// of every running statistic towards its batch value in `running` (both by parameter name), the
-/// slots' `__new` values and the average's; returns the graph inputs and outputs that adds (the
-/// parameters themselves are inputs already).
-pub(super) fn emit(
+/// A group's packed gradient (before weight decay and clipping): what data-parallel training
+/// averages across processes, one contiguous bucket per group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bucket {
+    /// The graph value: `opt/<group>/grad`.
+    pub name: String,
+    pub len: usize,
+}
+
+/// The buckets of a step, in the order of the update groups.
+pub fn buckets(graph: &Graph, cfg: &TrainConfig) -> Vec<Bucket> {
+    groups(graph, cfg).iter().map(|g| Bucket { name: format!("{}/grad", g.params.name), len: g.params.len() }).collect()
+}
+
+/// Writes each group's packed gradient from the parameters' gradients in `grads` (by name);
+/// returns the values, in the order of [`buckets`] (a group of one tensor is that tensor's
+/// flattened gradient, not yet a value of the bucket's name).
+pub(super) fn pack_gradients(cx: &mut Lowering, graph: &Graph, cfg: &TrainConfig, grads: &HashMap<String, String>) -> Vec<String> {
+    groups(graph, cfg)
+        .iter()
+        .map(|g| {
+            let member_grads: Vec<(&str, usize)> = g.params.members.iter().zip(g.params.sizes()).map(|((p, _), n)| (grads[p].as_str(), n)).collect();
+            flatten(cx, format!("{}/grad", g.params.name), &member_grads, g.params.row)
+        })
+        .collect()
+}
+
+/// Writes every running statistic's move towards its batch value in `running_stats` (by
+/// parameter name) as `running__new`; returns the graph input and output that adds.
+pub(super) fn update_running(
     cx: &mut Lowering,
     graph: &Graph,
     cfg: &TrainConfig,
-    grads: &HashMap<String, String>,
     running_stats: &HashMap<String, &RunningStat>,
-) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
+) -> Option<(ValueInfoProto, ValueInfoProto)> {
+    let stats = running(graph, cfg)?;
+    // running' = running + (batch - running) * momentum, every statistic at once.
+    let stat = |member: &str| running_stats.get(member).unwrap_or_else(|| panic!("the training lowering gives no batch value for `{member}`"));
+    let refs: Vec<(&str, usize)> = stats.members.iter().zip(stats.sizes()).map(|((m, _), n)| (stat(m).batch.as_str(), n)).collect();
+    let momenta = stats.spread(|m| stat(m).momentum);
+    let batch = flatten(cx, "running/batch".into(), &refs, stats.row);
+    let momentum = cx.floats("running/momentum".into(), &[1, stats.len()], momenta);
+    let diff = cx.op("Sub", "running/diff".into(), &[&batch, RUNNING], vec![]);
+    let step = cx.op("Mul", "running/step".into(), &[&diff, &momentum], vec![]);
+    cx.op("Add", RUNNING_NEW.into(), &[RUNNING, &step], vec![]);
+    Some((plain_value_info(RUNNING, &[1, stats.len()]), plain_value_info(RUNNING_NEW, &[1, stats.len()])))
+}
+
+/// Every running statistic, packed (state of the step).
+pub const RUNNING: &str = "running";
+
+/// The running statistics after the step's forward pass.
+pub const RUNNING_NEW: &str = "running__new";
+
+/// Writes the update of every trainable parameter from its group's packed gradient in
+/// `packed_grads` (in the order of [`buckets`]) as `<param>__new`, the slots' `__new` values and
+/// the average's (over the new parameters and `running__new`, the running statistics after this
+/// step); returns the graph inputs and outputs that adds (the parameters themselves, the
+/// learning rate and the step number are inputs already).
+pub(super) fn apply(cx: &mut Lowering, graph: &Graph, cfg: &TrainConfig, packed_grads: &[String]) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
     let groups = groups(graph, cfg);
     let decoupled = matches!(cfg.optimizer, Optimizer::Adam { decoupled: true, .. });
     let mut flat_grads = vec![];
-    for g in &groups {
+    for (g, grad) in groups.iter().zip(packed_grads) {
         let name = &g.params.name;
-        let member_grads: Vec<(&str, usize)> = g.params.members.iter().zip(g.params.sizes()).map(|((p, _), n)| (grads[p].as_str(), n)).collect();
-        let mut grad = flatten(cx, format!("{name}/grad"), &member_grads, g.params.row);
+        let mut grad = grad.clone();
         let member_params: Vec<(&str, usize)> = g.params.members.iter().zip(g.params.sizes()).map(|((p, _), n)| (p.as_str(), n)).collect();
         let param = flatten(cx, format!("{name}/param"), &member_params, g.params.row);
         if g.decay != 0.0 && !decoupled {
@@ -275,17 +323,7 @@ pub(super) fn emit(
         }
     }
     if let Some(stats) = running(graph, cfg) {
-        // running' = running + (batch - running) * momentum, every statistic at once.
-        let stat = |member: &str| running_stats.get(member).unwrap_or_else(|| panic!("the training lowering gives no batch value for `{member}`"));
-        let refs: Vec<(&str, usize)> = stats.members.iter().zip(stats.sizes()).map(|((m, _), n)| (stat(m).batch.as_str(), n)).collect();
-        let momenta = stats.spread(|m| stat(m).momentum);
-        let batch = flatten(cx, "running/batch".into(), &refs, stats.row);
-        let momentum = cx.floats("running/momentum".into(), &[1, stats.len()], momenta);
-        let diff = cx.op("Sub", "running/diff".into(), &[&batch, "running"], vec![]);
-        let step = cx.op("Mul", "running/step".into(), &[&diff, &momentum], vec![]);
-        news.push((cx.op("Add", "running__new".into(), &["running", &step], vec![]), stats.len()));
-        inputs.push(plain_value_info("running", &[1, stats.len()]));
-        outputs.push(plain_value_info("running__new", &[1, stats.len()]));
+        news.push((RUNNING_NEW.into(), stats.len()));
     }
     if let Some(avg) = average(graph, cfg, &groups) {
         // ema' = ema + (new - ema) * (1 - decay); `ema_decay` is fed each step (it ramps up).
@@ -306,6 +344,12 @@ pub(super) fn emit(
         outputs.push(plain_value_info("ema__new", &[1, avg.len()]));
     }
     (inputs, outputs)
+}
+
+/// Whether the update reads the running statistics after the step (`running__new`): the moving
+/// average covers them.
+pub(super) fn reads_running(graph: &Graph, cfg: &TrainConfig) -> Option<usize> {
+    running(graph, cfg).filter(|_| cfg.ema).map(|r| r.len())
 }
 
 /// g * clip / max(norm, clip), the norm over every group's gradient.
