@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::runtime::error::RuntimeError;
-use crate::runtime::images::{DEFAULT_CROP_PCT, INCEPTION_MEAN_STD};
+use crate::runtime::images::{Interpolation, DEFAULT_CROP_PCT, INCEPTION_MEAN_STD};
 
 /// Why data could not be read or prepared.
 #[derive(Debug)]
@@ -123,6 +123,7 @@ impl DataSpec {
             crop,
             flip,
             crop_pct,
+            interpolation: Interpolation::Bicubic,
             mean: vec![INCEPTION_MEAN_STD[0]; channels],
             std: vec![INCEPTION_MEAN_STD[0]; channels],
         }

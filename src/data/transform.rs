@@ -8,7 +8,7 @@ use image::{ImageBuffer, Luma, Pixel, Rgb};
 
 use super::{DataError, RawImage};
 use crate::rng::Rng;
-use crate::runtime::images::resize_center_crop;
+use crate::runtime::images::{resize_center_crop, Interpolation};
 
 /// How training crops.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +37,8 @@ pub struct Transform {
     /// Evaluation: resize the shorter side to `size / crop_pct`, then center-crop (timm);
     /// 1.0 just resizes.
     pub crop_pct: f32,
+    /// The filter of the evaluation resize (and of training's resize of an image of another size).
+    pub interpolation: Interpolation,
     /// Per output channel, for pixels in [0, 1].
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
@@ -121,13 +123,13 @@ impl Transform {
             .ok_or_else(|| DataError::Invalid(format!("image of {}x{} too large", image.width, image.height)))?;
         let mut placed = Placed { pixels: Cow::Borrowed(&image.pixels[..]), dy: 0, dx: 0, flip: false };
         if !self.train {
-            placed.pixels = Cow::Owned(resize_center_crop(&buffer, self.height, self.width, self.crop_pct)?.into_raw());
+            placed.pixels = Cow::Owned(resize_center_crop(&buffer, self.height, self.width, self.crop_pct, self.interpolation)?.into_raw());
             return Ok(placed);
         }
         match self.crop {
             TrainCrop::Pad(pad) => {
                 if buffer.dimensions() != (w, h) {
-                    placed.pixels = Cow::Owned(resize_center_crop(&buffer, self.height, self.width, 1.0)?.into_raw());
+                    placed.pixels = Cow::Owned(resize_center_crop(&buffer, self.height, self.width, 1.0, self.interpolation)?.into_raw());
                 }
                 let pad = pad as isize;
                 placed.dy = rng.below(2 * pad as usize + 1) as isize - pad;

@@ -4,7 +4,9 @@ use crate::data::{batches, open, DataError, DataSpec, LoaderConfig, Source, Spli
 use crate::driver::Compiled;
 use crate::error::Error;
 use crate::interrupt::Interrupt;
+use crate::ir::preprocessing::{per_channel, Interpolation, Preprocessing};
 use crate::ir::{Graph, ParamRole};
+use crate::runtime::images;
 use crate::runtime::session::{Model, SessionConfig};
 use crate::runtime::tensor::{BoundRun, Feed};
 use crate::weights::Tensor;
@@ -24,13 +26,29 @@ impl Examples {
     /// `split` of `spec`, transformed (augmented for training) to the network's input size.
     pub fn open(spec: &DataSpec, split: Split, graph: &Graph, limit: Option<usize>) -> Result<Examples, Error> {
         let shape = &graph.shape(graph.input).0;
-        let transform = spec.default_transform(shape[0], shape[1], shape[2], split == Split::Train);
+        let transform = declared(spec.default_transform(shape[0], shape[1], shape[2], split == Split::Train), &graph.preprocessing);
         Ok(Examples { source: Arc::from(open(spec, split)?), transform: Arc::new(transform), limit })
     }
 
     /// The examples an epoch reads.
     pub fn per_epoch(&self) -> usize {
         self.limit.map_or(self.source.len(), |l| l.min(self.source.len()))
+    }
+}
+
+/// The data set's transform with what the network's `input` line declares in its place.
+fn declared(transform: Transform, pre: &Preprocessing) -> Transform {
+    let floats = |v: &Vec<f64>| per_channel(v, transform.channels).into_iter().map(|x| x as f32).collect();
+    Transform {
+        mean: pre.mean.as_ref().map_or(transform.mean.clone(), floats),
+        std: pre.std.as_ref().map_or(transform.std.clone(), floats),
+        crop_pct: pre.crop.map_or(transform.crop_pct, |c| c as f32),
+        interpolation: match pre.interpolation {
+            Some(Interpolation::Bilinear) => images::Interpolation::Bilinear,
+            Some(Interpolation::Bicubic) => images::Interpolation::Bicubic,
+            None => transform.interpolation,
+        },
+        ..transform
     }
 }
 

@@ -12,6 +12,7 @@ mod numerics;
 mod onnx;
 mod plot;
 mod portability;
+mod preprocessing;
 mod reliability;
 mod residual;
 mod runtime;
