@@ -1,7 +1,7 @@
 //! `incc run` and `incc bench`: a `.inc` (compiled in memory) or any `.onnx`, on ONNX Runtime, and
 //! the runtime options every command that runs a model shares.
 
-use super::options::count;
+use super::options::{count, write_npy};
 use incc::driver::{build_onnx, WeightsSource};
 use incc::runtime::bench::{bench, bench_interleaved, profile, render_table, BenchConfig};
 use incc::runtime::images::{load_image, synthetic_batch, Preprocess};
@@ -193,26 +193,10 @@ pub fn run_command(mut a: RunArgs) -> Result<(), Error> {
         }
     }
     if let Some(path) = &a.save_output {
-        write_npy(path, out_shape, logits).map_err(Error::file("write", path))?;
+        write_npy(path, "<f4", out_shape, incc::weights::bytemuck_f32(logits)).map_err(Error::file("write", path))?;
         eprintln!("wrote output `{name}` {out_shape:?} to {}", path.display());
     }
     Ok(())
-}
-
-/// A NumPy .npy file (format 1.0, little-endian f32, C order), written atomically.
-fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
-    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    bytes.extend(incc::weights::bytemuck_f32(data));
-    incc::fsutil::write_atomic(path, &bytes)
 }
 
 pub fn bench_command(a: &BenchArgs) -> Result<(), Error> {

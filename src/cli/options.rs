@@ -3,7 +3,7 @@
 
 use incc::driver::{Compiled, Options};
 use incc::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Common {
@@ -102,4 +102,21 @@ pub fn print_warnings(compiled: &Compiled) {
     for w in &compiled.warnings {
         eprint!("{}", w.render(&compiled.sources));
     }
+}
+
+/// A NumPy .npy file (format 1.0, C order) of `shape` holding `data`, little-endian values of the
+/// NumPy type `descr` (`<f4`, `<i8`), written atomically.
+pub fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) -> std::io::Result<()> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    incc::fsutil::write_atomic(path, &bytes)
 }

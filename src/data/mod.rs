@@ -5,11 +5,13 @@
 //! Every error names the file (or folder) it concerns and what is wrong with it.
 
 mod cifar;
+mod crops;
 mod folder;
 mod idx;
 mod loader;
 mod transform;
 
+pub use crops::{views, Crops, View};
 pub use loader::{batch_count, batches, loader_throughput, Batch, Loader, LoaderConfig};
 pub use transform::{TrainCrop, Transform};
 
@@ -124,6 +126,7 @@ impl DataSpec {
             flip,
             crop_pct,
             interpolation: Interpolation::Bicubic,
+            crops: Crops::One,
             mean: vec![INCEPTION_MEAN_STD[0]; channels],
             std: vec![INCEPTION_MEAN_STD[0]; channels],
         }

@@ -37,7 +37,7 @@ impl Interpolation {
         }
     }
 
-    fn filter(self) -> FilterType {
+    pub(crate) fn filter(self) -> FilterType {
         match self {
             Interpolation::Bilinear => FilterType::Triangle,
             Interpolation::Bicubic => FilterType::CatmullRom,
@@ -275,17 +275,7 @@ where
     I: GenericImageView<Pixel = P>,
     P: Pixel<Subpixel = u8> + 'static,
 {
-    let (iw, ih) = (u64::from(image.width()), u64::from(image.height()));
-    if iw == 0 || ih == 0 {
-        return Err(RuntimeError::Input("the image is empty".to_owned()));
-    }
-    // floor as timm (`math.floor(img_size / crop_pct)`), in f64 so that e.g. 299 / 0.875 is exact.
-    let target = |size: usize| (size as f64 / f64::from(crop_pct) + 1e-9).floor() as u64;
-    let (th, tw) = (target(height), target(width));
-    // The binding side gets its target exactly; the other is scaled with it and truncated, as
-    // torchvision's Resize(int) does. Both end up >= the crop because crop_pct <= 1.
-    let (nw, nh) = if ih * tw >= iw * th { (tw, ih * tw / iw) } else { (iw * th / ih, th) };
-    let (nw, nh) = (to_u32(nw)?, to_u32(nh)?);
+    let (nw, nh) = resized_size(image.dimensions(), height, width, crop_pct)?;
     let (ch, cw) = (to_u32(height as u64)?, to_u32(width as u64)?);
     let (top, left) = (center_offset(nh, ch), center_offset(nw, cw));
     // `resize` to the same size is a plain copy.
@@ -293,12 +283,40 @@ where
     Ok(imageops::crop_imm(&resized, left, top, cw, ch).to_image())
 }
 
+/// The size (width, height) an image of `dimensions` is resized to before its `height` x `width`
+/// crop of `crop_pct`: the least that covers `floor(height / crop_pct)` x `floor(width / crop_pct)`
+/// keeping the aspect ratio (timm).
+///
+/// # Errors
+/// An empty image, or a size past `u32`.
+pub(crate) fn resized_size(dimensions: (u32, u32), height: usize, width: usize, crop_pct: f32) -> Result<(u32, u32), RuntimeError> {
+    // floor as timm (`math.floor(img_size / crop_pct)`), in f64 so that e.g. 299 / 0.875 is exact.
+    let target = |size: usize| (size as f64 / f64::from(crop_pct) + 1e-9).floor() as u64;
+    covering(dimensions, target(height), target(width))
+}
+
+/// The size (width, height) of an image of `dimensions` scaled so that it just covers
+/// `height` x `width`.
+///
+/// # Errors
+/// An empty image, or a size past `u32`.
+pub(crate) fn covering((iw, ih): (u32, u32), height: u64, width: u64) -> Result<(u32, u32), RuntimeError> {
+    let (iw, ih) = (u64::from(iw), u64::from(ih));
+    if iw == 0 || ih == 0 {
+        return Err(RuntimeError::Input("the image is empty".to_owned()));
+    }
+    // The binding side gets its target exactly; the other is scaled with it and truncated, as
+    // torchvision's Resize(int) does.
+    let (nw, nh) = if ih * width >= iw * height { (width, ih * width / iw) } else { (iw * height / ih, height) };
+    Ok((to_u32(nw)?, to_u32(nh)?))
+}
+
 fn to_u32(n: u64) -> Result<u32, RuntimeError> {
     u32::try_from(n).map_err(|_| RuntimeError::Input(format!("image size {n} is too large")))
 }
 
 /// torchvision's CenterCrop offset: `int(round((size - crop) / 2))`, Python rounding half to even.
-fn center_offset(size: u32, crop: u32) -> u32 {
+pub(crate) fn center_offset(size: u32, crop: u32) -> u32 {
     let diff = size - crop;
     let half = diff / 2;
     if diff % 2 == 1 && half % 2 == 1 {

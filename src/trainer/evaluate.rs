@@ -89,9 +89,9 @@ impl Evaluator {
         Evaluator { interrupt: interrupt.clone(), ..self }
     }
 
-    /// Evaluates the parameters `weights` (by name) on `examples`, `batch` at a time.
-    pub fn evaluate(&mut self, weights: &BTreeMap<String, Tensor>, examples: &Examples, batch: usize, workers: usize) -> Result<Evaluation, Error> {
-        let cfg = LoaderConfig { batch, shuffle: false, seed: 0, epoch: 0, workers, drop_last: false, prefetch: 4, limit: examples.limit, start_batch: 0 };
+    /// The parameters `weights` (by name) bound to the graph: they go to the device once per
+    /// evaluation, not once per batch.
+    fn bind(&mut self, weights: &BTreeMap<String, Tensor>) -> Result<BoundRun<'_>, Error> {
         let params = self
             .params
             .iter()
@@ -100,16 +100,26 @@ impl Evaluator {
                 Ok((name.clone(), Feed::F32(shape.clone(), t.data.clone())))
             })
             .collect::<Result<_, Error>>()?;
-        // The parameters go to the device once per evaluation, not once per batch.
-        let mut bound = BoundRun::new(&mut self.model, params, &["logits"])?;
-        let classes = self.classes;
+        Ok(BoundRun::new(&mut self.model, params, &["logits"])?)
+    }
+
+    /// The classes the network outputs.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Evaluates the parameters `weights` (by name) on `examples`, `batch` at a time.
+    pub fn evaluate(&mut self, weights: &BTreeMap<String, Tensor>, examples: &Examples, batch: usize, workers: usize) -> Result<Evaluation, Error> {
+        let cfg = loader_config(batch, workers, examples.limit);
+        let (input, classes, interrupt) = (self.input.clone(), self.classes, self.interrupt.clone());
+        let mut bound = self.bind(weights)?;
         let (mut loss, mut top1, mut top5, mut n) = (0.0f64, 0usize, 0usize, 0usize);
         for b in batches(examples.source.clone(), examples.transform.clone(), &cfg) {
-            if self.interrupt.requested() {
+            if interrupt.requested() {
                 return Err(Error::Interrupted(None));
             }
             let b = b?;
-            let outputs = bound.run(vec![("images".to_string(), Feed::F32([vec![b.len], self.input.clone()].concat(), b.images))])?;
+            let outputs = bound.run(vec![("images".to_string(), Feed::F32([vec![b.len], input.clone()].concat(), b.images))])?;
             let logits = &outputs.iter().find(|o| o.0 == "logits").ok_or_else(|| Error::Lowering("the evaluation graph has no logits".into()))?.2;
             for (row, label) in rows(logits, &b.labels, classes)? {
                 let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -124,6 +134,103 @@ impl Evaluator {
             return Err(DataError::Invalid("the validation split is empty".into()).into());
         }
         Ok(Evaluation { loss: loss / n as f64, top1: top1 as f64 / n as f64, top5: top5 as f64 / n as f64, examples: n })
+    }
+}
+
+/// One loader pass over an evaluation split, in source order.
+fn loader_config(batch: usize, workers: usize, limit: Option<usize>) -> LoaderConfig {
+    LoaderConfig { batch, shuffle: false, seed: 0, epoch: 0, workers, drop_last: false, prefetch: 4, limit, start_batch: 0 }
+}
+
+/// Each example's class probabilities (the softmax averaged over its crops) and its label.
+pub struct Probabilities {
+    /// `labels.len()` x `classes`.
+    pub values: Vec<f32>,
+    pub labels: Vec<i64>,
+    pub classes: usize,
+}
+
+impl Probabilities {
+    /// Top-1, top-5 and the cross-entropy (-ln of the label's probability) of these probabilities.
+    ///
+    /// # Errors
+    /// No examples, or a label that is not a class.
+    pub fn scores(&self) -> Result<Evaluation, Error> {
+        let n = self.labels.len();
+        if n == 0 {
+            return Err(DataError::Invalid("the validation split is empty".into()).into());
+        }
+        let loss = rows(&self.values, &self.labels, self.classes)?.map(|(row, label)| -f64::from(row[label]).max(f64::MIN_POSITIVE).ln()).sum::<f64>();
+        let top1 = top_k_hits(&self.values, &self.labels, self.classes, 1)?;
+        let top5 = top_k_hits(&self.values, &self.labels, self.classes, 5.min(self.classes))?;
+        Ok(Evaluation { loss: loss / n as f64, top1: top1 as f64 / n as f64, top5: top5 as f64 / n as f64, examples: n })
+    }
+
+    /// The ensemble of `members` (the same examples, in the same order): their probabilities
+    /// averaged (in f64, rounded to f32).
+    ///
+    /// # Errors
+    /// Members of different class counts or examples.
+    pub fn average(members: &[&Probabilities]) -> Result<Probabilities, Error> {
+        let first = members.first().ok_or_else(|| Error::Invalid("an ensemble of no members".into()))?;
+        if let Some(other) = members.iter().find(|m| m.classes != first.classes || m.labels != first.labels) {
+            return Err(Error::Invalid(format!(
+                "the members do not agree: {} classes and {} examples against {} classes and {} examples",
+                first.classes,
+                first.labels.len(),
+                other.classes,
+                other.labels.len()
+            )));
+        }
+        let k = members.len() as f64;
+        let values = (0..first.values.len()).map(|i| (members.iter().map(|m| f64::from(m.values[i])).sum::<f64>() / k) as f32).collect();
+        Ok(Probabilities { values, labels: first.labels.clone(), classes: first.classes })
+    }
+}
+
+impl Evaluator {
+    /// The probabilities of the parameters `weights` on `examples` (whose transform may make
+    /// several crops of each image: their softmax is averaged), `batch` images at a time (each
+    /// with all its crops); `progress` is told each batch's images.
+    pub fn probabilities(
+        &mut self,
+        weights: &BTreeMap<String, Tensor>,
+        examples: &Examples,
+        batch: usize,
+        workers: usize,
+        progress: &dyn Fn(usize),
+    ) -> Result<Probabilities, Error> {
+        let cfg = loader_config(batch, workers, examples.limit);
+        let crops = examples.transform.crops.count();
+        let (input, classes, interrupt) = (self.input.clone(), self.classes, self.interrupt.clone());
+        let mut bound = self.bind(weights)?;
+        let (mut values, mut labels) = (Vec::new(), Vec::new());
+        for b in batches(examples.source.clone(), examples.transform.clone(), &cfg) {
+            if interrupt.requested() {
+                return Err(Error::Interrupted(None));
+            }
+            let b = b?;
+            let outputs = bound.run(vec![("images".to_string(), Feed::F32([vec![b.len * crops], input.clone()].concat(), b.images))])?;
+            let logits = &outputs.iter().find(|o| o.0 == "logits").ok_or_else(|| Error::Lowering("the evaluation graph has no logits".into()))?.2;
+            if logits.len() != b.len * crops * classes {
+                return Err(Error::Invalid(format!("{} logits are not {} crops of {classes} classes", logits.len(), b.len * crops)));
+            }
+            for image in logits.chunks(crops * classes) {
+                let mut mean = vec![0.0f64; classes];
+                for row in image.chunks(classes) {
+                    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let exp: Vec<f64> = row.iter().map(|&v| f64::from(v - m).exp()).collect();
+                    let sum: f64 = exp.iter().sum();
+                    for (acc, e) in mean.iter_mut().zip(exp) {
+                        *acc += e / sum / crops as f64;
+                    }
+                }
+                values.extend(mean.into_iter().map(|p| p as f32));
+            }
+            labels.extend(b.labels);
+            progress(b.len);
+        }
+        Ok(Probabilities { values, labels, classes })
     }
 }
 

@@ -296,6 +296,7 @@ fn transform(channels: usize, height: usize, width: usize) -> Transform {
         flip: false,
         crop_pct: 1.0,
         interpolation: Interpolation::Bicubic,
+        crops: data::Crops::One,
         mean: vec![0.5; channels],
         std: vec![0.25; channels],
     }

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod data;
 mod errors;
+mod evaluation;
 mod language;
 mod mutations;
 mod networks;
