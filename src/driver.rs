@@ -142,6 +142,8 @@ pub enum WeightsSource<'a> {
     Seed(u64),
     /// A safetensors checkpoint, by name (timm's layout for the networks in archs/).
     File(&'a Path),
+    /// Values already read, by name (a training checkpoint's, `incc compile --ensemble`).
+    Values(crate::weights::Weights),
 }
 
 /// A compiled network with its values and its ONNX inference model.
@@ -160,6 +162,7 @@ pub fn build_onnx(path: &Path, settings: &Settings, passes: &PassOptions, weight
     let mut values = match weights {
         WeightsSource::Seed(seed) => crate::weights::init(&compiled.graph, seed),
         WeightsSource::File(file) => crate::weights::load(file, &compiled.graph)?,
+        WeightsSource::Values(values) => values,
     };
     let mut compiled = compiled;
     if passes.fold_bn {

@@ -120,7 +120,7 @@ fn is_source(path: &Path) -> bool {
 
 /// Initialises ONNX Runtime and loads the model, compiling a `.inc` in memory.
 fn load(args: &ModelArgs) -> Result<Model, Error> {
-    let file = &args.common.file;
+    let file = args.common.file()?;
     if is_source(file) {
         let options = args.common.options()?;
         let passes = options.passes()?;
@@ -234,7 +234,7 @@ pub fn bench_command(a: &BenchArgs) -> Result<(), Error> {
     };
     if a.json {
         let json = serde_json::json!({
-            "model": a.model.common.file.display().to_string(),
+            "model": a.model.common.file()?.display().to_string(),
             "provider": a.model.runtime.provider.to_string(),
             "providers_used": provider_line,
             "results": ours,
@@ -245,7 +245,7 @@ pub fn bench_command(a: &BenchArgs) -> Result<(), Error> {
         println!("{}", serde_json::to_string_pretty(&json).expect("serialisable"));
         return Ok(());
     }
-    println!("{} on {}:", a.model.common.file.display(), a.model.runtime.provider);
+    println!("{} on {}:", a.model.common.file()?.display(), a.model.runtime.provider);
     println!("{}", render_table(&ours));
     if let (Some(path), Some(base)) = (&a.baseline, &baseline) {
         println!("\nbaseline {}:", path.display());

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args)]
 pub struct Common {
     /// The `.inc` file to compile.
-    pub file: PathBuf,
+    #[arg(required = true)]
+    pub file: Option<PathBuf>,
     /// Which network, when the file defines several.
     #[arg(long)]
     pub network: Option<String>,
@@ -76,6 +77,11 @@ fn parse_input(s: &str) -> Result<InputArg, String> {
 }
 
 impl Common {
+    /// The file to compile (required by the command line, except by `incc compile --ensemble`).
+    pub fn file(&self) -> Result<&Path, Error> {
+        self.file.as_deref().ok_or_else(|| Error::Usage("give the `.inc` file to compile".into()))
+    }
+
     /// What to compile besides the file; an image given to `--input` is a usage error here (it is
     /// for `incc run`, which takes it out first).
     pub fn options(&self) -> Result<Options, Error> {
@@ -91,7 +97,7 @@ impl Common {
 
     /// Compiles the file (up to the pass `stop_after`), printing the warnings.
     pub fn compile(&self, stop_after: Option<&str>) -> Result<Compiled, Error> {
-        let compiled = self.options()?.compile(&self.file, stop_after)?;
+        let compiled = self.options()?.compile(self.file()?, stop_after)?;
         print_warnings(&compiled);
         Ok(compiled)
     }

@@ -7,7 +7,7 @@ use super::{check_classes, checkpoint, classes, resume, settings, use_average, R
 use crate::data::{Crops, DataSpec, Split, Transform};
 use crate::driver::Compiled;
 use crate::error::Error;
-use crate::weights::Tensor;
+use crate::weights::{Tensor, Weights};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +39,22 @@ impl Member {
         }
         Ok(Member { compiled, tensors, averaged, batch: cfg.batch })
     }
+}
+
+/// The parameters of `graph` in the file `path`: a checkpoint of `incc train` (its moving
+/// averages where it has them, as `incc eval` takes them), else a state dict by name.
+pub fn checkpoint_weights(path: &Path, graph: &crate::ir::Graph) -> Result<Weights, Error> {
+    let Ok(c) = checkpoint::load(path) else { return Ok(crate::weights::load(path, graph)?) };
+    let mut tensors = c.tensors;
+    use_average(&mut tensors);
+    let tensors = crate::report::params::param_list(graph)
+        .into_iter()
+        .map(|(name, _)| {
+            let t = tensors.remove(&name).ok_or_else(|| Error::checkpoint(path, format!("no value for `{name}` (a checkpoint of another network?)")))?;
+            Ok((name, t))
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(Weights { tensors })
 }
 
 /// One member's evaluation.

@@ -18,7 +18,7 @@ mod resume;
 mod run;
 pub mod schedule;
 
-pub use ensemble::{eval_ensemble, EnsembleReport, MemberReport};
+pub use ensemble::{checkpoint_weights, eval_ensemble, EnsembleReport, MemberReport};
 pub use evaluate::{top_k_hits, Evaluation, Evaluator, Examples, Probabilities};
 pub use resume::Change;
 

@@ -220,3 +220,52 @@ fn bad_members_are_clear_errors() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("1, 10, 12 or 144"), "{err}");
 }
+
+#[test]
+fn the_onnx_ensemble_gives_the_probabilities_of_incc_eval() {
+    let Some([a, b]) = two_members() else { return };
+    let dir = fresh_folder("ensemble-onnx");
+    let onnx = dir.join("ensemble.onnx").display().to_string();
+    let members = [format!("archs/mini/inception_fmnist.inc:{a}"), format!("archs/mini/inception_resnet_fmnist.inc:{b}")];
+    let (code, _, err) = incc(&["compile", "--ensemble", &members[0], &members[1], "-o", &onnx]);
+    assert_eq!(code, 0, "{err}");
+    let saved = dir.join("eval");
+    eval_json(&[&a, &b, "--save-probabilities", &saved.display().to_string()]);
+    let want = read_npy(&saved.join("probabilities.npy"));
+
+    // The same 40 images, as `incc eval` feeds them (both members take 1x28x28 alike: one input).
+    let graph = crate::common::compile_arch("mini/inception_fmnist").graph;
+    let spec: incc::data::DataSpec = format!("fashion-mnist:{FMNIST}").parse().unwrap();
+    let val = incc::trainer::Examples::open(&spec, incc::data::Split::Validation, &graph, Some(40)).expect("opens");
+    let cfg = LoaderConfig { batch: 40, limit: Some(40), ..LoaderConfig::default() };
+    let batch = batches(val.source, val.transform, &cfg).next().expect("a batch").expect("loads");
+    let config = incc::runtime::session::SessionConfig { threads: Some(1), ..Default::default() };
+    let mut model = incc::runtime::session::Model::from_bytes(std::fs::read(&onnx).unwrap(), config).expect("loads");
+    let outputs = incc::runtime::tensor::run(&mut model, &batch.images, [40, 1, 28, 28]).expect("runs");
+    let (name, shape, got) = &outputs[0];
+    assert_eq!((name.as_str(), shape.as_slice()), ("probabilities", &[40, 10][..]));
+    let worst = got.iter().zip(&want).map(|(&g, &w)| (f64::from(g) - w).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-5, "the ONNX ensemble differs from incc eval by {worst}");
+}
+
+#[test]
+fn onnx_members_of_other_input_sizes_get_their_own_inputs_and_other_class_counts_are_refused() {
+    use incc::driver::{build_onnx, WeightsSource};
+    use incc::elab::Settings;
+    use incc::passes::PassOptions;
+    let member = |set: &[(&str, &str)], input: Option<Vec<usize>>| {
+        let settings = Settings { set: set.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(), input, ..Settings::default() };
+        build_onnx(Path::new("tests/fixtures/tiny_residual.inc"), &settings, &PassOptions::default(), WeightsSource::Seed(1), None).expect("builds").model
+    };
+    let (small, large) = (member(&[], None), member(&[], Some(vec![3, 23, 23])));
+    let model = incc::onnx::ensemble::ensemble(&[small.clone(), large]).expect("an ensemble");
+    let graph = model.graph.as_ref().unwrap();
+    let inputs: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(inputs, ["m0/images", "m1/images"]);
+    assert!(graph.initializer.iter().all(|t| t.name.starts_with("m0/") || t.name.starts_with("m1/")), "every parameter under its member's prefix");
+    let says = |key: &str| model.metadata_props.iter().find(|p| p.key == key).map(|p| p.value.clone());
+    assert_eq!(says("incc.ensemble.m1.input").as_deref(), Some("3x23x23"));
+    assert!(says("incc.ensemble.inputs").is_some_and(|v| v.starts_with("one per member")));
+    let err = incc::onnx::ensemble::ensemble(&[small, member(&[("classes", "7")], None)]).expect_err("refused");
+    assert!(err.contains("must share their classes"), "{err}");
+}
