@@ -185,7 +185,13 @@ pub fn run_command(mut a: RunArgs) -> Result<(), Error> {
     println!("batch {n}: {:.2} ms ({:.1} images/s, after one warm-up run)", elapsed.as_secs_f64() * 1e3, n as f64 / elapsed.as_secs_f64());
     let (name, out_shape, logits) = outputs.first().ok_or_else(|| Error::Invalid("the model has no outputs".into()))?;
     let labels = a.labels.as_deref().map(|p| read_labels(p, out_shape.last().copied().unwrap_or(0))).transpose()?;
-    let ranked = top_k(logits, out_shape, a.top)?;
+    // A model whose only output is `probabilities` (an ensemble of `incc compile --ensemble`):
+    // their logarithms are logits whose softmax gives them back.
+    let ranked = if name == incc::onnx::forward::PROBABILITIES {
+        top_k(&logits.iter().map(|p| p.ln()).collect::<Vec<_>>(), out_shape, a.top)?
+    } else {
+        top_k(logits, out_shape, a.top)?
+    };
     for (image, classes) in names.iter().zip(&ranked) {
         println!("{image}:");
         for (class, p) in classes {

@@ -269,3 +269,38 @@ fn onnx_members_of_other_input_sizes_get_their_own_inputs_and_other_class_counts
     let err = incc::onnx::ensemble::ensemble(&[small, member(&[("classes", "7")], None)]).expect_err("refused");
     assert!(err.contains("must share their classes"), "{err}");
 }
+
+#[test]
+fn incc_run_ranks_an_ensembles_probabilities_as_they_are() {
+    use incc::driver::{build_onnx, WeightsSource};
+    if !ort_ready() {
+        return;
+    }
+    let member = |seed| {
+        let settings = incc::elab::Settings::default();
+        build_onnx(Path::new("tests/fixtures/tiny_residual.inc"), &settings, &incc::passes::PassOptions::default(), WeightsSource::Seed(seed), None)
+            .unwrap()
+            .model
+    };
+    let dir = fresh_folder("ensemble-run");
+    let (onnx, png) = (dir.join("ensemble.onnx"), dir.join("image.png"));
+    let model = incc::onnx::ensemble::ensemble(&[member(1), member(2)]).expect("an ensemble");
+    incc::onnx::emit::write(&model, &onnx, usize::MAX).expect("written");
+    image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 128])).save(&png).expect("saved");
+    let (code, out, err) = incc(&["run", &onnx.display().to_string(), "--input", &png.display().to_string(), "--threads", "1"]);
+    assert_eq!(code, 0, "{err}");
+    // The percentages printed are the model's probabilities (not a softmax of them).
+    let printed: Vec<f64> = out.lines().filter_map(|l| l.trim().split_once('%')).map(|(p, _)| p.trim().parse::<f64>().unwrap()).collect();
+    let metadata: std::collections::BTreeMap<String, String> = model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
+    let (h, w) = (15, 15); // tiny_residual: input 3x15x15
+    let pre = incc::runtime::images::Preprocess::new(h, w).with_metadata(&metadata).expect("metadata");
+    let image = incc::runtime::images::load_image(&png, &pre).expect("loads");
+    let config = incc::runtime::session::SessionConfig { threads: Some(1), ..Default::default() };
+    let mut session = incc::runtime::session::Model::from_bytes(std::fs::read(&onnx).unwrap(), config).expect("loads");
+    let mut p = incc::runtime::tensor::run(&mut session, &image, [1, 3, h, w]).expect("runs").remove(0).2;
+    p.sort_by(|a, b| b.total_cmp(a));
+    assert_eq!(printed.len(), 5, "{out}");
+    for (shown, p) in printed.iter().zip(&p) {
+        assert!((shown - 100.0 * f64::from(*p)).abs() < 0.006, "{out} against {p:?}");
+    }
+}
