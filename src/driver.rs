@@ -142,6 +142,8 @@ pub enum WeightsSource<'a> {
     Seed(u64),
     /// A safetensors checkpoint, by name (timm's layout for the networks in archs/).
     File(&'a Path),
+    /// Values already read, by name (a training checkpoint's, `incc compile --ensemble`).
+    Values(crate::weights::Weights),
 }
 
 /// A compiled network with its values and its ONNX inference model.
@@ -160,6 +162,7 @@ pub fn build_onnx(path: &Path, settings: &Settings, passes: &PassOptions, weight
     let mut values = match weights {
         WeightsSource::Seed(seed) => crate::weights::init(&compiled.graph, seed),
         WeightsSource::File(file) => crate::weights::load(file, &compiled.graph)?,
+        WeightsSource::Values(values) => values,
     };
     let mut compiled = compiled;
     if passes.fold_bn {
@@ -173,12 +176,18 @@ pub fn build_onnx(path: &Path, settings: &Settings, passes: &PassOptions, weight
 
 /// What a model says about itself: who made it from what, its cost, and how to feed it.
 fn metadata(path: &Path, compiled: &Compiled) -> Result<Vec<(String, String)>, String> {
+    use crate::ir::preprocessing::{DEFAULT_CROP, DEFAULT_INTERPOLATION};
     use crate::report::cost::{report, Convention};
     use sha2::Digest;
     let root = compiled.sources.files().next().map(|(_, f)| f.text.as_bytes().to_vec()).unwrap_or_default();
     let hash: String = sha2::Sha256::digest(&root).iter().map(|b| format!("{b:02x}")).collect();
     let totals = report(&compiled.graph, Convention::Incc, Some(1), 1).map_err(|d| d.render(&compiled.sources))?.totals;
     let input = compiled.graph.shape(compiled.graph.input);
+    // The input line's preprocessing (one mean and std, or one per channel), else Inception's
+    // (TF-slim, timm): pixels in [0, 1] mapped to [-1, 1].
+    const DEFAULT_MEAN_STD: &str = "0.5,0.5,0.5";
+    let pre = &compiled.graph.preprocessing;
+    let joined = |values: &[f64]| values.iter().map(f64::to_string).collect::<Vec<_>>().join(",");
     Ok(vec![
         ("incc.version".into(), env!("CARGO_PKG_VERSION").into()),
         ("incc.source".into(), path.display().to_string()),
@@ -188,9 +197,9 @@ fn metadata(path: &Path, compiled: &Compiled) -> Result<Vec<(String, String)>, S
         ("incc.macs".into(), totals.macs.to_string()),
         ("incc.macs_convention".into(), Convention::Incc.describe().into()),
         ("incc.input".into(), input.to_string()),
-        // Inception preprocessing (TF-slim, timm): pixels in [0, 1] mapped to [-1, 1].
-        ("incc.mean".into(), "0.5,0.5,0.5".into()),
-        ("incc.std".into(), "0.5,0.5,0.5".into()),
-        ("incc.crop_pct".into(), "0.875".into()),
+        ("incc.mean".into(), pre.mean.as_deref().map_or(DEFAULT_MEAN_STD.into(), joined)),
+        ("incc.std".into(), pre.std.as_deref().map_or(DEFAULT_MEAN_STD.into(), joined)),
+        ("incc.crop_pct".into(), pre.crop.unwrap_or(DEFAULT_CROP).to_string()),
+        ("incc.interpolation".into(), pre.interpolation.unwrap_or(DEFAULT_INTERPOLATION).to_string()),
     ])
 }

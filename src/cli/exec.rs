@@ -1,7 +1,7 @@
 //! `incc run` and `incc bench`: a `.inc` (compiled in memory) or any `.onnx`, on ONNX Runtime, and
 //! the runtime options every command that runs a model shares.
 
-use super::options::count;
+use super::options::{count, write_npy};
 use incc::dist::World;
 use incc::driver::{build_onnx, WeightsSource};
 use incc::runtime::bench::{bench, bench_interleaved, profile, render_table, BenchConfig};
@@ -156,7 +156,7 @@ fn is_source(path: &Path) -> bool {
 
 /// Initialises ONNX Runtime and loads the model, compiling a `.inc` in memory.
 fn load(args: &ModelArgs) -> Result<Model, Error> {
-    let file = &args.common.file;
+    let file = args.common.file()?;
     if is_source(file) {
         let options = args.common.options()?;
         let passes = options.passes()?;
@@ -221,7 +221,13 @@ pub fn run_command(mut a: RunArgs) -> Result<(), Error> {
     println!("batch {n}: {:.2} ms ({:.1} images/s, after one warm-up run)", elapsed.as_secs_f64() * 1e3, n as f64 / elapsed.as_secs_f64());
     let (name, out_shape, logits) = outputs.first().ok_or_else(|| Error::Invalid("the model has no outputs".into()))?;
     let labels = a.labels.as_deref().map(|p| read_labels(p, out_shape.last().copied().unwrap_or(0))).transpose()?;
-    let ranked = top_k(logits, out_shape, a.top)?;
+    // A model whose only output is `probabilities` (an ensemble of `incc compile --ensemble`):
+    // their logarithms are logits whose softmax gives them back.
+    let ranked = if name == incc::onnx::forward::PROBABILITIES {
+        top_k(&logits.iter().map(|p| p.ln()).collect::<Vec<_>>(), out_shape, a.top)?
+    } else {
+        top_k(logits, out_shape, a.top)?
+    };
     for (image, classes) in names.iter().zip(&ranked) {
         println!("{image}:");
         for (class, p) in classes {
@@ -229,26 +235,10 @@ pub fn run_command(mut a: RunArgs) -> Result<(), Error> {
         }
     }
     if let Some(path) = &a.save_output {
-        write_npy(path, out_shape, logits).map_err(Error::file("write", path))?;
+        write_npy(path, "<f4", out_shape, incc::weights::bytemuck_f32(logits)).map_err(Error::file("write", path))?;
         eprintln!("wrote output `{name}` {out_shape:?} to {}", path.display());
     }
     Ok(())
-}
-
-/// A NumPy .npy file (format 1.0, little-endian f32, C order), written atomically.
-fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
-    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    bytes.extend(incc::weights::bytemuck_f32(data));
-    incc::fsutil::write_atomic(path, &bytes)
 }
 
 pub fn bench_command(a: &BenchArgs) -> Result<(), Error> {
@@ -286,7 +276,7 @@ pub fn bench_command(a: &BenchArgs) -> Result<(), Error> {
     };
     if a.json {
         let json = serde_json::json!({
-            "model": a.model.common.file.display().to_string(),
+            "model": a.model.common.file()?.display().to_string(),
             "provider": a.model.runtime.provider.provider.to_string(),
             "providers_used": provider_line,
             "results": ours,
@@ -297,7 +287,7 @@ pub fn bench_command(a: &BenchArgs) -> Result<(), Error> {
         println!("{}", serde_json::to_string_pretty(&json).expect("serialisable"));
         return Ok(());
     }
-    println!("{} on {}:", a.model.common.file.display(), a.model.runtime.provider.provider);
+    println!("{} on {}:", a.model.common.file()?.display(), a.model.runtime.provider.provider);
     println!("{}", render_table(&ours));
     if let (Some(path), Some(base)) = (&a.baseline, &baseline) {
         println!("\nbaseline {}:", path.display());

@@ -50,7 +50,7 @@ pub fn flops_command(a: &FlopsArgs) -> Result<(), Error> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("a report serialises"));
     } else {
-        print!("{}", cost::render_table(&report, &a.common.file.display().to_string()));
+        print!("{}", cost::render_table(&report, &a.common.file()?.display().to_string()));
     }
     Ok(())
 }

@@ -3,12 +3,13 @@
 
 use incc::driver::{Compiled, Options};
 use incc::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Common {
     /// The `.inc` file to compile.
-    pub file: PathBuf,
+    #[arg(required = true)]
+    pub file: Option<PathBuf>,
     /// Which network, when the file defines several.
     #[arg(long)]
     pub network: Option<String>,
@@ -76,6 +77,11 @@ fn parse_input(s: &str) -> Result<InputArg, String> {
 }
 
 impl Common {
+    /// The file to compile (required by the command line, except by `incc compile --ensemble`).
+    pub fn file(&self) -> Result<&Path, Error> {
+        self.file.as_deref().ok_or_else(|| Error::Usage("give the `.inc` file to compile".into()))
+    }
+
     /// What to compile besides the file; an image given to `--input` is a usage error here (it is
     /// for `incc run`, which takes it out first).
     pub fn options(&self) -> Result<Options, Error> {
@@ -91,7 +97,7 @@ impl Common {
 
     /// Compiles the file (up to the pass `stop_after`), printing the warnings.
     pub fn compile(&self, stop_after: Option<&str>) -> Result<Compiled, Error> {
-        let compiled = self.options()?.compile(&self.file, stop_after)?;
+        let compiled = self.options()?.compile(self.file()?, stop_after)?;
         print_warnings(&compiled);
         Ok(compiled)
     }
@@ -102,4 +108,21 @@ pub fn print_warnings(compiled: &Compiled) {
     for w in &compiled.warnings {
         eprint!("{}", w.render(&compiled.sources));
     }
+}
+
+/// A NumPy .npy file (format 1.0, C order) of `shape` holding `data`, little-endian values of the
+/// NumPy type `descr` (`<f4`, `<i8`), written atomically.
+pub fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) -> std::io::Result<()> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    incc::fsutil::write_atomic(path, &bytes)
 }

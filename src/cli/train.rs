@@ -3,16 +3,16 @@
 //! started by `mpirun` or `srun` (see `dist`).
 
 use super::exec::RuntimeArgs;
-use super::options::count;
+use super::options::{count, write_npy};
 use clap::ValueEnum;
-use incc::data::DataSpec;
+use incc::data::{Crops, DataSpec};
 use incc::dist::World;
 use incc::interrupt::Interrupt;
 use incc::runtime::profile::ProfileFiles;
 use incc::train::Target;
 use incc::train::{Optimizer, TrainConfig};
 use incc::trainer::schedule::Schedule;
-use incc::trainer::{RunConfig, Runner, Start};
+use incc::trainer::{EnsembleReport, Evaluation, Probabilities, RunConfig, Runner, Start};
 use incc::Error;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -179,11 +179,28 @@ pub struct TrainArgs {
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// A checkpoint written by `incc train` (`runs/x/best.safetensors`).
-    pub checkpoint: PathBuf,
-    /// Compile this network file instead of the source stored in the checkpoint.
+    /// Checkpoints written by `incc train` (`runs/x/best.safetensors`); several make an ensemble
+    /// that averages their probabilities (networks of other architectures too).
+    #[arg(required = true)]
+    pub checkpoints: Vec<PathBuf>,
+    /// Compile this network file instead of the source stored in the checkpoint (one checkpoint).
     #[arg(long)]
     pub arch: Option<PathBuf>,
+    /// Crops of each image whose probabilities are averaged: 1 (centre), 10 (corners, centre and
+    /// mirrors), 12 (the 10, the whole image and its mirror), 144 (GoogLeNet's); see docs/experiments.md.
+    #[arg(long, default_value_t = 1, value_parser = crops)]
+    pub crops: usize,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the averaged probabilities to DIR: `probabilities.npy` (examples x classes, float32;
+    /// the ensemble's when there are several checkpoints, each member's as `member<i>.npy`) and
+    /// `labels.npy` (int64).
+    #[arg(long, value_name = "DIR")]
+    pub save_probabilities: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
     #[arg(long)]
     pub data: String,
     /// Evaluate at most this many examples of the split (default: all of them).
@@ -318,28 +335,98 @@ fn train_in(a: &TrainArgs, world: &Rc<dyn World>) -> Result<(), Error> {
     Ok(())
 }
 
+fn crops(s: &str) -> Result<usize, String> {
+    s.parse().ok().filter(|&n| Crops::from_count(n).is_some()).ok_or_else(|| format!("`{s}` crops: 1, 10, 12 or 144"))
+}
+
 pub fn eval_command(a: &EvalArgs) -> Result<(), Error> {
     in_world(|world| eval_in(a, world))
 }
 
 fn eval_in(a: &EvalArgs, world: &Rc<dyn World>) -> Result<(), Error> {
     let config = a.runtime.init_in(&**world)?;
-    let runner = Runner { session: config, workers: a.workers, world: world.clone(), ..Runner::new(Path::new("")) };
-    let report = incc::trainer::eval_checkpoint(&a.checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema, a.limit)?;
-    if world.rank() != 0 {
+    let crops = Crops::from_count(a.crops).ok_or_else(|| Error::Usage(format!("{} crops: 1, 10, 12 or 144", a.crops)))?;
+    let interrupt = Interrupt::install().map_err(|e| Error::Invalid(format!("cannot handle Ctrl-C: {e}")))?;
+    let progress = !a.quiet && !a.json && world.rank() == 0;
+    let runner = Runner { session: config, workers: a.workers, progress, interrupt, world: world.clone(), ..Runner::new(Path::new("")) };
+    let member = |checkpoint: &Path, network: &str, averaged: bool, e: &Evaluation| {
+        serde_json::json!({
+            "checkpoint": checkpoint.display().to_string(),
+            "network": network,
+            "parameters": if averaged { "averaged" } else { "raw" },
+            "scores": scores(e),
+        })
+    };
+    let line = |e: &Evaluation| format!("{} examples, top-1 {:.2}%, top-5 {:.2}%, loss {:.4}", e.examples, 100.0 * e.top1, 100.0 * e.top5, e.loss);
+    if world.size() > 1 {
+        // Data parallel: one checkpoint, one crop, each process a part of every batch.
+        let [checkpoint] = a.checkpoints.as_slice() else {
+            return Err(Error::Usage("a data-parallel `incc eval` evaluates one checkpoint: run ensembles in one process".into()));
+        };
+        if crops != Crops::One || a.save_probabilities.is_some() {
+            return Err(Error::Usage("--crops and --save-probabilities run in one process (without mpirun)".into()));
+        }
+        let report = incc::trainer::eval_checkpoint(checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema, a.limit)?;
+        if world.rank() != 0 {
+            return Ok(());
+        }
+        if a.json {
+            let json = serde_json::json!({
+                "crops": 1,
+                "members": [member(checkpoint, &report.network, report.averaged, &report.evaluation)],
+                "ensemble": serde_json::Value::Null,
+            });
+            println!("{}", serde_json::to_string_pretty(&json).expect("a report serialises"));
+        } else {
+            println!("{} ({} parameters): {}", checkpoint.display(), if report.averaged { "averaged" } else { "raw" }, line(&report.evaluation));
+        }
         return Ok(());
     }
-    let e = &report.evaluation;
-    println!(
-        "{} ({} parameters): {} examples, top-1 {:.2}%, top-5 {:.2}%, loss {:.4}",
-        a.checkpoint.display(),
-        if report.averaged { "averaged" } else { "raw" },
-        e.examples,
-        100.0 * e.top1,
-        100.0 * e.top5,
-        e.loss
-    );
+    let report = incc::trainer::eval_ensemble(&a.checkpoints, a.arch.as_deref(), &a.data, &runner, !a.no_ema, a.limit, crops)?;
+    if let Some(dir) = &a.save_probabilities {
+        save_probabilities(dir, &report)?;
+    }
+    if a.json {
+        let json = serde_json::json!({
+            "crops": report.crops.count(),
+            "members": report.members.iter().map(|m| member(&m.checkpoint, &m.network, m.averaged, &m.evaluation)).collect::<Vec<_>>(),
+            "ensemble": report.ensemble.as_ref().map(|(e, _)| scores(e)),
+        });
+        println!("{}", serde_json::to_string_pretty(&json).expect("a report serialises"));
+        return Ok(());
+    }
+    if report.crops != Crops::One {
+        println!("{} crops per image, probabilities averaged", report.crops.count());
+    }
+    for m in &report.members {
+        println!("{} ({} parameters): {}", m.checkpoint.display(), if m.averaged { "averaged" } else { "raw" }, line(&m.evaluation));
+    }
+    if let Some((e, _)) = &report.ensemble {
+        println!("ensemble of {}: {}", report.members.len(), line(e));
+    }
     Ok(())
+}
+
+fn scores(e: &Evaluation) -> serde_json::Value {
+    serde_json::json!({ "examples": e.examples, "top1": e.top1, "top5": e.top5, "loss": e.loss })
+}
+
+/// `--save-probabilities DIR`: the probabilities `incc eval` scored, and the labels.
+fn save_probabilities(dir: &Path, report: &EnsembleReport) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(Error::file("create", dir))?;
+    let save = |name: &str, p: &Probabilities| {
+        let path = dir.join(name);
+        let shape = [p.labels.len(), p.classes];
+        write_npy(&path, "<f4", &shape, incc::weights::bytemuck_f32(&p.values)).map_err(Error::file("write", &path))
+    };
+    for (i, m) in report.members.iter().enumerate() {
+        save(&format!("member{i}.npy"), &m.probabilities)?;
+    }
+    let scored = report.ensemble.as_ref().map_or(&report.members[0].probabilities, |(_, p)| p);
+    save("probabilities.npy", scored)?;
+    let labels: Vec<u8> = scored.labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+    let path = dir.join("labels.npy");
+    write_npy(&path, "<i8", &[scored.labels.len()], &labels).map_err(Error::file("write", &path))
 }
 
 pub fn plot_command(a: &PlotArgs) -> Result<(), Error> {

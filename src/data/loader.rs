@@ -83,7 +83,7 @@ impl Default for LoaderConfig {
 /// Consecutive transformed examples.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
-    /// `len` x channels x height x width.
+    /// `len` x channels x height x width (x the transform's crops before channels, for multi-crop evaluation).
     pub images: Vec<f32>,
     pub labels: Vec<i64>,
     pub len: usize,
@@ -186,7 +186,10 @@ fn make_batch(source: &dyn Source, transform: &Transform, plan: &Plan, stop: &At
     let whole = &plan.order[start..start.saturating_add(plan.batch).min(plan.order.len())];
     let examples = &whole[plan.shard.range(whole.len())];
     let size = transform.example_len();
-    let mut images = match crate::runtime::tensor::zeros("a batch of images", &[examples.len(), transform.channels, transform.height, transform.width]) {
+    let mut images = match crate::runtime::tensor::zeros(
+        "a batch of images",
+        &[examples.len(), transform.crops.count(), transform.channels, transform.height, transform.width],
+    ) {
         Ok(images) => images,
         Err(e) => return Some(Err(e.into())),
     };

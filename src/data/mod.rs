@@ -5,11 +5,13 @@
 //! Every error names the file (or folder) it concerns and what is wrong with it.
 
 mod cifar;
+mod crops;
 mod folder;
 mod idx;
 mod loader;
 mod transform;
 
+pub use crops::{views, Crops, View};
 pub use loader::{batch_count, batches, loader_throughput, Batch, Loader, LoaderConfig, Shard};
 pub use transform::{TrainCrop, Transform};
 
@@ -19,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::runtime::error::RuntimeError;
-use crate::runtime::images::{DEFAULT_CROP_PCT, INCEPTION_MEAN_STD};
+use crate::runtime::images::{Interpolation, DEFAULT_CROP_PCT, INCEPTION_MEAN_STD};
 
 /// Why data could not be read or prepared.
 #[derive(Debug)]
@@ -123,6 +125,8 @@ impl DataSpec {
             crop,
             flip,
             crop_pct,
+            interpolation: Interpolation::Bicubic,
+            crops: Crops::One,
             mean: vec![INCEPTION_MEAN_STD[0]; channels],
             std: vec![INCEPTION_MEAN_STD[0]; channels],
         }

@@ -6,9 +6,10 @@ use std::borrow::Cow;
 use image::imageops::{self, FilterType};
 use image::{ImageBuffer, Luma, Pixel, Rgb};
 
+use super::crops::{views, Crops};
 use super::{DataError, RawImage};
 use crate::rng::Rng;
-use crate::runtime::images::resize_center_crop;
+use crate::runtime::images::{resize_center_crop, Interpolation};
 
 /// How training crops.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,15 +38,24 @@ pub struct Transform {
     /// Evaluation: resize the shorter side to `size / crop_pct`, then center-crop (timm);
     /// 1.0 just resizes.
     pub crop_pct: f32,
+    /// The filter of the evaluation resize (and of training's resize of an image of another size).
+    pub interpolation: Interpolation,
+    /// Evaluation: the views of each image (`crops::views`), one after the other.
+    pub crops: Crops,
     /// Per output channel, for pixels in [0, 1].
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
 }
 
 impl Transform {
-    /// The number of values of one transformed image: channels x height x width.
+    /// The number of values of one transformed image: crops x channels x height x width.
     #[must_use]
     pub fn example_len(&self) -> usize {
+        self.crops.count() * self.view_len()
+    }
+
+    /// The number of values of one view: channels x height x width.
+    fn view_len(&self) -> usize {
         self.channels * self.height * self.width
     }
 
@@ -59,7 +69,10 @@ impl Transform {
         if self.height == 0 || self.width == 0 {
             return bad(format!("the output {}x{} is empty", self.height, self.width));
         }
-        crate::runtime::tensor::checked_len("transform: an output image", &[self.channels, self.height, self.width])?;
+        crate::runtime::tensor::checked_len("transform: an output image", &[self.crops.count(), self.channels, self.height, self.width])?;
+        if self.train && self.crops != Crops::One {
+            return bad(format!("{} crops are for evaluation, not training", self.crops.count()));
+        }
         if self.mean.len() != self.channels || self.std.len() != self.channels {
             return bad(format!("{} means and {} stds for {} channels", self.mean.len(), self.std.len(), self.channels));
         }
@@ -103,11 +116,43 @@ impl Transform {
             return Err(DataError::Invalid(format!("{} values for a {}x{}x{} output", out.len(), self.channels, self.height, self.width)));
         }
         let image = if self.channels == 1 && channels == 3 { Cow::Owned(luminance(image)) } else { Cow::Borrowed(image) };
+        if self.crops != Crops::One {
+            return match image.channels {
+                1 => self.views::<Luma<u8>>(&image, out),
+                _ => self.views::<Rgb<u8>>(&image, out),
+            };
+        }
         let placed = match image.channels {
             1 => self.place::<Luma<u8>>(&image, rng)?,
             _ => self.place::<Rgb<u8>>(&image, rng)?,
         };
         self.normalise(&placed, image.channels, out);
+        Ok(())
+    }
+
+    /// Multi-crop evaluation: every view of `crops::views`, one after the other in `out`.
+    fn views<P>(&self, image: &RawImage, out: &mut [f32]) -> Result<(), DataError>
+    where
+        P: Pixel<Subpixel = u8> + 'static,
+    {
+        let (w, h) = (self.width as u32, self.height as u32);
+        let buffer = ImageBuffer::<P, &[u8]>::from_raw(image.width as u32, image.height as u32, &image.pixels[..])
+            .ok_or_else(|| DataError::Invalid(format!("image of {}x{} too large", image.width, image.height)))?;
+        let filter = self.interpolation.filter();
+        // Views come grouped by the size they resize to: one resize per group.
+        let mut scaled = ImageBuffer::<P, Vec<u8>>::new(0, 0);
+        for (view, out) in views(self.crops, buffer.dimensions(), self.height, self.width, self.crop_pct)?.iter().zip(out.chunks_exact_mut(self.view_len())) {
+            if scaled.dimensions() != view.resized {
+                scaled = imageops::resize(&buffer, view.resized.0, view.resized.1, filter);
+            }
+            let (left, top, rw, rh) = view.region;
+            let mut region = imageops::crop_imm(&scaled, left, top, rw, rh).to_image();
+            if (rw, rh) != (w, h) {
+                region = imageops::resize(&region, w, h, filter);
+            }
+            let placed = Placed { pixels: Cow::Owned(region.into_raw()), dy: 0, dx: 0, flip: view.mirror };
+            self.normalise(&placed, image.channels, out);
+        }
         Ok(())
     }
 
@@ -121,13 +166,13 @@ impl Transform {
             .ok_or_else(|| DataError::Invalid(format!("image of {}x{} too large", image.width, image.height)))?;
         let mut placed = Placed { pixels: Cow::Borrowed(&image.pixels[..]), dy: 0, dx: 0, flip: false };
         if !self.train {
-            placed.pixels = Cow::Owned(resize_center_crop(&buffer, self.height, self.width, self.crop_pct)?.into_raw());
+            placed.pixels = Cow::Owned(resize_center_crop(&buffer, self.height, self.width, self.crop_pct, self.interpolation)?.into_raw());
             return Ok(placed);
         }
         match self.crop {
             TrainCrop::Pad(pad) => {
                 if buffer.dimensions() != (w, h) {
-                    placed.pixels = Cow::Owned(resize_center_crop(&buffer, self.height, self.width, 1.0)?.into_raw());
+                    placed.pixels = Cow::Owned(resize_center_crop(&buffer, self.height, self.width, 1.0, self.interpolation)?.into_raw());
                 }
                 let pad = pad as isize;
                 placed.dy = rng.below(2 * pad as usize + 1) as isize - pad;

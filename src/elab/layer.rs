@@ -6,6 +6,7 @@ use super::eval::{eval_float, eval_nonnegative, eval_positive, Env};
 use crate::diag::Diagnostic;
 use crate::front::ast::{Expr, Layer, LayerKind, LayerOption, OptionKind, OptionName};
 use crate::ir::ops::*;
+use crate::ir::preprocessing::{Interpolation, Preprocessing};
 use crate::source::Span;
 
 /// The nodes of one layer, in order: (name suffix, op). `None` = the layer's own name.
@@ -20,6 +21,8 @@ struct Settings {
     bn: Option<BatchNorm>,
     relu: Option<bool>,
     include_pad: Option<bool>,
+    /// The input's preprocessing.
+    preprocessing: Preprocessing,
     /// The layer's own options so far, to catch two that decide one setting (`OptionName::sets`).
     set_by: Vec<(OptionName, Span)>,
 }
@@ -107,6 +110,23 @@ impl Settings {
                 }
                 self.bn = Some(bn);
             }
+            OptionKind::Mean(v) => self.preprocessing.mean = Some(numbers(v, env, "mean")?),
+            OptionKind::Std(v) => {
+                let std = numbers(v, env, "std")?;
+                if let Some((e, s)) = v.iter().zip(&std).find(|(_, s)| **s == 0.0) {
+                    return Err(Diagnostic::error(format!("std must not be zero, found {s}")).at(e.span, "inputs would be divided by zero"));
+                }
+                self.preprocessing.std = Some(std);
+            }
+            OptionKind::Crop(e) => {
+                let crop = eval_float(e, env, "crop")?;
+                if !(crop > 0.0 && crop <= 1.0) {
+                    return Err(Diagnostic::error(format!("crop must be in (0, 1], found {crop}"))
+                        .at(e.span, "the crop's share of the resized image")
+                        .note("timm's crop_pct: 0.875 resizes 299 to 341 and takes the central 299"));
+                }
+                self.preprocessing.crop = Some(crop);
+            }
             OptionKind::Flag(flag) => match flag {
                 OptionName::Valid => self.padding = Some(Padding::Valid),
                 OptionName::Same => self.padding = Some(Padding::Same),
@@ -114,9 +134,13 @@ impl Settings {
                 OptionName::NoBn => self.bn = None,
                 OptionName::Relu | OptionName::Linear => self.relu = Some(*flag == OptionName::Relu),
                 OptionName::IncludePad | OptionName::ExcludePad => self.include_pad = Some(*flag == OptionName::IncludePad),
-                // The grammar parses these with their values (`OptionKind::Stride`, `Pad`, `Bn`);
+                OptionName::Bilinear => self.preprocessing.interpolation = Some(Interpolation::Bilinear),
+                OptionName::Bicubic => self.preprocessing.interpolation = Some(Interpolation::Bicubic),
+                // The grammar parses these with their values (`OptionKind::Stride`, `Pad`, ...);
                 // its flags are the table's options without one (test `the_grammar_spells_the_tables`).
-                OptionName::Stride | OptionName::Pad | OptionName::Bn => unreachable!("`{}` parsed as a flag", flag.keyword()),
+                OptionName::Stride | OptionName::Pad | OptionName::Bn | OptionName::Mean | OptionName::Std | OptionName::Crop => {
+                    unreachable!("`{}` parsed as a flag", flag.keyword())
+                }
             },
         }
         if own {
@@ -130,6 +154,34 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Finite numbers, one per value written.
+fn numbers(v: &[Expr], env: &Env, what: &str) -> Result<Vec<f64>, Diagnostic> {
+    v.iter()
+        .map(|e| {
+            let x = eval_float(e, env, what)?;
+            if x.is_finite() {
+                Ok(x)
+            } else {
+                Err(Diagnostic::error(format!("{what} must be a finite number, found {x}")).at(e.span, "not finite"))
+            }
+        })
+        .collect()
+}
+
+/// The preprocessing an `input` line declares (after the file's defaults for `input`), for an
+/// input of `channels` channels: one mean and one std, or one per channel.
+pub fn preprocessing(input: &Layer, defaults: &[LayerOption], env: &Env, channels: usize) -> Result<Preprocessing, Diagnostic> {
+    let p = Settings::of(input, defaults, env)?.preprocessing;
+    for (what, values, option) in [("mean", &p.mean, OptionName::Mean), ("std", &p.std, OptionName::Std)] {
+        if let Some(v) = values.as_ref().filter(|v| v.len() != 1 && v.len() != channels) {
+            let span = input.options.iter().chain(defaults).rev().find(|o| o.name() == option).map_or(input.kind_span, |o| o.span);
+            return Err(Diagnostic::error(format!("{what} has {} values for an input of {channels} channels", v.len()))
+                .at(span, format!("write one value, or {channels} separated by commas")));
+        }
+    }
+    Ok(p)
 }
 
 /// The largest kernel size and padding: far beyond any network, and small enough that a padded

@@ -17,6 +17,7 @@ pub use eval::{did_you_mean, parse_value, Value};
 use crate::diag::{thousands, Diagnostic, Diagnostics};
 use crate::front::ast::*;
 use crate::ir::ops::{Concat, Input, Op};
+use crate::ir::preprocessing::Preprocessing;
 use crate::ir::{checked_elements, Frame, FrameId, FrameKind, Graph, Node, ResidualMark, Shape, MAX_NODES, MAX_TENSOR_ELEMENTS};
 use crate::source::{FileId, Span};
 use eval::{bind_args, eval, eval_positive, fill_defaults, Env};
@@ -77,8 +78,8 @@ pub fn elaborate(files: &[File], settings: &Settings) -> Result<Graph, Diagnosti
     let network = pick_network(root, settings)?;
     let mut elab =
         Elab { blocks, block_file, defaults, g: StableDiGraph::new(), frames: vec![], names: HashMap::new(), calls: vec![], depth: 0, repeats: vec![] };
-    let (input, output) = elab.network(network, root.id, settings)?;
-    Ok(Graph { name: network.name.name.clone(), g: elab.g, frames: elab.frames, input, output })
+    let (input, output, preprocessing) = elab.network(network, root.id, settings)?;
+    Ok(Graph { name: network.name.name.clone(), g: elab.g, frames: elab.frames, input, output, preprocessing })
 }
 
 fn pick_network<'a>(root: &'a File, settings: &Settings) -> Result<&'a Def, Diagnostic> {
@@ -237,7 +238,8 @@ impl<'a> Elab<'a> {
         FrameId(self.frames.len() - 1)
     }
 
-    fn network(&mut self, def: &'a Def, file: FileId, settings: &Settings) -> Result<(NodeIndex, NodeIndex), Diagnostics> {
+    /// The network's input and output nodes, and its input's preprocessing.
+    fn network(&mut self, def: &'a Def, file: FileId, settings: &Settings) -> Result<(NodeIndex, NodeIndex, Preprocessing), Diagnostics> {
         let mut env = Env::new();
         for (key, text) in &settings.set {
             let param = def.params.iter().find(|p| p.name.name == *key).ok_or_else(|| {
@@ -280,9 +282,9 @@ impl<'a> Elab<'a> {
                 .at(at, if shape.len() == 3 { "every size must be at least 1" } else { "expected three sizes, as in 3x299x299" })
                 .into());
         }
-        if let Some(o) = input.options.first() {
-            return Err(Diagnostic::error("input takes no options").at(o.span, "unexpected").into());
-        }
+        let no_defaults = vec![];
+        let input_defaults = self.defaults.get(&file).and_then(|d| d.get(&LayerKind::Input)).unwrap_or(&no_defaults);
+        let preprocessing = layer::preprocessing(input, input_defaults, &env, shape[0])?;
         let elements = checked_elements(&shape).filter(|&n| n <= MAX_TENSOR_ELEMENTS);
         if elements.is_none() {
             let shown = shape.iter().map(usize::to_string).collect::<Vec<_>>().join("x");
@@ -304,7 +306,7 @@ impl<'a> Elab<'a> {
         for st in &def.body[1..] {
             out = self.stmt(st, None, out, &mut scope, &cx)?;
         }
-        Ok((x, out))
+        Ok((x, out, preprocessing))
     }
 
     fn seq(&mut self, stmts: &'a [Stmt], mut x: NodeIndex, scope: &mut Scope, cx: &Cx) -> Result<NodeIndex, Diagnostic> {

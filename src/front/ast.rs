@@ -109,6 +109,10 @@ pub enum OptionKind {
     Stride(Vec<Expr>),
     Pad(Vec<Expr>),
     Bn(Vec<Arg>),
+    /// The input's preprocessing: one value or one per channel.
+    Mean(Vec<Expr>),
+    Std(Vec<Expr>),
+    Crop(Expr),
     /// An option without a value (`OptionName::is_flag`).
     Flag(OptionName),
 }
@@ -125,6 +129,9 @@ impl LayerOption {
             OptionKind::Stride(_) => OptionName::Stride,
             OptionKind::Pad(_) => OptionName::Pad,
             OptionKind::Bn(_) => OptionName::Bn,
+            OptionKind::Mean(_) => OptionName::Mean,
+            OptionKind::Std(_) => OptionName::Std,
+            OptionKind::Crop(_) => OptionName::Crop,
             OptionKind::Flag(flag) => *flag,
         }
     }

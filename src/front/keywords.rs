@@ -67,7 +67,7 @@ macro_rules! keyword_table {
 keyword_table! {
     /// A kind of layer, and the options it takes (`options`, in the order messages list them).
     pub enum LayerKind, fn options(self) -> &'static [OptionName] {
-        Input = "input" => &[],
+        Input = "input" => &[Mean, Std, Crop, Bilinear, Bicubic],
         Conv = "conv" => &[Stride, Pad, Valid, Same, Bias, NoBias, Bn, NoBn, Relu, Linear],
         MaxPool = "maxpool" => &[Stride, Pad, Valid, Same],
         AvgPool = "avgpool" => &[Stride, Pad, Valid, Same, IncludePad, ExcludePad],
@@ -83,8 +83,9 @@ keyword_table! {
 
 keyword_table! {
     /// A layer option, and the setting it decides (`sets`): two options of one layer that decide
-    /// the same setting contradict each other. `stride`, `pad` and `bn` take a value, the others
-    /// (the flags) do not.
+    /// the same setting contradict each other. `stride`, `pad`, `bn`, `mean`, `std` and `crop`
+    /// take a value, the others (the flags) do not. `mean` to `bicubic` are the input's
+    /// preprocessing: how an image becomes the network's input.
     pub enum OptionName, fn sets(self) -> &'static str {
         Stride = "stride" => "stride",
         Pad = "pad" => "padding",
@@ -98,13 +99,18 @@ keyword_table! {
         Linear = "linear" => "activation",
         IncludePad = "include_pad" => "padding count",
         ExcludePad = "exclude_pad" => "padding count",
+        Mean = "mean" => "mean",
+        Std = "std" => "standard deviation",
+        Crop = "crop" => "crop fraction",
+        Bilinear = "bilinear" => "interpolation",
+        Bicubic = "bicubic" => "interpolation",
     }
 }
 
 impl OptionName {
     /// A flag is an option without a value.
     pub fn is_flag(self) -> bool {
-        !matches!(self, Stride | Pad | Bn)
+        !matches!(self, Stride | Pad | Bn | Mean | Std | Crop)
     }
 }
 

@@ -181,13 +181,27 @@ fn rule_name(rule: Rule) -> String {
         | Rule::inline
         | Rule::kw_inline => "a layer, a block call, `concat`, `residual` or `repeat`",
         Rule::dims => "sizes such as `3x3`",
-        Rule::option | Rule::opt_stride | Rule::opt_pad | Rule::opt_bn | Rule::flag | Rule::kw_stride | Rule::kw_pad | Rule::kw_bn => {
+        Rule::option
+        | Rule::opt_stride
+        | Rule::opt_pad
+        | Rule::opt_bn
+        | Rule::opt_mean
+        | Rule::opt_std
+        | Rule::opt_crop
+        | Rule::flag
+        | Rule::kw_stride
+        | Rule::kw_pad
+        | Rule::kw_bn
+        | Rule::kw_mean
+        | Rule::kw_std
+        | Rule::kw_crop => {
             return format!("a layer option ({})", OptionName::keywords().join(", "));
         }
         Rule::args | Rule::arg => "arguments `(name = value, ...)`",
         Rule::expr | Rule::term | Rule::unary | Rule::atom | Rule::int | Rule::float | Rule::boolean | Rule::var | Rule::neg | Rule::pair | Rule::tuple => {
             "a value"
         }
+        Rule::values => "a value, or one per channel separated by commas",
         Rule::add_op | Rule::mul_op => "an operator",
         Rule::string | Rule::string_text => "a string in double quotes",
         Rule::default_rule => "a default rule `layer: option, ...`",
@@ -374,6 +388,9 @@ impl Cx {
             Rule::opt_stride => OptionKind::Stride(self.pair(inner.into_inner().nth(1).expect("stride value"))),
             Rule::opt_pad => OptionKind::Pad(self.pair(inner.into_inner().nth(1).expect("pad value"))),
             Rule::opt_bn => OptionKind::Bn(inner.into_inner().nth(1).map(|a| self.args(a)).unwrap_or_default()),
+            Rule::opt_mean => OptionKind::Mean(self.values(inner.into_inner().nth(1).expect("mean values"))),
+            Rule::opt_std => OptionKind::Std(self.values(inner.into_inner().nth(1).expect("std values"))),
+            Rule::opt_crop => OptionKind::Crop(self.expr(inner.into_inner().nth(1).expect("crop value"))),
             Rule::flag => OptionKind::Flag(from_table(OptionName::from_keyword, inner.as_str())),
             r => unreachable!("option rule {r:?}"),
         };
@@ -387,6 +404,10 @@ impl Cx {
         } else {
             vec![self.atom(inner)]
         }
+    }
+
+    fn values(&self, p: Pair<Rule>) -> Vec<Expr> {
+        p.into_inner().map(|e| self.expr(e)).collect()
     }
 
     fn expr(&self, p: Pair<Rule>) -> Expr {

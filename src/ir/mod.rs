@@ -9,6 +9,7 @@
 pub mod dot;
 pub mod lower;
 pub mod ops;
+pub mod preprocessing;
 pub mod text;
 
 use crate::source::Span;
@@ -152,6 +153,8 @@ pub struct Graph {
     pub frames: Vec<Frame>,
     pub input: NodeIndex,
     pub output: NodeIndex,
+    /// What the `input` line declares about feeding the network images.
+    pub preprocessing: preprocessing::Preprocessing,
 }
 
 impl Graph {

@@ -5,6 +5,7 @@
 
 pub mod convert;
 pub mod emit;
+pub mod ensemble;
 pub mod forward;
 pub mod proto;
 pub mod text;

@@ -17,6 +17,34 @@ pub const DEFAULT_CROP_PCT: f32 = 0.875;
 /// Inception normalisation (TF-slim, timm `inception_*`): pixels in [0, 1] mapped to [-1, 1].
 pub const INCEPTION_MEAN_STD: [f32; 3] = [0.5, 0.5, 0.5];
 
+/// The resampling filter of the resize, as PIL's (antialiased when shrinking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interpolation {
+    /// PIL's BILINEAR: a triangle filter.
+    Bilinear,
+    /// PIL's BICUBIC (timm's for Inception): Catmull-Rom.
+    Bicubic,
+}
+
+impl Interpolation {
+    /// `bilinear` or `bicubic`, as the model metadata `incc.interpolation` says it.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Interpolation> {
+        match name {
+            "bilinear" => Some(Interpolation::Bilinear),
+            "bicubic" => Some(Interpolation::Bicubic),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn filter(self) -> FilterType {
+        match self {
+            Interpolation::Bilinear => FilterType::Triangle,
+            Interpolation::Bicubic => FilterType::CatmullRom,
+        }
+    }
+}
+
 /// How an image becomes a CHW tensor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocess {
@@ -30,17 +58,18 @@ pub struct Preprocess {
     pub mean: [f32; 3],
     /// Per-channel standard deviation.
     pub std: [f32; 3],
+    pub interpolation: Interpolation,
 }
 
 impl Preprocess {
-    /// Inception defaults (crop 0.875, mean = std = 0.5) for an `height` x `width` input.
+    /// Inception defaults (crop 0.875, mean = std = 0.5, bicubic) for an `height` x `width` input.
     #[must_use]
     pub fn new(height: usize, width: usize) -> Self {
-        Self { height, width, crop_pct: DEFAULT_CROP_PCT, mean: INCEPTION_MEAN_STD, std: INCEPTION_MEAN_STD }
+        Self { height, width, crop_pct: DEFAULT_CROP_PCT, mean: INCEPTION_MEAN_STD, std: INCEPTION_MEAN_STD, interpolation: Interpolation::Bicubic }
     }
 
-    /// Overrides the defaults with the model's `incc.mean`, `incc.std` (`"r,g,b"`) and
-    /// `incc.crop_pct` metadata, where present.
+    /// Overrides the defaults with the model's `incc.mean`, `incc.std` (`"r,g,b"`, or one value
+    /// for every channel), `incc.crop_pct` and `incc.interpolation` metadata, where present.
     ///
     /// # Errors
     /// A present key whose value does not parse.
@@ -49,11 +78,18 @@ impl Preprocess {
         for (key, field) in [("incc.mean", &mut self.mean), ("incc.std", &mut self.std)] {
             if let Some(value) = metadata.get(key) {
                 let parts: Result<Vec<f32>, _> = value.split(',').map(|p| p.trim().parse::<f32>()).collect();
-                *field = parts.ok().and_then(|p| <[f32; 3]>::try_from(p).ok()).ok_or_else(|| bad(key, value, "three comma-separated numbers"))?;
+                *field = match parts.as_deref() {
+                    Ok(&[one]) => [one; 3],
+                    Ok(&[r, g, b]) => [r, g, b],
+                    _ => return Err(bad(key, value, "one number or three comma-separated numbers")),
+                };
             }
         }
         if let Some(value) = metadata.get("incc.crop_pct") {
             self.crop_pct = value.trim().parse().map_err(|_| bad("incc.crop_pct", value, "a number"))?;
+        }
+        if let Some(value) = metadata.get("incc.interpolation") {
+            self.interpolation = Interpolation::from_name(value.trim()).ok_or_else(|| bad("incc.interpolation", value, "`bilinear` or `bicubic`"))?;
         }
         Ok(self)
     }
@@ -201,7 +237,7 @@ fn decode_failure(e: &ImageError) -> String {
     }
 }
 
-/// The timm evaluation transform on an RGB image: scale (bicubic) so that the image just covers
+/// The timm evaluation transform on an RGB image: scale (with `pre.interpolation`) so that the image just covers
 /// `floor(height / crop_pct)` x `floor(width / crop_pct)` keeping its aspect ratio (for a square
 /// crop: the shorter side becomes `floor(size / crop_pct)`, 341 for 299), center-crop to
 /// `height` x `width`, then `(pixel / 255 - mean) / std` per channel, CHW.
@@ -210,7 +246,7 @@ fn decode_failure(e: &ImageError) -> String {
 /// Invalid parameters (crop_pct outside (0, 1], zero std, empty crop).
 pub fn preprocess(image: &RgbImage, pre: &Preprocess) -> Result<Vec<f32>, RuntimeError> {
     pre.check()?;
-    let crop = resize_center_crop(image, pre.height, pre.width, pre.crop_pct)?;
+    let crop = resize_center_crop(image, pre.height, pre.width, pre.crop_pct, pre.interpolation)?;
     let plane = pre.height * pre.width;
     let mut out = vec![0.0f32; 3 * plane];
     for (x, y, pixel) in crop.enumerate_pixels() {
@@ -228,28 +264,51 @@ pub fn preprocess(image: &RgbImage, pre: &Preprocess) -> Result<Vec<f32>, Runtim
 ///
 /// # Errors
 /// An empty image, or one too large to resize.
-pub(crate) fn resize_center_crop<I, P>(image: &I, height: usize, width: usize, crop_pct: f32) -> Result<ImageBuffer<P, Vec<u8>>, RuntimeError>
+pub(crate) fn resize_center_crop<I, P>(
+    image: &I,
+    height: usize,
+    width: usize,
+    crop_pct: f32,
+    interpolation: Interpolation,
+) -> Result<ImageBuffer<P, Vec<u8>>, RuntimeError>
 where
     I: GenericImageView<Pixel = P>,
     P: Pixel<Subpixel = u8> + 'static,
 {
-    let (iw, ih) = (u64::from(image.width()), u64::from(image.height()));
+    let (nw, nh) = resized_size(image.dimensions(), height, width, crop_pct)?;
+    let (ch, cw) = (to_u32(height as u64)?, to_u32(width as u64)?);
+    let (top, left) = (center_offset(nh, ch), center_offset(nw, cw));
+    // `resize` to the same size is a plain copy.
+    let resized = imageops::resize(image, nw, nh, interpolation.filter());
+    Ok(imageops::crop_imm(&resized, left, top, cw, ch).to_image())
+}
+
+/// The size (width, height) an image of `dimensions` is resized to before its `height` x `width`
+/// crop of `crop_pct`: the least that covers `floor(height / crop_pct)` x `floor(width / crop_pct)`
+/// keeping the aspect ratio (timm).
+///
+/// # Errors
+/// An empty image, or a size past `u32`.
+pub(crate) fn resized_size(dimensions: (u32, u32), height: usize, width: usize, crop_pct: f32) -> Result<(u32, u32), RuntimeError> {
+    // floor as timm (`math.floor(img_size / crop_pct)`), in f64 so that e.g. 299 / 0.875 is exact.
+    let target = |size: usize| (size as f64 / f64::from(crop_pct) + 1e-9).floor() as u64;
+    covering(dimensions, target(height), target(width))
+}
+
+/// The size (width, height) of an image of `dimensions` scaled so that it just covers
+/// `height` x `width`.
+///
+/// # Errors
+/// An empty image, or a size past `u32`.
+pub(crate) fn covering((iw, ih): (u32, u32), height: u64, width: u64) -> Result<(u32, u32), RuntimeError> {
+    let (iw, ih) = (u64::from(iw), u64::from(ih));
     if iw == 0 || ih == 0 {
         return Err(RuntimeError::Input("the image is empty".to_owned()));
     }
-    // floor as timm (`math.floor(img_size / crop_pct)`), in f64 so that e.g. 299 / 0.875 is exact.
-    let target = |size: usize| (size as f64 / f64::from(crop_pct) + 1e-9).floor() as u64;
-    let (th, tw) = (target(height), target(width));
     // The binding side gets its target exactly; the other is scaled with it and truncated, as
-    // torchvision's Resize(int) does. Both end up >= the crop because crop_pct <= 1.
-    let (nw, nh) = if ih * tw >= iw * th { (tw, ih * tw / iw) } else { (iw * th / ih, th) };
-    let (nw, nh) = (to_u32(nw)?, to_u32(nh)?);
-    let (ch, cw) = (to_u32(height as u64)?, to_u32(width as u64)?);
-    let (top, left) = (center_offset(nh, ch), center_offset(nw, cw));
-    // PIL's BICUBIC (timm's interpolation for Inception) is Catmull-Rom, antialiased when shrinking;
-    // `resize` to the same size is a plain copy.
-    let resized = imageops::resize(image, nw, nh, FilterType::CatmullRom);
-    Ok(imageops::crop_imm(&resized, left, top, cw, ch).to_image())
+    // torchvision's Resize(int) does.
+    let (nw, nh) = if ih * width >= iw * height { (width, ih * width / iw) } else { (iw * height / ih, height) };
+    Ok((to_u32(nw)?, to_u32(nh)?))
 }
 
 fn to_u32(n: u64) -> Result<u32, RuntimeError> {
@@ -257,7 +316,7 @@ fn to_u32(n: u64) -> Result<u32, RuntimeError> {
 }
 
 /// torchvision's CenterCrop offset: `int(round((size - crop) / 2))`, Python rounding half to even.
-fn center_offset(size: u32, crop: u32) -> u32 {
+pub(crate) fn center_offset(size: u32, crop: u32) -> u32 {
     let diff = size - crop;
     let half = diff / 2;
     if diff % 2 == 1 && half % 2 == 1 {
@@ -300,7 +359,7 @@ mod tests {
 
     /// Normalises with mean 0.5 and std 0.25, so 0 -> -2 and 255 -> 2 exactly.
     fn pre(height: usize, width: usize, crop_pct: f32) -> Preprocess {
-        Preprocess { height, width, crop_pct, mean: [0.5; 3], std: [0.25; 3] }
+        Preprocess { height, width, crop_pct, mean: [0.5; 3], std: [0.25; 3], interpolation: Interpolation::Bicubic }
     }
 
     fn temp_file(name: &str) -> std::path::PathBuf {

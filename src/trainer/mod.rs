@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 pub mod engine;
+mod ensemble;
 mod evaluate;
 mod metrics;
 mod parallel;
@@ -18,7 +19,8 @@ mod resume;
 mod run;
 pub mod schedule;
 
-pub use evaluate::{top_k_hits, Evaluation, Evaluator, Examples};
+pub use ensemble::{checkpoint_weights, eval_ensemble, EnsembleReport, MemberReport};
+pub use evaluate::{top_k_hits, Evaluation, Evaluator, Examples, Probabilities};
 pub use resume::Change;
 pub use run::initial_tensors;
 
@@ -277,6 +279,8 @@ fn use_average(tensors: &mut BTreeMap<String, Tensor>) {
 
 /// What `incc eval` measured, on which parameters.
 pub struct EvalReport {
+    /// The network's name.
+    pub network: String,
     pub evaluation: Evaluation,
     /// The checkpoint's averaged parameters were evaluated (else the raw ones).
     pub averaged: bool,
@@ -286,22 +290,12 @@ pub struct EvalReport {
 /// `use_ema`), of the network stored in the checkpoint (or the file `arch`), on at most `limit`
 /// examples; in a world of several processes, each evaluates its part of every batch.
 pub fn eval_checkpoint(path: &Path, arch: Option<&Path>, data: &str, runner: &Runner, use_ema: bool, limit: Option<usize>) -> Result<EvalReport, Error> {
-    let c = checkpoint::load(path)?;
-    let cfg = settings(&c.settings, path)?;
-    let compiled = match arch {
-        Some(a) => cfg.options().compile(a, None)?,
-        None => resume::stored_network(&c, &cfg, path)?,
-    };
-    let mut tensors = c.tensors;
-    let averaged = use_ema && tensors.keys().any(|k| k.starts_with("ema/"));
-    if averaged {
-        use_average(&mut tensors);
-    }
+    let m = ensemble::Member::load(path, arch, use_ema)?;
     let spec: DataSpec = data.parse()?;
-    let val = Examples::open(&spec, Split::Validation, &compiled.graph, limit)?;
-    check_classes(&val, &compiled.graph)?;
-    let evaluation = Evaluator::new(&compiled, runner.session.clone())?.evaluate(&tensors, &val, cfg.batch, runner.workers, &*runner.world)?;
-    Ok(EvalReport { evaluation, averaged })
+    let val = Examples::open(&spec, Split::Validation, &m.compiled.graph, limit)?;
+    check_classes(&val, &m.compiled.graph)?;
+    let evaluation = Evaluator::new(&m.compiled, runner.session.clone())?.evaluate(&m.tensors, &val, m.batch, runner.workers, &*runner.world)?;
+    Ok(EvalReport { network: m.compiled.graph.name.clone(), evaluation, averaged: m.averaged })
 }
 
 /// Refuses data with more classes than the network outputs: its labels would index past the logits.

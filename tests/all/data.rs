@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use incc::data::{self, batches, Batch, DataError, DataSpec, LoaderConfig, RawImage, Shard, Source, Split, TrainCrop, Transform};
 use incc::rng::Rng;
+use incc::runtime::images::Interpolation;
 
 /// A fresh folder under the system temp dir, removed when dropped.
 struct Scratch(PathBuf);
@@ -294,6 +295,8 @@ fn transform(channels: usize, height: usize, width: usize) -> Transform {
         crop: TrainCrop::Pad(0),
         flip: false,
         crop_pct: 1.0,
+        interpolation: Interpolation::Bicubic,
+        crops: data::Crops::One,
         mean: vec![0.5; channels],
         std: vec![0.25; channels],
     }
