@@ -336,7 +336,7 @@ fn compile_command(a: CompileArgs) -> Result<(), ExitCode> {
         incc::weights::save(path, &artifact.weights).map_err(|e| fail(1)(format!("error: cannot write `{}`: {e}", path.display())))?;
     }
     if let Some(path) = &a.output {
-        incc::onnx::emit::write(&artifact.model, path, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD)
+        incc::onnx::emit::write(&artifact.model, Some(&artifact.weights), path, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD)
             .map_err(|e| fail(1)(format!("error: cannot write `{}`: {e}", path.display())))?;
         eprintln!(
             "wrote {} ({} nodes, {} initializers) in {:.2} s",
@@ -365,7 +365,7 @@ fn train_command(a: &CompileArgs, settings: &Settings, passes: &PassOptions) -> 
     if let Some(path) = &a.output {
         let eval_path = path.with_extension("eval.onnx");
         for (p, m) in [(path, &model), (&eval_path, &eval)] {
-            incc::onnx::emit::write(m, p, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD)
+            incc::onnx::emit::write(m, None, p, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD)
                 .map_err(|e| report(format!("error: cannot write `{}`: {e}", p.display())))?;
         }
         eprintln!(

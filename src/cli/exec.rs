@@ -134,7 +134,8 @@ fn load(args: &ModelArgs) -> Result<Model, String> {
             None => WeightsSource::Seed(args.seed),
         };
         let artifact = build_onnx(file, &settings, &passes, weights, None)?;
-        Model::from_bytes(prost::Message::encode_to_vec(&artifact.model), config)
+        let bytes = incc::onnx::emit::encode(&artifact.model, Some(&artifact.weights)).map_err(|e| format!("error: {e}"))?;
+        Model::from_bytes(bytes, config)
     } else {
         let c = &args.common;
         if !c.set.is_empty() || c.input.is_some() || c.residualize.is_some() || c.fold_bn || args.weights.is_some() {

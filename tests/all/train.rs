@@ -383,7 +383,7 @@ fn every_network_compiles_a_training_step_that_validates_and_runs() {
         {
             let model = emit_training(&c.graph, &c.sources, cfg, None).unwrap_or_else(|d| panic!("{}", d.render(&c.sources)));
             let path = dir.join(format!("{name}-{i}.onnx"));
-            incc::onnx::emit::write(&model, &path, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD).expect("write");
+            incc::onnx::emit::write(&model, None, &path, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD).expect("write");
             paths.push(path);
         }
         if ort_ready() && name == "inception_resnet_v2" {
