@@ -59,7 +59,7 @@ impl StepEngine {
     ) -> Result<StepEngine, RuntimeError> {
         let profile = profile.map(ProfileFiles::new).transpose()?;
         let provider = config.provider;
-        let model = Model::from_bytes_profiled(model_bytes, config, profile.as_ref().map(ProfileFiles::ort_prefix).as_deref())?;
+        let model = Model::training_step(model_bytes, config, profile.as_ref().map(ProfileFiles::ort_prefix).as_deref())?;
         let allocator = match provider {
             Provider::Cpu => Allocator::default(),
             Provider::Cuda { device } => {
