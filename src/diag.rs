@@ -125,3 +125,39 @@ impl<'a> Files<'a> for FilesView<'a> {
         Ok(start..end)
     }
 }
+
+/// A failed compilation: the diagnostics and the sources they point into.
+pub struct Failure {
+    pub sources: SourceMap,
+    pub diagnostics: Diagnostics,
+}
+
+impl Failure {
+    /// A diagnostic of a later stage (a lowering) about a compiled network, with its sources.
+    pub fn of(sources: SourceMap, diagnostic: Diagnostic) -> Failure {
+        Failure { sources, diagnostics: diagnostic.into() }
+    }
+
+    pub fn render(&self) -> String {
+        self.diagnostics.render(&self.sources)
+    }
+}
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+/// 12,253,974,624
+pub fn thousands(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -5,8 +5,10 @@ pub mod data;
 pub mod diag;
 pub mod driver;
 pub mod elab;
+pub mod error;
 pub mod front;
 pub mod fsutil;
+pub mod interrupt;
 pub mod ir;
 pub mod onnx;
 pub mod passes;
@@ -18,3 +20,5 @@ pub mod source;
 pub mod train;
 pub mod trainer;
 pub mod weights;
+
+pub use error::Error;

@@ -81,34 +81,36 @@ impl std::error::Error for PlotError {}
 
 /// Reads `dir/metrics.jsonl`. The run is named after `dir`; set `name` to change that.
 /// Lines of kinds other than `epoch` are skipped. When an epoch appears twice (a resumed run
-/// redoes the epochs after its last checkpoint), the later line wins.
+/// redoes the epochs after its last checkpoint), the later line wins. A line cut short (a run
+/// being written, or one that crashed in the middle of a line) is skipped, and so are the pieces
+/// of one that a resumed run glued to the next (older runs did, before they cut their metrics
+/// back on resuming).
 pub fn read_run(dir: &Path) -> Result<Run, PlotError> {
     let path = dir.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path).map_err(|source| PlotError::Read { path: path.clone(), source })?;
     let mut epochs = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
         let bad = |reason: String| PlotError::Line { path: path.clone(), line: i + 1, reason };
-        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+        let values = objects(line).map_err(|(e, column)| {
             // serde_json's message ends in "at line 1 column N": the line is ours to give.
             let message = e.to_string();
             let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(m, _)| m);
-            bad(format!("{message} at column {}", e.column()))
+            bad(format!("{message} at column {column}"))
         })?;
-        match value.get("kind").and_then(serde_json::Value::as_str) {
-            Some("epoch") => {
-                let point: EpochPoint = serde_json::from_value(value).map_err(|e| bad(format!("epoch line: {e}")))?;
-                for (key, accuracy) in [("val_top1", point.val_top1), ("val_top5", point.val_top5)] {
-                    if let Some(a) = accuracy.filter(|a| !(0.0..=1.0).contains(a)) {
-                        return Err(bad(format!("{key} is {a}, not a fraction in [0, 1]")));
+        for value in values {
+            match value.get("kind").and_then(serde_json::Value::as_str) {
+                Some("epoch") => {
+                    let point: EpochPoint = serde_json::from_value(value).map_err(|e| bad(format!("epoch line: {e}")))?;
+                    for (key, accuracy) in [("val_top1", point.val_top1), ("val_top5", point.val_top5)] {
+                        if let Some(a) = accuracy.filter(|a| !(0.0..=1.0).contains(a)) {
+                            return Err(bad(format!("{key} is {a}, not a fraction in [0, 1]")));
+                        }
                     }
+                    epochs.insert(point.epoch, point);
                 }
-                epochs.insert(point.epoch, point);
+                Some(_) => {}
+                None => return Err(bad("no \"kind\" string (expected \"epoch\" or \"step\")".into())),
             }
-            Some(_) => {}
-            None => return Err(bad("no \"kind\" string (expected \"epoch\" or \"step\")".into())),
         }
     }
     if epochs.is_empty() {
@@ -138,6 +140,38 @@ const COLOURS: [RGBColor; 9] = [
 ];
 /// Curves this short get a marker on each point: with one or two epochs a line alone shows little.
 const MARKED_POINTS: usize = 30;
+
+/// The JSON values on one line of metrics: one, or several glued together, with the pieces of
+/// values cut short (a crash in the middle of a write) skipped. Anything else is an error, with
+/// its column on the line.
+fn objects(line: &str) -> Result<Vec<serde_json::Value>, (serde_json::Error, usize)> {
+    let mut found = vec![];
+    let mut rest = line.trim_start();
+    while !rest.trim_end().is_empty() {
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<serde_json::Value>();
+        match values.next() {
+            Some(Ok(value)) => {
+                found.push(value);
+                rest = &rest[values.byte_offset()..];
+            }
+            Some(Err(e)) => {
+                // A piece cut short stops where the next value starts, or at the line's end; its
+                // text is then the start of a valid value.
+                let next = rest[1..].find("{\"").map_or(rest.len(), |i| i + 1);
+                match serde_json::from_str::<serde_json::Value>(&rest[..next]) {
+                    Err(cut) if cut.is_eof() => rest = &rest[next..],
+                    _ => {
+                        let column = line.len() - rest.len() + e.column();
+                        return Err((e, column));
+                    }
+                }
+            }
+            None => break,
+        }
+        rest = rest.trim_start();
+    }
+    Ok(found)
+}
 
 /// Draws `runs` into `out`, a `.png` or `.svg` file (written atomically): training loss (solid)
 /// and validation loss (dashed) against epoch on the left, validation top-1 error in % on the right.

@@ -158,11 +158,14 @@ pub fn init(graph: &Graph, seed: u64) -> Weights {
 }
 
 /// Loads a safetensors checkpoint by name: every parameter of `graph` must be there with its
-/// shape; `num_batches_tracked` (PyTorch's BN counter) is ignored; anything else is reported.
+/// shape and finite values; `num_batches_tracked` (PyTorch's BN counter) is ignored; anything else
+/// is reported. A file incc wrote has its checksums checked (one written elsewhere has none).
 pub fn load(path: &Path, graph: &Graph) -> Result<Weights, WeightsError> {
     let err = |problems: Vec<String>| WeightsError { path: path.display().to_string(), problems };
     let bytes = std::fs::read(path).map_err(|e| err(vec![format!("cannot read the file: {e}")]))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(vec![format!("not a valid safetensors file: {e}")]))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(vec![format!("not a valid safetensors file: {e}")]))?;
+    verify(&st, &meta.metadata().clone().unwrap_or_default()).map_err(|e| err(vec![e]))?;
     let expected = crate::report::params::param_list(graph);
     let mut problems = vec![];
     let mut tensors = BTreeMap::new();
@@ -174,9 +177,12 @@ pub fn load(path: &Path, graph: &Graph) -> Result<Weights, WeightsError> {
                     continue;
                 }
                 match to_f32(view.dtype(), view.data()) {
-                    Some(data) => {
-                        tensors.insert(name.clone(), Tensor { shape: spec.shape.clone(), data });
-                    }
+                    Some(data) => match not_finite(name, &data) {
+                        Some(problem) => problems.push(problem),
+                        None => {
+                            tensors.insert(name.clone(), Tensor { shape: spec.shape.clone(), data });
+                        }
+                    },
                     None => problems.push(format!("`{name}` has dtype {:?}; expected F32, F16, BF16 or F64", view.dtype())),
                 }
             }
@@ -197,6 +203,12 @@ pub fn load(path: &Path, graph: &Graph) -> Result<Weights, WeightsError> {
     } else {
         Err(err(problems))
     }
+}
+
+/// Says where `data`, the values of `name`, first holds a NaN or an infinity; `None` if nowhere.
+pub fn not_finite(name: &str, data: &[f32]) -> Option<String> {
+    let at = data.iter().position(|v| !v.is_finite())?;
+    Some(format!("`{name}` holds {} at index {at}: a diverged or corrupt tensor", data[at]))
 }
 
 fn to_f32(dtype: safetensors::Dtype, data: &[u8]) -> Option<Vec<f32>> {
@@ -222,20 +234,62 @@ fn f16_to_f32(h: u16) -> f32 {
     }
 }
 
-/// Writes the weights as safetensors (F32), atomically.
+/// Writes the weights as safetensors (F32), atomically, with their checksums.
 pub fn save(path: &Path, weights: &Weights) -> std::io::Result<()> {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = weights
-        .tensors
+    crate::fsutil::write_atomic(path, &to_safetensors(&weights.tensors, BTreeMap::new())?)
+}
+
+/// The metadata entry of the files incc writes that holds a CRC-32 of each tensor's bytes and of
+/// each other metadata entry (JSON, by name; metadata entries as `__metadata__/KEY`).
+pub const CHECKSUMS: &str = "incc.crc32";
+
+/// `tensors` (F32) and `metadata` as safetensors bytes, with their checksums (`CHECKSUMS`).
+pub fn to_safetensors(tensors: &BTreeMap<String, Tensor>, mut metadata: BTreeMap<String, String>) -> std::io::Result<Vec<u8>> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(name, t)| {
-            let bytes: &[u8] = bytemuck_f32(&t.data);
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytes)
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytemuck_f32(&t.data))
                 .map_err(|e| std::io::Error::other(format!("tensor `{name}`: {e}")))?;
             Ok((name.clone(), view))
         })
         .collect::<std::io::Result<_>>()?;
-    let bytes = safetensors::serialize(views, None).map_err(|e| std::io::Error::other(e.to_string()))?;
-    crate::fsutil::write_atomic(path, &bytes)
+    let sums: BTreeMap<String, String> = tensors
+        .iter()
+        .map(|(name, t)| (name.clone(), crc(bytemuck_f32(&t.data))))
+        .chain(metadata.iter().map(|(key, value)| (format!("{METADATA}{key}"), crc(value.as_bytes()))))
+        .collect();
+    metadata.insert(CHECKSUMS.to_string(), serde_json::to_string(&sums).expect("serialisable"));
+    safetensors::serialize(views, Some(metadata.into_iter().collect())).map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// How a metadata entry is named among the checksums.
+const METADATA: &str = "__metadata__/";
+
+fn crc(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
+}
+
+/// Checks every tensor and metadata entry of a safetensors file against its checksums (see
+/// [`CHECKSUMS`]); a file without them (written by another tool, or by an incc before them) is
+/// taken as it is. The error says which tensor or entry is corrupt.
+pub fn verify(st: &safetensors::SafeTensors<'_>, metadata: &std::collections::HashMap<String, String>) -> Result<(), String> {
+    let Some(sums) = metadata.get(CHECKSUMS) else { return Ok(()) };
+    let corrupt = |what: String| format!("{what}: the file is corrupt (a flipped bit, a bad disk or an interrupted copy)");
+    let sums: BTreeMap<String, String> = serde_json::from_str(sums).map_err(|_| corrupt("its checksums cannot be read".into()))?;
+    let entries = metadata.iter().filter(|(k, _)| *k != CHECKSUMS).map(|(k, v)| (format!("{METADATA}{k}"), v.as_bytes()));
+    let tensors = st.tensors().into_iter().map(|(name, view)| (name, view.data()));
+    let mut checked = 0;
+    for (name, bytes) in tensors.chain(entries) {
+        match sums.get(&name) {
+            Some(sum) if *sum == crc(bytes) => checked += 1,
+            Some(_) => return Err(corrupt(format!("`{name}` does not match its checksum"))),
+            None => return Err(corrupt(format!("`{name}` has no checksum"))),
+        }
+    }
+    if checked != sums.len() {
+        return Err(corrupt(format!("{} checksums for {checked} entries", sums.len())));
+    }
+    Ok(())
 }
 
 /// The bytes of an f32 slice in memory order (little-endian on every platform incc runs on).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA check of incc, in one run on a GPU machine (see README, "GPU"). From the repo root:
+# The CUDA check of incc, in one run on a GPU machine (see docs/gpu.md). From the repo root:
 #   bash benches/gpu/cuda_check.sh [INCC_BINARY]
 # Needs: an incc built with `--features cuda` (default: target/release/incc, or .gpubin/incc.xz),
 # the ONNX Runtime CUDA kit in .ortgpu/ (../shared/gpu/make-ort-gpu-kit.sh .ortgpu, plus a copy of

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Where a CUDA training step's time and memory go, in one run (see README, "GPU"). From the repo root:
+# Where a CUDA training step's time and memory go, in one run (see docs/gpu.md). From the repo root:
 #   bash benches/gpu/step_check.sh [INCC] [BASELINE_INCC]
 # INCC defaults to target/release/incc or .gpubin/incc.xz; BASELINE_INCC (e.g. an earlier commit
 # built with --features cuda, carried as .gpubin/incc-before.xz) is measured in the same run.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Training on a GPU, in one run (see README, "GPU"). From the repo root, on the GPU machine:
+# Training on a GPU, in one run (see docs/gpu.md). From the repo root, on the GPU machine:
 #   bash benches/gpu/train_check.sh [INCC_BINARY]
 # Needs what benches/gpu/cuda_check.sh needs. Writes its figures to $OUT (default /tmp/incc-gpu).
 # 1. incc train inception_resnet_v2 on CUDA, synthetic 299x299 data, 1000 classes, batch 32 and 64:

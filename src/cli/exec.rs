@@ -1,5 +1,7 @@
-//! `incc run` and `incc bench`: a `.inc` (compiled in memory) or any `.onnx`, on ONNX Runtime.
+//! `incc run` and `incc bench`: a `.inc` (compiled in memory) or any `.onnx`, on ONNX Runtime, and
+//! the runtime options every command that runs a model shares.
 
+use super::options::count;
 use incc::driver::{build_onnx, WeightsSource};
 use incc::runtime::bench::{bench, bench_interleaved, profile, render_table, BenchConfig};
 use incc::runtime::images::{load_image, synthetic_batch, Preprocess};
@@ -9,6 +11,7 @@ use incc::runtime::session::{Dim, Model, Provider, SessionConfig};
 use incc::runtime::tensor::run;
 use incc::runtime::topk::{class_name, read_labels, top_k};
 use incc::runtime::{ortlib, session};
+use incc::Error;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,7 +19,7 @@ use std::time::Instant;
 #[derive(clap::Args)]
 pub struct ModelArgs {
     #[command(flatten)]
-    pub common: crate::Common,
+    pub common: super::options::Common,
     /// Load parameters by name from a safetensors checkpoint (for a `.inc`).
     #[arg(long, value_name = "FILE.safetensors")]
     pub weights: Option<PathBuf>,
@@ -34,7 +37,7 @@ pub struct RuntimeArgs {
     #[arg(long, default_value = "cpu")]
     pub provider: Provider,
     /// Intra-op threads (default: ONNX Runtime's, one per core).
-    #[arg(long)]
+    #[arg(long, value_parser = count::<usize>)]
     pub threads: Option<usize>,
     /// The ONNX Runtime library (file or folder); else ORT_DYLIB_PATH, .ort/lib, Python's onnxruntime.
     #[arg(long, value_name = "PATH")]
@@ -42,24 +45,17 @@ pub struct RuntimeArgs {
     /// An option of ONNX Runtime's CUDA provider, by its own name, passed through (repeatable):
     /// `--cuda-option prefer_nhwc=1`, `arena_extend_strategy=kSameAsRequested`,
     /// `cudnn_conv_algo_search=HEURISTIC`, `use_tf32=0`.
-    #[arg(long = "cuda-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    #[arg(long = "cuda-option", value_name = "KEY=VALUE", value_parser = super::options::parse_key_value)]
     pub cuda_options: Vec<(String, String)>,
-}
-
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.trim().to_owned())),
-        _ => Err(format!("`{s}` is not KEY=VALUE")),
-    }
 }
 
 impl RuntimeArgs {
     /// Loads ONNX Runtime (once per process) and says which library.
-    pub fn init(&self) -> Result<SessionConfig, String> {
+    pub fn init(&self) -> Result<SessionConfig, Error> {
         if !self.cuda_options.is_empty() && self.provider == Provider::Cpu {
-            return Err("error: --cuda-option configures the CUDA provider; add --provider cuda".into());
+            return Err(Error::Invalid("--cuda-option configures the CUDA provider; add --provider cuda".into()));
         }
-        let lib = ortlib::init(self.ort_lib.as_deref()).map_err(|e| format!("error: {e}"))?;
+        let lib = ortlib::init(self.ort_lib.as_deref())?;
         eprintln!("ONNX Runtime: {lib}");
         Ok(SessionConfig { provider: self.provider, threads: self.threads, cuda_options: self.cuda_options.clone() })
     }
@@ -74,10 +70,10 @@ pub struct RunArgs {
     #[arg(long = "image", value_name = "FILE")]
     pub images: Vec<PathBuf>,
     /// Synthetic batch size when no image is given.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = count::<usize>)]
     pub batch: usize,
     /// How many classes to show per image.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = count::<usize>)]
     pub top: usize,
     /// Class names, one per line (ImageNet's are not shipped).
     #[arg(long, value_name = "FILE")]
@@ -92,14 +88,14 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Batch sizes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = count::<usize>)]
     pub batch: Vec<usize>,
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
     /// Timed runs at least (and at least --min-time seconds of them).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = count::<usize>)]
     pub iterations: usize,
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = super::options::seconds)]
     pub min_time: f64,
     /// Also measure this model (e.g. the same network exported from PyTorch) in the same run, runs
     /// alternating with incc's, and report incc's figures as ratios against it.
@@ -112,7 +108,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE.json")]
     pub profile: Option<PathBuf>,
     /// Runs to profile with --profile.
-    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..), requires = "profile")]
+    #[arg(long, default_value_t = 5, value_parser = count::<usize>, requires = "profile")]
     pub profile_runs: usize,
     #[arg(long)]
     pub json: bool,
@@ -123,72 +119,74 @@ fn is_source(path: &Path) -> bool {
 }
 
 /// Initialises ONNX Runtime and loads the model, compiling a `.inc` in memory.
-fn load(args: &ModelArgs) -> Result<Model, String> {
-    let config = args.runtime.init()?;
+fn load(args: &ModelArgs) -> Result<Model, Error> {
     let file = &args.common.file;
-    let model = if is_source(file) {
-        let settings = crate::settings(&args.common).map_err(|e| format!("error: {e}"))?;
-        let passes = incc::passes::PassOptions { residualize: args.common.residualize.clone(), fold_bn: args.common.fold_bn };
+    if is_source(file) {
+        let options = args.common.options()?;
+        let passes = options.passes()?;
+        let config = args.runtime.init()?;
         let weights = match &args.weights {
             Some(w) => WeightsSource::File(w),
             None => WeightsSource::Seed(args.seed),
         };
-        let artifact = build_onnx(file, &settings, &passes, weights, None)?;
-        let bytes = incc::onnx::emit::encode(&artifact.model, Some(&artifact.weights)).map_err(|e| format!("error: {e}"))?;
-        Model::from_bytes(bytes, config)
+        let artifact = build_onnx(file, &options.settings(), &passes, weights, None)?;
+        let bytes = incc::onnx::emit::encode(&artifact.model, Some(&artifact.weights)).map_err(|e| Error::Lowering(e.to_string()))?;
+        Ok(Model::from_bytes(bytes, config)?)
     } else {
         let c = &args.common;
         if !c.set.is_empty() || c.input.is_some() || c.residualize.is_some() || c.fold_bn || args.weights.is_some() {
-            return Err(format!("error: `{}` is a compiled model: --set, --input, --residualize, --fold-bn and --weights apply to .inc files", file.display()));
+            return Err(Error::Invalid(format!(
+                "`{}` is a compiled model: --set, --input, --residualize, --fold-bn and --weights apply to .inc files",
+                file.display()
+            )));
         }
-        Model::from_path(file, config)
-    };
-    model.map_err(|e| format!("error: {e}"))
+        Ok(Model::from_path(file, args.runtime.init()?)?)
+    }
 }
 
 /// C, H, W of the model's image input (fixed dims required past the batch).
-fn chw(model: &Model) -> Result<[usize; 3], String> {
-    let input = model.image_input().map_err(|e| format!("error: {e}"))?;
+fn chw(model: &Model) -> Result<[usize; 3], Error> {
+    let input = model.image_input()?;
     match input.dims.as_slice() {
         [_, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)] => Ok([*c, *h, *w]),
-        _ => Err(format!("error: the model's input `{}` is {}, not [N, C, H, W] with fixed C, H, W", input.name, input.shape_text())),
+        _ => Err(Error::Invalid(format!("the model's input `{}` is {}, not [N, C, H, W] with fixed C, H, W", input.name, input.shape_text()))),
     }
 }
 
 /// Which execution providers ran the model's nodes, as one line.
-fn providers(model: &Model, shape: [usize; 4]) -> Result<String, String> {
-    let used = providers_used(model, shape).map_err(|e| format!("error: {e}"))?;
+fn providers(model: &Model, shape: [usize; 4]) -> Result<String, Error> {
+    let used = providers_used(model, shape)?;
     Ok(describe_providers(&used))
 }
 
-pub fn run_command(mut a: RunArgs) -> Result<(), String> {
-    if let Some(crate::InputArg::Image(first)) = &a.model.common.input {
+pub fn run_command(mut a: RunArgs) -> Result<(), Error> {
+    if let Some(super::options::InputArg::Image(first)) = &a.model.common.input {
         a.images.insert(0, first.clone());
         a.model.common.input = None;
     }
     let mut model = load(&a.model)?;
     let [c, h, w] = chw(&model)?;
     let (data, n, names) = if a.images.is_empty() {
-        let shape = [a.batch.max(1), c, h, w];
-        (synthetic_batch(shape, 0), shape[0], (0..shape[0]).map(|i| format!("synthetic #{i}")).collect::<Vec<_>>())
+        let shape = [a.batch, c, h, w];
+        (synthetic_batch(shape, 0)?, shape[0], (0..shape[0]).map(|i| format!("synthetic #{i}")).collect::<Vec<_>>())
     } else {
-        let pre = Preprocess::new(h, w).with_metadata(&model.info().metadata).map_err(|e| format!("error: {e}"))?;
+        let pre = Preprocess::new(h, w).with_metadata(&model.info().metadata)?;
         let mut data = Vec::with_capacity(a.images.len() * c * h * w);
         for path in &a.images {
-            data.extend(load_image(path, &pre).map_err(|e| format!("error: {e}"))?);
+            data.extend(load_image(path, &pre)?);
         }
         (data, a.images.len(), a.images.iter().map(|p| p.display().to_string()).collect())
     };
     let shape = [n, c, h, w];
     println!("provider: {}", providers(&model, shape)?);
-    run(&mut model, &data, shape).map_err(|e| format!("error: {e}"))?; // warm-up
+    run(&mut model, &data, shape)?; // warm-up
     let start = Instant::now();
-    let outputs = run(&mut model, &data, shape).map_err(|e| format!("error: {e}"))?;
+    let outputs = run(&mut model, &data, shape)?;
     let elapsed = start.elapsed();
     println!("batch {n}: {:.2} ms ({:.1} images/s, after one warm-up run)", elapsed.as_secs_f64() * 1e3, n as f64 / elapsed.as_secs_f64());
-    let (name, out_shape, logits) = outputs.first().ok_or("error: the model has no outputs")?;
-    let labels = a.labels.as_deref().map(|p| read_labels(p, out_shape.last().copied().unwrap_or(0))).transpose().map_err(|e| format!("error: {e}"))?;
-    let ranked = top_k(logits, out_shape, a.top).map_err(|e| format!("error: {e}"))?;
+    let (name, out_shape, logits) = outputs.first().ok_or_else(|| Error::Invalid("the model has no outputs".into()))?;
+    let labels = a.labels.as_deref().map(|p| read_labels(p, out_shape.last().copied().unwrap_or(0))).transpose()?;
+    let ranked = top_k(logits, out_shape, a.top)?;
     for (image, classes) in names.iter().zip(&ranked) {
         println!("{image}:");
         for (class, p) in classes {
@@ -196,7 +194,7 @@ pub fn run_command(mut a: RunArgs) -> Result<(), String> {
         }
     }
     if let Some(path) = &a.save_output {
-        write_npy(path, out_shape, logits).map_err(|e| format!("error: cannot write `{}`: {e}", path.display()))?;
+        write_npy(path, out_shape, logits).map_err(Error::file("write", path))?;
         eprintln!("wrote output `{name}` {out_shape:?} to {}", path.display());
     }
     Ok(())
@@ -218,34 +216,34 @@ fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> 
     incc::fsutil::write_atomic(path, &bytes)
 }
 
-pub fn bench_command(a: BenchArgs) -> Result<(), String> {
+pub fn bench_command(a: &BenchArgs) -> Result<(), Error> {
     let cfg = BenchConfig {
         batches: a.batch.clone(),
         warmup: a.warmup,
         iterations: a.iterations,
-        min_time: std::time::Duration::from_secs_f64(a.min_time.max(0.0)),
+        min_time: std::time::Duration::from_secs_f64(a.min_time),
         ..BenchConfig::default()
     };
-    let files = a.profile.as_ref().map(ProfileFiles::new).transpose().map_err(|e| format!("error: {e}"))?;
+    let files = a.profile.as_ref().map(ProfileFiles::new).transpose()?;
     let mut model = load(&a.model)?;
     let shape = chw(&model)?;
     let provider_line = providers(&model, [1, shape[0], shape[1], shape[2]])?;
     eprintln!("provider: {provider_line}");
     let (ours, baseline) = match &a.baseline {
         Some(path) => {
-            let mut other = session::Model::from_path(path, model.config().clone()).map_err(|e| format!("error: {e}"))?;
+            let mut other = session::Model::from_path(path, model.config().clone())?;
             if chw(&other)? != shape {
-                return Err(format!("error: the baseline `{}` takes another input size than the model", path.display()));
+                return Err(Error::Invalid(format!("the baseline `{}` takes another input size than the model", path.display())));
             }
-            let mut both = bench_interleaved(&mut [&mut model, &mut other], shape, &cfg).map_err(|e| format!("error: {e}"))?;
+            let mut both = bench_interleaved(&mut [&mut model, &mut other], shape, &cfg)?;
             let base = both.pop();
             (both.remove(0), base)
         }
-        None => (bench(&mut model, shape, &cfg).map_err(|e| format!("error: {e}"))?, None),
+        None => (bench(&mut model, shape, &cfg)?, None),
     };
     let profiled = match &files {
         Some(files) => {
-            let p = profile(&model, shape, cfg.batches[0], cfg.warmup, a.profile_runs, files).map_err(|e| format!("error: {e}"))?;
+            let p = profile(&model, shape, cfg.batches[0], cfg.warmup, a.profile_runs, files)?;
             eprintln!("wrote {} and {}", files.summary().display(), files.trace().display());
             Some(p)
         }
@@ -265,11 +263,10 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
         return Ok(());
     }
     println!("{} on {}:", a.model.common.file.display(), a.model.runtime.provider);
-    print!("{}", render_table(&ours));
+    println!("{}", render_table(&ours));
     if let (Some(path), Some(base)) = (&a.baseline, &baseline) {
         println!("\nbaseline {}:", path.display());
-        print!("{}", render_table(base));
-        println!();
+        println!("{}\n", render_table(base));
         for (o, b) in ours.iter().zip(base) {
             println!(
                 "batch {}: incc median latency = {:.3} x the baseline's ({:.2} vs {:.2} ms)",
@@ -282,7 +279,7 @@ pub fn bench_command(a: BenchArgs) -> Result<(), String> {
     }
     if let Some(p) = &profiled {
         // The profiler's own cost per node is in these times: the unprofiled median is the reference.
-        println!("\n\nwhere the time goes at batch {} (profiled; unprofiled median {:.3} ms per run):", cfg.batches[0], ours[0].median_ms);
+        println!("\nwhere the time goes at batch {} (profiled; unprofiled median {:.3} ms per run):", cfg.batches[0], ours[0].median_ms);
         print!("{}", p.render());
     }
     Ok(())

@@ -1,10 +1,96 @@
-//! `incc train`, `incc eval` and `incc plot`.
+//! `incc train`, `incc eval` and `incc plot`, and the training options `incc compile --train`
+//! shares.
 
 use super::exec::RuntimeArgs;
+use super::options::count;
+use clap::ValueEnum;
+use incc::data::DataSpec;
+use incc::interrupt::Interrupt;
 use incc::runtime::profile::ProfileFiles;
+use incc::train::Target;
+use incc::train::{Optimizer, TrainConfig};
 use incc::trainer::schedule::Schedule;
 use incc::trainer::{RunConfig, Runner, Start};
-use std::path::PathBuf;
+use incc::Error;
+use std::path::{Path, PathBuf};
+
+/// How a training step learns (`incc train`, `incc compile --train`). Each option left out keeps
+/// the value it had: the default for a new step, the run's own on `incc train --resume`.
+#[derive(clap::Args)]
+pub struct TrainingArgs {
+    /// The optimizer (default rmsprop).
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerArg>,
+    /// Momentum of sgd and rmsprop (default 0.9).
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// Nesterov momentum (sgd).
+    #[arg(long)]
+    nesterov: bool,
+    /// Label smoothing of the cross-entropy (default 0.1).
+    #[arg(long)]
+    label_smoothing: Option<f32>,
+    /// Weight decay (L2 on conv and fc weights; decoupled for adamw; default 0).
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Decay biases and batch-norm parameters too.
+    #[arg(long)]
+    decay_all: bool,
+    /// Clip gradients by their global norm.
+    #[arg(long)]
+    clip_norm: Option<f32>,
+    /// Compile the step for this device's kernels (cpu or gpu); `incc train` sets it from --provider.
+    #[arg(long, value_enum, default_value_t = TargetArg::Cpu)]
+    target: TargetArg,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum OptimizerArg {
+    /// The paper's (TensorFlow's RMSProp: decay 0.9, epsilon 1.0) with --momentum.
+    Rmsprop,
+    /// With --momentum and --nesterov.
+    Sgd,
+    Adam,
+    /// Adam with decoupled weight decay.
+    Adamw,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetArg {
+    Cpu,
+    Gpu,
+}
+
+impl TrainingArgs {
+    /// `base` with the options given here.
+    pub fn overlay(&self, base: TrainConfig) -> TrainConfig {
+        let (kind, momentum, nesterov) = match base.optimizer {
+            Optimizer::Rmsprop { momentum, .. } => (OptimizerArg::Rmsprop, momentum, false),
+            Optimizer::Sgd { momentum, nesterov } => (OptimizerArg::Sgd, momentum, nesterov),
+            Optimizer::Adam { decoupled, .. } => (if decoupled { OptimizerArg::Adamw } else { OptimizerArg::Adam }, 0.9, false),
+        };
+        let momentum = self.momentum.unwrap_or(momentum);
+        let adam = |decoupled| Optimizer::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, decoupled };
+        let optimizer = match self.optimizer.unwrap_or(kind) {
+            OptimizerArg::Rmsprop => Optimizer::Rmsprop { decay: 0.9, momentum, epsilon: 1.0 },
+            OptimizerArg::Sgd => Optimizer::Sgd { momentum, nesterov: self.nesterov || nesterov },
+            OptimizerArg::Adam => adam(false),
+            OptimizerArg::Adamw => adam(true),
+        };
+        TrainConfig {
+            optimizer,
+            label_smoothing: self.label_smoothing.unwrap_or(base.label_smoothing),
+            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
+            decay_all: self.decay_all || base.decay_all,
+            clip_norm: self.clip_norm.or(base.clip_norm),
+            target: match self.target {
+                TargetArg::Cpu => Target::Cpu,
+                TargetArg::Gpu => Target::Gpu,
+            },
+            ..base
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -13,45 +99,56 @@ pub struct TrainArgs {
     /// `fashion-mnist:DIR`, `mnist:DIR`, `cifar10:DIR`, `cifar100:DIR` or `imagefolder:DIR`.
     #[arg(long)]
     pub data: Option<String>,
-    /// Epochs (default 10); on --resume, a larger number extends the run.
-    #[arg(long)]
+    /// Epochs (default 10).
+    #[arg(long, value_parser = count::<u64>)]
     pub epochs: Option<u64>,
-    #[arg(long, default_value_t = 128)]
-    pub batch: usize,
-    /// Base learning rate (the paper's RMSProp: 0.045).
-    #[arg(long, default_value_t = 0.045)]
-    pub lr: f64,
-    /// exponential[:FACTOR:EVERY] (the paper's x0.94 every 2 epochs), cosine, step:FACTOR:E1,E2, constant.
-    #[arg(long, default_value = "exponential")]
-    pub schedule: String,
-    /// Epochs of linear warm-up.
-    #[arg(long, default_value_t = 0.0)]
-    pub warmup: f64,
+    /// Examples per step (default 128).
+    #[arg(long, value_parser = count::<usize>)]
+    pub batch: Option<usize>,
+    /// Base learning rate (default 0.045, the paper's RMSProp).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// exponential[:FACTOR:EVERY] (the paper's x0.94 every 2 epochs, the default), cosine, step:FACTOR:E1,E2, constant.
+    #[arg(long, value_parser = Schedule::parse)]
+    pub schedule: Option<Schedule>,
+    /// Epochs of linear warm-up (default 0).
+    #[arg(long)]
+    pub warmup: Option<f64>,
     /// Evaluate with an exponential moving average of the parameters of this decay (e.g. 0.999).
     #[arg(long)]
     pub ema: Option<f64>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Run folder: checkpoints (last, best), metrics.jsonl.
+    /// The seed of every random choice (default 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run folder: checkpoints (last, best), metrics.jsonl. It must be empty or new (see --force).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run in this folder exactly where it stopped (its settings come from its checkpoint).
+    /// Start the new run even where --out holds another, deleting that run's checkpoints and metrics.
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
+    /// Continue the run in this folder exactly where it stopped, with its settings; options given
+    /// besides change them from there on (--lr, --clip-norm, --epochs, ...; --batch, --data and
+    /// --limit-train at an epoch's end only), as the metrics record.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
     /// Set a network parameter: `--set classes=10`.
-    #[arg(long = "set", value_name = "NAME=VALUE", value_delimiter = ',')]
-    pub set: Vec<String>,
+    #[arg(long = "set", value_name = "NAME=VALUE", value_delimiter = ',', value_parser = super::options::parse_key_value)]
+    pub set: Vec<(String, String)>,
     /// Make the residual twin first: `--residualize scale=0.2`.
     #[arg(long, value_name = "SPEC")]
     pub residualize: Option<String>,
     /// Stop after this many steps in all (writes a checkpoint).
-    #[arg(long)]
+    #[arg(long, value_parser = count::<u64>)]
     pub max_steps: Option<u64>,
+    /// Also write a checkpoint every this many steps (besides each epoch's end): a crash or a kill
+    /// loses at most these steps.
+    #[arg(long, value_name = "STEPS", value_parser = count::<u64>)]
+    pub checkpoint_every: Option<u64>,
     /// Use at most this many training examples (quick runs).
-    #[arg(long)]
+    #[arg(long, value_parser = count::<usize>)]
     pub limit_train: Option<usize>,
     /// Use at most this many validation examples.
-    #[arg(long)]
+    #[arg(long, value_parser = count::<usize>)]
     pub limit_val: Option<usize>,
     /// Profile the training steps of this process with ONNX Runtime's profiler (meant for short
     /// runs, e.g. with --max-steps: it records every node of every step): print where the time
@@ -62,31 +159,34 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Data-loading threads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = count::<usize>)]
     pub workers: usize,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
     #[command(flatten)]
-    pub training: crate::TrainingArgs,
+    pub training: TrainingArgs,
 }
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
     /// A checkpoint written by `incc train` (`runs/x/best.safetensors`).
     pub checkpoint: PathBuf,
-    /// The network, if not the one recorded in the checkpoint.
+    /// Compile this network file instead of the source stored in the checkpoint.
     #[arg(long)]
     pub arch: Option<PathBuf>,
     #[arg(long)]
     pub data: String,
+    /// Evaluate at most this many examples of the split (default: all of them).
+    #[arg(long, value_parser = count::<usize>)]
+    pub limit: Option<usize>,
     /// Evaluate the raw parameters even when the checkpoint has averaged ones.
     #[arg(long)]
     pub no_ema: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Data-loading threads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = count::<usize>)]
     pub workers: usize,
 }
 
@@ -100,42 +200,64 @@ pub struct PlotArgs {
     pub out: PathBuf,
 }
 
-pub fn train_command(a: TrainArgs) -> Result<(), String> {
-    let out = a.resume.clone().or(a.out.clone()).ok_or("error: give --out RUN_DIR for a new run, or --resume RUN_DIR")?;
-    let files = a.profile.as_ref().map(ProfileFiles::new).transpose().map_err(|e| format!("error: {e}"))?;
+impl TrainArgs {
+    /// `base` with the options given here (the network's own aside: file, --set, --residualize).
+    fn overlay(&self, base: RunConfig) -> RunConfig {
+        RunConfig {
+            data: self.data.clone().unwrap_or(base.data),
+            epochs: self.epochs.unwrap_or(base.epochs),
+            batch: self.batch.unwrap_or(base.batch),
+            train: self.training.overlay(base.train),
+            lr: self.lr.unwrap_or(base.lr),
+            schedule: self.schedule.clone().unwrap_or(base.schedule),
+            warmup_epochs: self.warmup.unwrap_or(base.warmup_epochs),
+            ema: self.ema.or(base.ema),
+            seed: self.seed.unwrap_or(base.seed),
+            limit_train: self.limit_train.or(base.limit_train),
+            limit_val: self.limit_val.or(base.limit_val),
+            ..base
+        }
+    }
+
+    /// A new run's settings, or a resumption with the options given; the settings are checked
+    /// here, before anything starts.
+    fn start(&self) -> Result<Start, Error> {
+        if let Some(data) = &self.data {
+            data.parse::<DataSpec>()?;
+        }
+        if let Some(dir) = &self.resume {
+            if self.file.is_some() || !self.set.is_empty() || self.residualize.is_some() {
+                return Err(Error::Usage("--resume trains the network its checkpoint stores: give no network file, --set or --residualize".into()));
+            }
+            return Ok(Start::Resume { with: Some(self.overlay(incc::trainer::saved_settings(dir)?)) });
+        }
+        let (Some(file), Some(data)) = (&self.file, &self.data) else {
+            return Err(Error::Usage("give the network and --data (or --resume RUN_DIR)".into()));
+        };
+        let run = self.overlay(RunConfig { set: self.set.clone(), residualize: self.residualize.clone(), ..RunConfig::new(file, data) });
+        run.check()?;
+        run.options().passes()?;
+        Ok(if self.force { Start::Over(run) } else { Start::New(run) })
+    }
+}
+
+pub fn train_command(a: &TrainArgs) -> Result<(), Error> {
+    let out = a.resume.clone().or(a.out.clone()).ok_or_else(|| Error::Usage("give --out RUN_DIR for a new run, or --resume RUN_DIR".into()))?;
+    let start = a.start()?;
+    let files = a.profile.as_ref().map(ProfileFiles::new).transpose()?;
     let config = a.runtime.init()?;
-    let runner =
-        Runner { session: config, workers: a.workers.max(1), out: out.clone(), max_steps: a.max_steps, progress: !a.quiet, profile: a.profile.clone() };
-    let start = match (&a.file, &a.data) {
-        _ if a.resume.is_some() => Start::Resume { epochs: a.epochs },
-        (Some(file), Some(data)) => Start::New(RunConfig {
-            arch: file.clone(),
-            set: a
-                .set
-                .iter()
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                        .ok_or_else(|| format!("error: --set {kv}: expected NAME=VALUE"))
-                })
-                .collect::<Result<_, _>>()?,
-            input: None,
-            residualize: a.residualize.clone(),
-            data: data.clone(),
-            epochs: a.epochs.unwrap_or(10),
-            batch: a.batch,
-            train: a.training.config(),
-            lr: a.lr,
-            schedule: Schedule::parse(&a.schedule).map_err(|e| format!("error: {e}"))?,
-            warmup_epochs: a.warmup,
-            ema: a.ema,
-            seed: a.seed,
-            limit_train: a.limit_train,
-            limit_val: a.limit_val,
-        }),
-        _ => return Err("error: give the network and --data (or --resume RUN_DIR)".into()),
+    let interrupt = Interrupt::install().map_err(|e| Error::Invalid(format!("cannot handle Ctrl-C: {e}")))?;
+    let runner = Runner {
+        session: config,
+        workers: a.workers,
+        max_steps: a.max_steps,
+        progress: !a.quiet,
+        profile: a.profile.clone(),
+        checkpoint_every: a.checkpoint_every,
+        interrupt,
+        ..Runner::new(&out)
     };
-    let s = incc::trainer::train(&start, &runner).map_err(|e| format!("error: {e}"))?;
+    let s = incc::trainer::train(&start, &runner)?;
     println!(
         "done: {} steps, last loss {:.4}{}; training step {:.1} images/s, loader alone {:.1} images/s; checkpoints in {}",
         s.steps,
@@ -156,14 +278,15 @@ pub fn train_command(a: TrainArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub fn eval_command(a: EvalArgs) -> Result<(), String> {
+pub fn eval_command(a: &EvalArgs) -> Result<(), Error> {
     let config = a.runtime.init()?;
-    let runner = Runner { session: config, workers: a.workers.max(1), out: PathBuf::new(), max_steps: None, progress: false, profile: None };
-    let (e, ema) = incc::trainer::eval_checkpoint(&a.checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema).map_err(|e| format!("error: {e}"))?;
+    let runner = Runner { session: config, workers: a.workers, ..Runner::new(Path::new("")) };
+    let report = incc::trainer::eval_checkpoint(&a.checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema, a.limit)?;
+    let e = &report.evaluation;
     println!(
         "{} ({} parameters): {} examples, top-1 {:.2}%, top-5 {:.2}%, loss {:.4}",
         a.checkpoint.display(),
-        if ema { "averaged" } else { "raw" },
+        if report.averaged { "averaged" } else { "raw" },
         e.examples,
         100.0 * e.top1,
         100.0 * e.top5,
@@ -172,9 +295,9 @@ pub fn eval_command(a: EvalArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub fn plot_command(a: PlotArgs) -> Result<(), String> {
-    let runs = a.runs.iter().map(|d| incc::plot::read_run(d).map_err(|e| format!("error: {e}"))).collect::<Result<Vec<_>, _>>()?;
-    incc::plot::plot(&runs, &a.out).map_err(|e| format!("error: {e}"))?;
+pub fn plot_command(a: &PlotArgs) -> Result<(), Error> {
+    let runs = a.runs.iter().map(|d| incc::plot::read_run(d)).collect::<Result<Vec<_>, _>>()?;
+    incc::plot::plot(&runs, &a.out)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }

@@ -80,6 +80,13 @@ impl Source for Folder {
         Ok((RawImage { width, height, channels, pixels }, *class))
     }
 
+    fn check(&self) -> Result<(), DataError> {
+        for (path, _) in &self.items {
+            images::check_header(path)?;
+        }
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         let (split, n, classes, dir) = (self.split, self.len(), self.classes, self.dir.display());
         let held = if self.held_out { format!(", every {HOLD_OUT}th file of each class held out for validation") } else { String::new() };

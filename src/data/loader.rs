@@ -146,9 +146,13 @@ fn work(
 
 /// Batch `index`, or `None` when stopped half-way.
 fn make_batch(source: &dyn Source, transform: &Transform, plan: &Plan, stop: &AtomicBool, index: usize) -> Option<Result<Batch, DataError>> {
-    let examples = &plan.order[index * plan.batch..((index + 1) * plan.batch).min(plan.order.len())];
+    let start = index.saturating_mul(plan.batch).min(plan.order.len());
+    let examples = &plan.order[start..start.saturating_add(plan.batch).min(plan.order.len())];
     let size = transform.example_len();
-    let mut images = vec![0.0; examples.len() * size];
+    let mut images = match crate::runtime::tensor::zeros("a batch of images", &[examples.len(), transform.channels, transform.height, transform.width]) {
+        Ok(images) => images,
+        Err(e) => return Some(Err(e.into())),
+    };
     let mut labels = Vec::with_capacity(examples.len());
     for (&example, out) in examples.iter().zip(images.chunks_exact_mut(size)) {
         if stop.load(Ordering::Relaxed) {

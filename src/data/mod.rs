@@ -153,12 +153,15 @@ impl FromStr for DataSpec {
         }
         if kind == "synthetic" {
             let numbers: Result<Vec<usize>, _> = dir.split(',').map(|n| n.trim().parse::<usize>()).collect();
-            return match numbers.as_deref() {
+            let (count, size, classes) = match numbers.as_deref() {
                 Ok([count, rest @ ..]) if *count > 0 && rest.len() <= 2 && rest.iter().all(|&n| n > 0) => {
-                    Ok(DataSpec::Synthetic { count: *count, size: rest.first().copied().unwrap_or(299), classes: rest.get(1).copied().unwrap_or(1000) })
+                    (*count, rest.first().copied().unwrap_or(299), rest.get(1).copied().unwrap_or(1000))
                 }
-                _ => Err(DataError::Invalid(format!("data `{s}`: expected synthetic:COUNT[,SIZE[,CLASSES]] with positive numbers"))),
+                _ => return Err(DataError::Invalid(format!("data `{s}`: expected synthetic:COUNT[,SIZE[,CLASSES]] with positive numbers"))),
             };
+            // Each example is made whole in memory: a size past what can be is refused here.
+            crate::runtime::tensor::checked_len(&format!("data `{s}`: an image"), &[3, size, size])?;
+            return Ok(DataSpec::Synthetic { count, size, classes });
         }
         let dir = PathBuf::from(dir);
         Ok(match kind {
@@ -217,6 +220,15 @@ pub trait Source: Send + Sync {
 
     /// One line for logs: what, which split, how many, from where.
     fn describe(&self) -> String;
+
+    /// Checks what can be checked without reading every example whole (each image file's header,
+    /// where examples are files): a run checks its validation split before it trains an epoch.
+    ///
+    /// # Errors
+    /// The first example that cannot be read, naming its file.
+    fn check(&self) -> Result<(), DataError> {
+        Ok(())
+    }
 }
 
 /// Opens one split of a data set. The layouts, in `DIR`:
@@ -275,6 +287,9 @@ impl Source for Synthetic {
     }
 }
 
+/// The most bytes a gzipped data file may unpack to (4 GiB: CIFAR-100's train split is 150 MB).
+const MAX_UNPACKED: u64 = 1 << 32;
+
 /// A whole file, gunzipped when it starts with gzip's magic bytes.
 fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot read it: {e}")))?;
@@ -284,7 +299,12 @@ fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     // gzip ends with the unpacked size (mod 2^32): a capacity hint, capped against corrupt ones.
     let hint = bytes.len().checked_sub(4).map_or(0, |at| u32::from_le_bytes(bytes[at..].try_into().unwrap_or_default()) as usize);
     let mut out = Vec::with_capacity(hint.min(1 << 30));
-    flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut out).map_err(|e| DataError::file(path, format!("truncated or corrupt gzip data: {e}")))?;
+    // One byte past the bound tells a file that unpacks to more than it.
+    let mut unpacking = flate2::read::GzDecoder::new(&bytes[..]).take(MAX_UNPACKED + 1);
+    unpacking.read_to_end(&mut out).map_err(|e| DataError::file(path, format!("truncated or corrupt gzip data: {e}")))?;
+    if out.len() as u64 > MAX_UNPACKED {
+        return Err(DataError::file(path, format!("unpacks to more than {MAX_UNPACKED} bytes: not a data set incc reads (or a gzip bomb)")));
+    }
     Ok(out)
 }
 

@@ -59,6 +59,7 @@ impl Transform {
         if self.height == 0 || self.width == 0 {
             return bad(format!("the output {}x{} is empty", self.height, self.width));
         }
+        crate::runtime::tensor::checked_len("transform: an output image", &[self.channels, self.height, self.width])?;
         if self.mean.len() != self.channels || self.std.len() != self.channels {
             return bad(format!("{} means and {} stds for {} channels", self.mean.len(), self.std.len(), self.channels));
         }

@@ -14,10 +14,10 @@ mod layer;
 
 pub use eval::{did_you_mean, parse_value, Value};
 
-use crate::diag::{Diagnostic, Diagnostics};
+use crate::diag::{thousands, Diagnostic, Diagnostics};
 use crate::front::ast::*;
 use crate::ir::ops::{Concat, Input, Op};
-use crate::ir::{Frame, FrameId, FrameKind, Graph, Node, ResidualMark, Shape};
+use crate::ir::{checked_elements, Frame, FrameId, FrameKind, Graph, Node, ResidualMark, Shape, MAX_NODES, MAX_TENSOR_ELEMENTS};
 use crate::source::{FileId, Span};
 use eval::{bind_args, eval, eval_positive, fill_defaults, Env};
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
@@ -75,7 +75,8 @@ pub fn elaborate(files: &[File], settings: &Settings) -> Result<Graph, Diagnosti
     }
     let root = files.first().expect("the loader returns the root file first");
     let network = pick_network(root, settings)?;
-    let mut elab = Elab { blocks, block_file, defaults, g: StableDiGraph::new(), frames: vec![], names: HashMap::new(), calls: vec![], depth: 0 };
+    let mut elab =
+        Elab { blocks, block_file, defaults, g: StableDiGraph::new(), frames: vec![], names: HashMap::new(), calls: vec![], depth: 0, repeats: vec![] };
     let (input, output) = elab.network(network, root.id, settings)?;
     Ok(Graph { name: network.name.name.clone(), g: elab.g, frames: elab.frames, input, output })
 }
@@ -118,11 +119,16 @@ struct Elab<'a> {
     calls: Vec<(&'a str, Span)>,
     /// Elements being elaborated inside one another (the recursion depth, bounded by `MAX_DEPTH`).
     depth: usize,
+    /// The `repeat`s being expanded, innermost last, for the error at `MAX_NODES`.
+    repeats: Vec<Span>,
 }
 
 /// Most elements (block uses, groups, concats, repeats) nested inside one another: far more than
 /// any network needs, and far from the end of a 2 MiB thread stack.
 const MAX_DEPTH: usize = 100;
+
+const NODES_NOTE: &str = "every use of a block and every copy of a repeat makes its layers' nodes again (1 to 3 per layer: conv, batch norm, relu), \
+so nested repeats multiply; the networks in archs/ have at most 822 nodes";
 
 /// Where an element is being elaborated.
 struct Cx {
@@ -137,11 +143,14 @@ struct Scope {
     next_index: usize,
     /// Each name taken, with where and whether it was given automatically.
     taken: HashMap<String, (Span, bool)>,
+    /// Per kind, the suffix where the search for the next free automatic name starts (every one
+    /// below is taken), so that naming n unlabelled layers of one kind takes O(n), not O(n^2).
+    next_auto: HashMap<String, usize>,
 }
 
 impl Scope {
     fn module(prefix: String) -> Scope {
-        Scope { prefix, indexed: false, next_index: 0, taken: HashMap::new() }
+        Scope { prefix, indexed: false, next_index: 0, taken: HashMap::new(), next_auto: HashMap::new() }
     }
 
     fn indexed(prefix: String) -> Scope {
@@ -180,10 +189,12 @@ impl Scope {
 
     /// `kind`, then `kind_1`, `kind_2`, ...: the first name not yet taken in this scope.
     fn auto(&mut self, kind: &str, span: Span) -> String {
-        let segment = (0..)
-            .map(|i| if i == 0 { kind.to_string() } else { format!("{kind}_{i}") })
-            .find(|s| !self.taken.contains_key(s))
+        let next = self.next_auto.entry(kind.to_string()).or_default();
+        let (i, segment) = (*next..)
+            .map(|i| (i, if i == 0 { kind.to_string() } else { format!("{kind}_{i}") }))
+            .find(|(_, s)| !self.taken.contains_key(s))
             .expect("an unbounded sequence has a free name");
+        *next = i + 1;
         self.taken.insert(segment.clone(), (span, true));
         self.path(&segment)
     }
@@ -191,6 +202,11 @@ impl Scope {
 
 impl<'a> Elab<'a> {
     fn add_node(&mut self, op: Op, name: String, span: Span, frame: Option<FrameId>, inputs: &[NodeIndex]) -> Result<NodeIndex, Diagnostic> {
+        if self.g.node_count() == MAX_NODES {
+            let d = Diagnostic::error(format!("too many nodes: the network has more than the {} incc accepts", thousands(MAX_NODES as u64)))
+                .at(span, format!("node {} is made here", thousands(MAX_NODES as u64 + 1)));
+            return Err(self.too_many_nodes(d));
+        }
         if let Some(prev) = self.names.insert(name.clone(), span) {
             return Err(Diagnostic::error(format!("two layers are both named `{name}`"))
                 .at(span, "second")
@@ -203,6 +219,17 @@ impl<'a> Elab<'a> {
             self.g.add_edge(i, n, slot);
         }
         Ok(n)
+    }
+
+    /// Adds to an error at `MAX_NODES` the repeats and block uses being expanded, innermost first.
+    fn too_many_nodes(&self, mut d: Diagnostic) -> Diagnostic {
+        for &r in self.repeats.iter().rev() {
+            d = d.also(r, "while expanding this repeat");
+        }
+        for (block, at) in self.calls.iter().rev() {
+            d = d.also(*at, format!("in this use of `{block}`"));
+        }
+        d.note(NODES_NOTE)
     }
 
     fn add_frame(&mut self, path: String, kind: FrameKind, span: Span, parent: Option<FrameId>) -> FrameId {
@@ -220,7 +247,7 @@ impl<'a> Elab<'a> {
                     .note(if names.is_empty() { "it takes no parameters".to_string() } else { format!("its parameters: {}", names.join(", ")) })
             })?;
             let value = parse_value(text, param.ty).ok_or_else(|| {
-                Diagnostic::error(format!("--set {key}={text}: expected {} for `{key}`", param.ty.name())).also(param.ty_span, "declared here")
+                Diagnostic::error(format!("--set {key}={text}: expected {} for `{key}`", param.ty.keyword())).also(param.ty_span, "declared here")
             })?;
             env.insert(key.clone(), value);
         }
@@ -255,6 +282,18 @@ impl<'a> Elab<'a> {
         }
         if let Some(o) = input.options.first() {
             return Err(Diagnostic::error("input takes no options").at(o.span, "unexpected").into());
+        }
+        let elements = checked_elements(&shape).filter(|&n| n <= MAX_TENSOR_ELEMENTS);
+        if elements.is_none() {
+            let shown = shape.iter().map(usize::to_string).collect::<Vec<_>>().join("x");
+            let size = checked_elements(&shape).map_or_else(|| "more than 2^64".to_string(), thousands);
+            let message = format!("{size} elements per example, more than the {} incc accepts in one tensor", thousands(MAX_TENSOR_ELEMENTS));
+            let d = match (&settings.input, &input.dims) {
+                (Some(_), Some((_, at))) => Diagnostic::error(format!("--input {shown}: {message}")).at(*at, "the size that --input replaces"),
+                (Some(_), None) => Diagnostic::error(format!("--input {shown}: {message}")).at(input.kind_span, "the input that --input sizes"),
+                (None, _) => Diagnostic::error(format!("input {shown} has {message}")).at(input.dims.as_ref().map_or(input.kind_span, |d| d.1), "too large"),
+            };
+            return Err(d.into());
         }
         let mut scope = Scope::module(String::new());
         let frame = self.add_frame(scope.element(label.as_ref(), "input", *span)?, FrameKind::Layer, *span, None);
@@ -315,9 +354,6 @@ impl<'a> Elab<'a> {
     }
 
     fn layer(&mut self, layer: &'a Layer, span: Span, label: Option<&Ident>, x: NodeIndex, scope: &mut Scope, cx: &Cx) -> Result<NodeIndex, Diagnostic> {
-        if layer.kind == LayerKind::Input {
-            return Err(Diagnostic::error("`input` can only be the first layer of a network").at(layer.kind_span, "not allowed here"));
-        }
         let no_defaults = vec![];
         let defaults = self.defaults.get(&cx.file).and_then(|d| d.get(&layer.kind)).unwrap_or(&no_defaults);
         let nodes = layer::lower(layer, defaults, &cx.env)?;
@@ -449,14 +485,29 @@ impl<'a> Elab<'a> {
             [Stmt { label: None, elements, .. }] if elements.len() == 1 => Some(&elements[0]),
             _ => None,
         };
-        for _ in 0..n {
-            x = match single {
-                Some(e) => self.element(e, e.label.as_ref(), x, copies, &inner)?,
-                None => {
-                    let mut copy = Scope::indexed(copies.element(None, "copy", span)?);
-                    self.seq(body, x, &mut copy, &inner)?
-                }
+        let before = self.g.node_count();
+        for copy in 0..n {
+            self.repeats.push(span);
+            let out = match single {
+                Some(e) => self.element(e, e.label.as_ref(), x, copies, &inner),
+                None => copies.element(None, "copy", span).and_then(|name| self.seq(body, x, &mut Scope::indexed(name), &inner)),
             };
+            self.repeats.pop();
+            x = out?;
+            if copy == 0 {
+                // Every copy makes as many nodes as the first: refuse now what the rest would cross.
+                let each = self.g.node_count() - before;
+                let total = before + n * each;
+                if total > MAX_NODES {
+                    let d = Diagnostic::error(format!(
+                        "too many nodes: this repeat would bring the network to {} nodes, more than the {} incc accepts",
+                        thousands(total as u64),
+                        thousands(MAX_NODES as u64)
+                    ))
+                    .at(span, format!("{n} copies of {} node{} each", thousands(each as u64), if each == 1 { "" } else { "s" }));
+                    return Err(self.too_many_nodes(d));
+                }
+            }
         }
         Ok(x)
     }

@@ -1,5 +1,6 @@
 //! The syntax tree of one `.inc` file. Every node keeps its span; nothing is evaluated yet.
 
+pub use super::keywords::{BinOp, LayerKind, OptionName, Type};
 use crate::source::{FileId, Span};
 
 #[derive(Clone, Debug)]
@@ -37,25 +38,6 @@ pub struct Def {
     pub params: Vec<Param>,
     pub body: Vec<Stmt>,
     pub span: Span,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Type {
-    Int,
-    Float,
-    Bool,
-    Str,
-}
-
-impl Type {
-    pub fn name(self) -> &'static str {
-        match self {
-            Type::Int => "int",
-            Type::Float => "float",
-            Type::Bool => "bool",
-            Type::Str => "str",
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -111,39 +93,6 @@ pub struct Arg {
     pub span: Span,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LayerKind {
-    Input,
-    Conv,
-    MaxPool,
-    AvgPool,
-    GlobalAvgPool,
-    GlobalMaxPool,
-    Dropout,
-    Fc,
-    Flatten,
-    Softmax,
-    Relu,
-}
-
-impl LayerKind {
-    pub fn keyword(self) -> &'static str {
-        match self {
-            LayerKind::Input => "input",
-            LayerKind::Conv => "conv",
-            LayerKind::MaxPool => "maxpool",
-            LayerKind::AvgPool => "avgpool",
-            LayerKind::GlobalAvgPool => "global avgpool",
-            LayerKind::GlobalMaxPool => "global maxpool",
-            LayerKind::Dropout => "dropout",
-            LayerKind::Fc => "fc",
-            LayerKind::Flatten => "flatten",
-            LayerKind::Softmax => "softmax",
-            LayerKind::Relu => "relu",
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Layer {
     pub kind: LayerKind,
@@ -160,36 +109,8 @@ pub enum OptionKind {
     Stride(Vec<Expr>),
     Pad(Vec<Expr>),
     Bn(Vec<Arg>),
-    Flag(Flag),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flag {
-    Valid,
-    Same,
-    Bias,
-    NoBias,
-    NoBn,
-    Relu,
-    Linear,
-    IncludePad,
-    ExcludePad,
-}
-
-impl Flag {
-    pub fn keyword(self) -> &'static str {
-        match self {
-            Flag::Valid => "valid",
-            Flag::Same => "same",
-            Flag::Bias => "bias",
-            Flag::NoBias => "nobias",
-            Flag::NoBn => "nobn",
-            Flag::Relu => "relu",
-            Flag::Linear => "linear",
-            Flag::IncludePad => "include_pad",
-            Flag::ExcludePad => "exclude_pad",
-        }
-    }
+    /// An option without a value (`OptionName::is_flag`).
+    Flag(OptionName),
 }
 
 #[derive(Clone, Debug)]
@@ -199,13 +120,12 @@ pub struct LayerOption {
 }
 
 impl LayerOption {
-    /// The option's keyword, as written.
-    pub fn keyword(&self) -> &'static str {
+    pub fn name(&self) -> OptionName {
         match &self.kind {
-            OptionKind::Stride(_) => "stride",
-            OptionKind::Pad(_) => "pad",
-            OptionKind::Bn(_) => "bn",
-            OptionKind::Flag(f) => f.keyword(),
+            OptionKind::Stride(_) => OptionName::Stride,
+            OptionKind::Pad(_) => OptionName::Pad,
+            OptionKind::Bn(_) => OptionName::Bn,
+            OptionKind::Flag(flag) => *flag,
         }
     }
 }
@@ -225,13 +145,4 @@ pub enum ExprKind {
     Var(String),
     Neg(Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BinOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Rem,
 }

@@ -1,5 +1,7 @@
-//! The front end: `.inc` text -> AST with spans (pest grammar in `grammar/incc.pest`).
+//! The front end: `.inc` text -> AST with spans (pest grammar in `grammar/incc.pest`, keywords in
+//! `keywords`).
 
 pub mod ast;
+pub mod keywords;
 pub mod load;
 pub mod parse;

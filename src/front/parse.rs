@@ -108,21 +108,20 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
                 .note(format!("at most {MAX_NESTING} levels of braces and parentheses are allowed"));
         }
     };
-    let mut names: Vec<&str> = positives.iter().map(|r| rule_name(*r)).collect();
+    let mut names: Vec<String> = positives.iter().map(|r| rule_name(*r)).collect();
     names.sort();
     names.dedup();
-    let expected = closers(text, start).into_iter().chain(names).collect::<Vec<_>>().join(", ");
+    let expected = closers(text, start).into_iter().map(String::from).chain(names).collect::<Vec<_>>().join(", ");
     let d = Diagnostic::error(format!("syntax error: expected {expected}; found {found}")).at(span, format!("expected {expected}"));
     // `pool 3x3`: a name that is not a layer reads as a block call, which then cannot take sizes.
     let word = text[..start].trim_end_matches([' ', '\t']);
     let word = &word[word.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1)..];
     if positives.contains(&Rule::args) && !word.is_empty() && IncParser::parse(Rule::keyword, word).is_err() {
-        return d.note(format!("`{word}` is not a layer (the layers are {}), so it reads as a block whose arguments go in parentheses", LAYERS.join(", ")));
+        let layers = LayerKind::keywords().join(", ");
+        return d.note(format!("`{word}` is not a layer (the layers are {layers}), so it reads as a block whose arguments go in parentheses"));
     }
     d
 }
-
-const LAYERS: &[&str] = &["input", "conv", "maxpool", "avgpool", "global avgpool", "global maxpool", "dropout", "fc", "flatten", "softmax", "relu"];
 
 /// The closing brackets that the grammar accepts at `pos`, which pest leaves out of its list (it
 /// names rules, not literal tokens): those with which the parser gets past `pos`. None after a
@@ -144,8 +143,9 @@ fn closers(text: &str, pos: usize) -> Vec<&'static str> {
         .collect()
 }
 
-fn rule_name(rule: Rule) -> &'static str {
-    match rule {
+/// What a rule stands for, in an error's "expected ..." list.
+fn rule_name(rule: Rule) -> String {
+    let name = match rule {
         Rule::EOI => "end of file",
         Rule::file
         | Rule::item
@@ -159,13 +159,17 @@ fn rule_name(rule: Rule) -> &'static str {
         | Rule::kw_network => "`import`, `defaults`, `block` or `network`",
         Rule::ident | Rule::label | Rule::word | Rule::arg_name => "a name",
         Rule::params | Rule::param => "a parameter list `(name: type = default, ...)`",
-        Rule::type_name => "a type (int, float, bool or str)",
+        Rule::type_name => return format!("a type ({})", or_list(&Type::keywords())),
         Rule::body | Rule::branches => "`{`",
         Rule::stmt
         | Rule::element
         | Rule::primary
         | Rule::layer
         | Rule::layer_kind
+        | Rule::layer_word
+        | Rule::pool_word
+        | Rule::global_pool
+        | Rule::kw_global
         | Rule::call
         | Rule::concat
         | Rule::residual
@@ -174,22 +178,11 @@ fn rule_name(rule: Rule) -> &'static str {
         | Rule::kw_concat
         | Rule::kw_residual
         | Rule::kw_repeat
-        | Rule::kw_conv
-        | Rule::kw_maxpool
-        | Rule::kw_avgpool
-        | Rule::kw_global
-        | Rule::kw_dropout
-        | Rule::kw_fc
-        | Rule::kw_flatten
-        | Rule::kw_softmax
-        | Rule::kw_relu
-        | Rule::kw_input
-        | Rule::global_pool
         | Rule::inline
         | Rule::kw_inline => "a layer, a block call, `concat`, `residual` or `repeat`",
         Rule::dims => "sizes such as `3x3`",
         Rule::option | Rule::opt_stride | Rule::opt_pad | Rule::opt_bn | Rule::flag | Rule::kw_stride | Rule::kw_pad | Rule::kw_bn => {
-            "a layer option (stride, pad, valid, same, bias, nobias, bn, nobn, relu, linear, include_pad, exclude_pad)"
+            return format!("a layer option ({})", OptionName::keywords().join(", "));
         }
         Rule::args | Rule::arg => "arguments `(name = value, ...)`",
         Rule::expr | Rule::term | Rule::unary | Rule::atom | Rule::int | Rule::float | Rule::boolean | Rule::var | Rule::neg | Rule::pair | Rule::tuple => {
@@ -198,8 +191,22 @@ fn rule_name(rule: Rule) -> &'static str {
         Rule::add_op | Rule::mul_op => "an operator",
         Rule::string | Rule::string_text => "a string in double quotes",
         Rule::default_rule => "a default rule `layer: option, ...`",
+        Rule::colon => "`:`",
         Rule::keyword => "a keyword",
-        _ => "something else",
+        // Silent rules (`_{ ... }`), which pest never reports; named for completeness.
+        Rule::WHITESPACE | Rule::COMMENT => "a space or a comment",
+        Rule::nl | Rule::sep => "a new line",
+        Rule::ident_char => "a letter, a digit or `_`",
+    };
+    name.to_string()
+}
+
+/// `a, b or c`.
+fn or_list(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [only] => only.to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
     }
 }
 
@@ -235,7 +242,7 @@ impl Cx {
         let mut it = p.into_inner();
         let kind_pair = it.next().expect("default rule has a layer kind");
         let kind_span = self.span(&kind_pair);
-        DefaultRule { kind: layer_kind(kind_pair), kind_span, options: it.map(|o| self.option(o)).collect() }
+        DefaultRule { kind: layer_kind(kind_pair), kind_span, options: it.skip(1).map(|o| self.option(o)).collect() }
     }
 
     fn def(&self, p: Pair<Rule>) -> Def {
@@ -258,12 +265,7 @@ impl Cx {
         let mut it = p.into_inner();
         let name = self.ident(it.next().expect("param name"));
         let ty_pair = it.next().expect("param type");
-        let ty = match ty_pair.as_str() {
-            "int" => Type::Int,
-            "float" => Type::Float,
-            "bool" => Type::Bool,
-            _ => Type::Str,
-        };
+        let ty = from_table(Type::from_keyword, ty_pair.as_str());
         Param { name, ty, ty_span: self.span(&ty_pair), default: it.next().map(|e| self.expr(e)) }
     }
 
@@ -372,17 +374,7 @@ impl Cx {
             Rule::opt_stride => OptionKind::Stride(self.pair(inner.into_inner().nth(1).expect("stride value"))),
             Rule::opt_pad => OptionKind::Pad(self.pair(inner.into_inner().nth(1).expect("pad value"))),
             Rule::opt_bn => OptionKind::Bn(inner.into_inner().nth(1).map(|a| self.args(a)).unwrap_or_default()),
-            Rule::flag => OptionKind::Flag(match inner.as_str() {
-                "valid" => Flag::Valid,
-                "same" => Flag::Same,
-                "bias" => Flag::Bias,
-                "nobias" => Flag::NoBias,
-                "nobn" => Flag::NoBn,
-                "relu" => Flag::Relu,
-                "linear" => Flag::Linear,
-                "include_pad" => Flag::IncludePad,
-                _ => Flag::ExcludePad,
-            }),
+            Rule::flag => OptionKind::Flag(from_table(OptionName::from_keyword, inner.as_str())),
             r => unreachable!("option rule {r:?}"),
         };
         LayerOption { kind, span }
@@ -403,8 +395,8 @@ impl Cx {
         let mut lhs = self.term(it.next().expect("expr term"));
         while let Some(op) = it.next() {
             let rhs = self.term(it.next().expect("expr rhs"));
-            let op = if op.as_str() == "+" { BinOp::Add } else { BinOp::Sub };
-            lhs = binary(op, lhs, rhs);
+            // `-` looks past spaces for a `>` (an arrow is no minus), which leaves them in the pair.
+            lhs = binary(from_table(BinOp::from_keyword, op.as_str().trim_end()), lhs, rhs);
         }
         lhs
     }
@@ -414,12 +406,7 @@ impl Cx {
         let mut lhs = self.unary(it.next().expect("term unary"));
         while let Some(op) = it.next() {
             let rhs = self.unary(it.next().expect("term rhs"));
-            let op = match op.as_str() {
-                "*" => BinOp::Mul,
-                "/" => BinOp::Div,
-                _ => BinOp::Rem,
-            };
-            lhs = binary(op, lhs, rhs);
+            lhs = binary(from_table(BinOp::from_keyword, op.as_str()), lhs, rhs);
         }
         lhs
     }
@@ -458,24 +445,146 @@ fn binary(op: BinOp, lhs: Expr, rhs: Expr) -> Expr {
     Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span }
 }
 
+/// The layer kind that a `layer_kind` pair spells. `global avgpool` may have any spaces or a comment
+/// between its words; the table spells it with one space.
 fn layer_kind(p: Pair<Rule>) -> LayerKind {
-    let inner = p.into_inner().next().expect("layer kind keyword");
-    match inner.as_rule() {
-        Rule::global_pool => {
-            if inner.as_str().ends_with("avgpool") {
-                LayerKind::GlobalAvgPool
-            } else {
-                LayerKind::GlobalMaxPool
+    let words: Vec<&str> = p.into_inner().flatten().filter(|w| w.clone().into_inner().next().is_none()).map(|w| w.as_str()).collect();
+    from_table(LayerKind::from_keyword, &words.join(" "))
+}
+
+/// The row of a keyword table that `keyword` names. The grammar spells exactly the tables'
+/// keywords (test `the_grammar_spells_the_tables`), so every keyword it accepts has a row.
+fn from_table<T>(row: fn(&str) -> Option<T>, keyword: &str) -> T {
+    row(keyword).unwrap_or_else(|| unreachable!("the grammar accepts `{keyword}`, which has no row in its keyword table"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Whether `rule` parses all of `text`.
+    fn accepts(rule: Rule, text: &str) -> bool {
+        IncParser::parse(rule, text).is_ok_and(|pairs| pairs.as_str() == text)
+    }
+
+    /// The grammar's double-quoted literals, outside its comments.
+    fn grammar_literals() -> BTreeSet<String> {
+        let grammar = include_str!("../../grammar/incc.pest");
+        let mut literals = BTreeSet::new();
+        for line in grammar.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            let (mut literal, mut inside, mut escaped) = (String::new(), false, false);
+            for c in line.chars() {
+                match (inside, escaped, c) {
+                    (false, _, '"') => inside = true,
+                    (false, _, _) => {}
+                    (true, false, '\\') => escaped = true,
+                    (true, false, '"') => {
+                        literals.insert(std::mem::take(&mut literal));
+                        inside = false;
+                    }
+                    (true, _, c) => {
+                        literal.push(c);
+                        escaped = false;
+                    }
+                }
             }
         }
-        Rule::kw_conv => LayerKind::Conv,
-        Rule::kw_maxpool => LayerKind::MaxPool,
-        Rule::kw_avgpool => LayerKind::AvgPool,
-        Rule::kw_dropout => LayerKind::Dropout,
-        Rule::kw_fc => LayerKind::Fc,
-        Rule::kw_flatten => LayerKind::Flatten,
-        Rule::kw_softmax => LayerKind::Softmax,
-        Rule::kw_relu => LayerKind::Relu,
-        _ => LayerKind::Input,
+        literals
+    }
+
+    fn set<'a>(words: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+        words.into_iter().map(String::from).collect()
+    }
+
+    /// The candidates that `rule` parses completely.
+    fn spelled(rule: Rule, candidates: &BTreeSet<String>) -> BTreeSet<String> {
+        candidates.iter().filter(|c| accepts(rule, c)).cloned().collect()
+    }
+
+    /// Every word the grammar spells is among its literals, so trying them all (and pairs of them,
+    /// for `global avgpool`) finds every keyword a rule accepts, including one a table lacks.
+    #[test]
+    fn the_grammar_spells_the_tables() {
+        let literals = grammar_literals();
+        let words: BTreeSet<String> = literals.iter().filter(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).cloned().collect();
+        assert!(words.contains("conv") && words.contains("exclude_pad") && words.contains("network"), "{words:?}");
+        let phrases: BTreeSet<String> = words.iter().flat_map(|a| words.iter().map(move |b| format!("{a} {b}"))).chain(words.iter().cloned()).collect();
+
+        assert_eq!(spelled(Rule::layer_kind, &phrases), set(LayerKind::keywords()));
+        let options: BTreeSet<String> = words.iter().filter(|w| accepts(Rule::option, w) || accepts(Rule::option, &format!("{w} 1"))).cloned().collect();
+        assert_eq!(options, set(OptionName::keywords()));
+        assert_eq!(spelled(Rule::flag, &words), set(OptionName::ALL.iter().filter(|o| o.is_flag()).map(|o| o.keyword())));
+        assert_eq!(spelled(Rule::type_name, &words), set(Type::keywords()));
+        let operators: BTreeSet<String> = spelled(Rule::add_op, &literals).union(&spelled(Rule::mul_op, &literals)).cloned().collect();
+        assert_eq!(operators, set(BinOp::keywords()));
+    }
+
+    #[test]
+    fn lists_read_as_prose() {
+        assert_eq!(or_list(&[]), "");
+        assert_eq!(or_list(&["int"]), "int");
+        assert_eq!(rule_name(Rule::type_name), "a type (int, float, bool or str)");
+    }
+
+    #[test]
+    fn every_layer_and_option_word_is_a_keyword_and_no_name() {
+        let words = LayerKind::keywords().into_iter().chain(OptionName::keywords()).flat_map(|k| k.split(' '));
+        for word in words {
+            assert!(accepts(Rule::keyword, word), "`{word}` is no keyword");
+            assert!(!accepts(Rule::ident, word), "`{word}` is a name");
+            assert!(accepts(Rule::label, word), "`{word}` cannot label a layer");
+            assert!(accepts(Rule::ident, &format!("{word}_1")), "`{word}_1` is no name");
+        }
+        // Type names are not reserved: a parameter may be called `str`.
+        for ty in Type::keywords() {
+            assert!(accepts(Rule::ident, ty), "`{ty}`");
+        }
+    }
+
+    /// The first layer of `network n { LINE }`.
+    fn layer(line: &str) -> Layer {
+        let file = parse(FileId(0), &format!("network n {{\n  {line}\n}}\n")).unwrap_or_else(|d| panic!("`{line}`: {d:?}"));
+        let Some(Item::Network(def)) = file.items.into_iter().next() else { panic!("`{line}`: no network") };
+        let Some(ElementKind::Layer(layer)) = def.body.into_iter().next().and_then(|s| s.elements.into_iter().next()).map(|e| e.kind) else {
+            panic!("`{line}` is no layer")
+        };
+        layer
+    }
+
+    #[test]
+    fn every_layer_kind_parses_to_its_row() {
+        for &kind in LayerKind::ALL {
+            assert_eq!(layer(kind.keyword()).kind, kind);
+        }
+        assert_eq!(layer("global /* spaces and comments */  maxpool").kind, LayerKind::GlobalMaxPool);
+    }
+
+    #[test]
+    fn every_option_parses_to_its_row() {
+        for &option in OptionName::ALL {
+            let line = if option.is_flag() || option == OptionName::Bn { format!("conv {}", option.keyword()) } else { format!("conv {} 2", option.keyword()) };
+            let options = layer(&line).options;
+            assert_eq!(options.iter().map(LayerOption::name).collect::<Vec<_>>(), [option], "`{line}`");
+        }
+    }
+
+    #[test]
+    fn every_type_parses_to_its_row() {
+        for &ty in Type::ALL {
+            let text = format!("block b(x: {}) {{\n  relu\n}}\n", ty.keyword());
+            let file = parse(FileId(0), &text).unwrap_or_else(|d| panic!("{text}: {d:?}"));
+            let Some(Item::Block(def)) = file.items.first() else { panic!("{text}: no block") };
+            assert_eq!(def.params[0].ty, ty);
+        }
+    }
+
+    #[test]
+    fn every_operator_parses_to_its_row() {
+        for &op in BinOp::ALL {
+            let line = format!("dropout 1 {} 2", op.keyword());
+            let value = layer(&line).value.unwrap_or_else(|| panic!("`{line}` has no value"));
+            assert!(matches!(value.kind, ExprKind::Binary(parsed, _, _) if parsed == op), "`{line}`: {value:?}");
+        }
     }
 }

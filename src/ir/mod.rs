@@ -7,6 +7,7 @@
 //! `Graph::inputs(n)` is ordered by slot.
 
 pub mod dot;
+pub mod lower;
 pub mod ops;
 pub mod text;
 
@@ -15,13 +16,35 @@ use ops::Op;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
+use std::collections::HashMap;
 use std::fmt;
+
+/// The sizes a graph may reach, refused with a located error where they are crossed (nodes by
+/// elaboration, tensors and parameters by `infer-shapes`), so that no figure derived from a graph
+/// (shapes, parameter counts, costs) overflows and no command allocates absurd amounts. Each is far
+/// above the networks in archs/ (at most 822 nodes, 56 M parameters, 1.4 M elements per tensor).
+/// Nodes: 1 M, some 1,200x the largest network; about 1 GB of IR at the bound (390 k nodes of
+/// convs take 330 MB to check, 500 MB for the cost report).
+pub const MAX_NODES: usize = 1_000_000;
+/// Elements of one per-example tensor, activation or parameter: 2^31, what 32-bit indices (ONNX
+/// Runtime and CUDA kernels) address; 8 GiB as float32.
+pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 31;
+/// Parameters and buffers of a network together: 2^30, 4 GiB as float32 (weights are allocated
+/// whole, and training holds several copies). With the tensor bound it keeps every per-example
+/// cost below 2^63: multiply-adds <= parameters x output positions <= 2^30 x 2^31.
+pub const MAX_PARAMETERS: u64 = 1 << 30;
+
+/// The number of elements of a tensor of `dims`, or `None` past `u64`.
+pub fn checked_elements(dims: &[usize]) -> Option<u64> {
+    dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+}
 
 /// A per-example tensor shape; the batch dimension `N` is symbolic and not stored.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Shape(pub Vec<usize>);
 
 impl Shape {
+    /// Bounded by `MAX_TENSOR_ELEMENTS` once `infer-shapes` ran.
     pub fn numel(&self) -> u64 {
         self.0.iter().map(|&d| d as u64).product()
     }
@@ -90,6 +113,12 @@ pub struct Frame {
     pub io: Option<(NodeIndex, NodeIndex)>,
 }
 
+/// The name of a node's parameter, buffer or step input: `<node>.<suffix>` (`features.0.conv.weight`,
+/// `dropout.mask`).
+pub fn param_name(node: &str, suffix: &str) -> String {
+    format!("{node}.{suffix}")
+}
+
 /// A trainable parameter or a buffer (running statistics) of one node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamSpec {
@@ -156,7 +185,7 @@ impl Graph {
     pub fn params(&self, n: NodeIndex) -> Vec<(String, ParamSpec)> {
         let shapes = self.input_shapes(n);
         let node = &self.g[n];
-        node.op.rule().params(&shapes, self.shape(n)).into_iter().map(|p| (format!("{}.{}", node.name, p.suffix), p)).collect()
+        node.op.rule().params(&shapes, self.shape(n)).into_iter().map(|p| (param_name(&node.name, p.suffix), p)).collect()
     }
 
     /// A canonical topological order that depends only on the graph's structure: depth first
@@ -203,8 +232,9 @@ impl Graph {
         FrameId(self.frames.len() - 1)
     }
 
-    /// Makes everything that reads `old` read `new` instead: consumers, the graph output, block
-    /// inputs and outputs, and residual marks (a rewrite that replaces a value calls this once).
+    /// Makes the consumers of `old`, and the graph output, read `new` instead. Block ends and
+    /// residual marks follow with `replace_ends`, once for a whole rewrite: visiting every frame
+    /// and node at each replacement would make rewriting every block quadratic.
     pub fn replace_uses(&mut self, old: NodeIndex, new: NodeIndex) {
         for (user, slot) in self.users(old) {
             if user == new {
@@ -217,18 +247,28 @@ impl Graph {
         if self.output == old {
             self.output = new;
         }
+    }
+
+    /// After `replace_uses`: block inputs and outputs, and residual marks, that name a replaced
+    /// node (a key of `replaced`) name its replacement (never itself replaced).
+    pub fn replace_ends(&mut self, replaced: &HashMap<NodeIndex, NodeIndex>) {
+        if replaced.is_empty() {
+            return;
+        }
+        let by = |n: &mut NodeIndex| {
+            if let Some(&new) = replaced.get(n) {
+                *n = new;
+            }
+        };
         for f in &mut self.frames {
             if let Some((i, o)) = &mut f.io {
-                for end in [i, o] {
-                    if *end == old {
-                        *end = new;
-                    }
-                }
+                by(i);
+                by(o);
             }
         }
-        for n in self.g.node_indices().collect::<Vec<_>>() {
-            if let Some(mark) = self.g[n].residual.as_mut().filter(|m| m.input == old) {
-                mark.input = new;
+        for node in self.g.node_weights_mut() {
+            if let Some(mark) = &mut node.residual {
+                by(&mut mark.input);
             }
         }
     }

@@ -1,23 +1,22 @@
-//! IR -> ONNX. Every IR node becomes the nodes its op's `lower` writes, named by the node's source
-//! path with its `file:line` in doc_string; parameters become initializers named by the compiler's
-//! hierarchical names; every value gets a value_info with its shape and a symbolic batch `N`.
+//! IR -> ONNX inference graph: the forward lowering (`forward`, inference mode) plus the model
+//! around it: parameters become initializers named by the compiler's hierarchical names, every
+//! value gets a value_info with its shape and a symbolic batch `N`.
 //!
 //! The parameters' values are not copied into the model: their initializers carry names, types and
 //! shapes only, and [`encode`] and [`write`] take the values from the weights as they write (a
 //! model is never held twice: inception_resnet_v2's 224 MB are written straight from the weights).
 
-use super::lower::{LowerAt, Lowering};
+use super::convert::protos;
+use super::forward::{self, Mode, LOGITS, PROBABILITIES};
 use super::proto::tensor_proto::{DataLocation, DataType};
 use super::proto::tensor_shape_proto::{dimension, Dimension};
 use super::proto::type_proto::{self, Value as TypeValue};
 use super::proto::*;
-use crate::ir::ops::Op;
+use crate::ir::lower::{Lowering, IMAGES};
 use crate::ir::Graph;
 use crate::source::SourceMap;
 use crate::weights::{bytemuck_f32, Weights};
-use petgraph::stable_graph::NodeIndex;
 use prost::Message;
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -44,83 +43,39 @@ pub fn emit(graph: &Graph, weights: &Weights, sources: &SourceMap, options: &Emi
 fn emit_with(graph: &Graph, weights: Option<&Weights>, sources: &SourceMap, options: &EmitOptions) -> Result<ModelProto, String> {
     let batch = options.batch;
     let value_info = |name: &str, dims: &[usize]| value_info(name, dims, batch, DataType::Float);
+    let mut cx = Lowering::default();
+    let forward = forward::lower(graph, Mode::Inference, &mut cx)?;
 
-    // The network's outputs: `logits`, and `probabilities` when it ends in a softmax.
-    let last = graph.output;
-    let (logits, probabilities) = match graph.node(last).op {
-        Op::Softmax(_) => (graph.inputs(last)[0], Some(last)),
-        _ => (last, None),
-    };
-    if logits == graph.input {
-        return Err("the network has no layers: its output is its input".into());
-    }
-    let mut names: HashMap<NodeIndex, String> = HashMap::new();
-    for n in graph.order() {
-        let name = if n == graph.input {
-            "images".to_string()
-        } else if n == logits {
-            "logits".to_string()
-        } else if Some(n) == probabilities {
-            "probabilities".to_string()
-        } else {
-            graph.node(n).name.clone()
-        };
-        names.insert(n, name);
-    }
-
-    let mut lowering = Lowering::default();
-    let mut values = vec![];
     let mut initializers = vec![];
     let mut param_inputs = vec![];
-    for n in graph.order() {
-        let node = graph.node(n);
-        if n == graph.input {
+    for (name, spec) in forward.order.iter().flat_map(|&n| graph.params(n)) {
+        let Some(weights) = weights else {
+            param_inputs.push(plain_value_info(&name, &spec.shape));
             continue;
-        }
-        let first = lowering.nodes.len();
-        let at = LowerAt {
-            name: &node.name,
-            inputs: graph.inputs(n).iter().map(|i| names[i].clone()).collect(),
-            output: names[&n].clone(),
-            input_shapes: graph.input_shapes(n),
         };
-        node.op.rule().lower(&mut lowering, &at);
-        let location = sources.location(node.span);
-        for onnx_node in &mut lowering.nodes[first..] {
-            onnx_node.doc_string = location.clone();
+        let tensor = weights.tensors.get(&name).ok_or_else(|| format!("no value for parameter `{name}`"))?;
+        if tensor.shape != spec.shape {
+            return Err(format!("parameter `{name}` has shape {:?}, the graph needs {:?}", tensor.shape, spec.shape));
         }
-        if n != logits && Some(n) != probabilities {
-            values.push(value_info(&names[&n], &graph.shape(n).0));
-        }
-        for (name, spec) in graph.params(n) {
-            let Some(weights) = weights else {
-                param_inputs.push(plain_value_info(&name, &spec.shape));
-                continue;
-            };
-            let tensor = weights.tensors.get(&name).ok_or_else(|| format!("no value for parameter `{name}`"))?;
-            if tensor.shape != spec.shape {
-                return Err(format!("parameter `{name}` has shape {:?}, the graph needs {:?}", tensor.shape, spec.shape));
-            }
-            initializers.push(TensorProto {
-                name,
-                dims: tensor.shape.iter().map(|&d| d as i64).collect(),
-                data_type: DataType::Float as i32,
-                ..TensorProto::default()
-            });
-        }
+        initializers.push(TensorProto {
+            name,
+            dims: tensor.shape.iter().map(|&d| d as i64).collect(),
+            data_type: DataType::Float as i32,
+            ..TensorProto::default()
+        });
     }
-    values.extend(lowering.intermediates.iter().map(|(name, dims)| value_info(name, dims)));
-    initializers.extend(lowering.constants);
-
-    let mut outputs = vec![value_info("logits", &graph.shape(logits).0)];
-    if let Some(p) = probabilities {
-        outputs.push(value_info("probabilities", &graph.shape(p).0));
+    let values = forward.values.iter().chain(&cx.intermediates).map(|(name, dims)| value_info(name, dims)).collect();
+    let mut outputs = vec![value_info(LOGITS, &graph.shape(forward.outputs.logits).0)];
+    if let Some(p) = forward.outputs.probabilities {
+        outputs.push(value_info(PROBABILITIES, &graph.shape(p).0));
     }
+    let (nodes, constants) = protos(cx, sources);
+    initializers.extend(constants);
     let graph_proto = GraphProto {
         name: graph.name.clone(),
-        node: lowering.nodes,
+        node: nodes,
         initializer: initializers,
-        input: std::iter::once(value_info("images", &graph.shape(graph.input).0)).chain(param_inputs).collect(),
+        input: std::iter::once(value_info(IMAGES, &graph.shape(graph.input).0)).chain(param_inputs).collect(),
         output: outputs,
         value_info: values,
         doc_string: format!("network {} compiled by incc", graph.name),
@@ -201,7 +156,8 @@ pub fn encode(model: &ModelProto, weights: Option<&Weights>) -> std::io::Result<
 pub fn write(model: &ModelProto, weights: Option<&Weights>, path: &Path, threshold: usize) -> std::io::Result<()> {
     let inline = Plan::new(model, weights, None)?;
     if inline.data_bytes <= threshold {
-        return crate::fsutil::write_atomic_with(path, |w| inline.write_model(w));
+        crate::fsutil::write_atomic_with(path, |w| inline.write_model(w))?;
+        return remove_side_file(path);
     }
     let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
     let data_name = format!("{file_name}.data");
@@ -405,4 +361,15 @@ fn fields_up_to(mut message: &[u8], field: u32) -> usize {
         message = &message[skip..];
     }
     total
+}
+
+/// Removes `<file>.data` beside a model written without one: the values of a larger model written
+/// there before, which belong to no file any more.
+fn remove_side_file(path: &Path) -> std::io::Result<()> {
+    let Some(name) = path.file_name() else { return Ok(()) };
+    let side = path.with_file_name(format!("{}.data", name.to_string_lossy()));
+    match std::fs::symlink_metadata(&side) {
+        Ok(meta) if meta.is_file() => std::fs::remove_file(side),
+        _ => Ok(()),
+    }
 }

@@ -6,6 +6,7 @@
 use crate::ir::ops::Op;
 use crate::ir::Graph;
 use crate::weights::{Tensor, Weights};
+use std::collections::HashMap;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fold {
@@ -18,6 +19,7 @@ pub struct Fold {
 /// Folds every batch norm that directly follows a conv read by nothing else.
 pub fn fold_graph(graph: &mut Graph) -> Vec<Fold> {
     let mut folds = vec![];
+    let mut replaced = HashMap::new();
     for bn in graph.order() {
         let Op::BatchNorm(norm) = &graph.node(bn).op else { continue };
         let eps = norm.eps;
@@ -30,8 +32,10 @@ pub fn fold_graph(graph: &mut Graph) -> Vec<Fold> {
         folds.push(Fold { conv: conv_name, bn: bn_name, eps, conv_had_bias: c.bias });
         c.bias = true;
         graph.replace_uses(bn, conv);
+        replaced.insert(bn, conv);
         graph.g.remove_node(bn);
     }
+    graph.replace_ends(&replaced);
     folds
 }
 

@@ -1,10 +1,12 @@
 //! `incc flops`: parameters, multiply-adds and activations per layer (or per block at a depth),
 //! with totals, under a named counting convention.
 
+use super::params::node_elements;
+use crate::diag::{thousands, Diagnostic};
 use crate::ir::ops::Op;
 use crate::ir::{FrameId, FrameKind, Graph};
+use petgraph::stable_graph::NodeIndex;
 use serde::Serialize;
-use std::collections::HashMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -71,27 +73,37 @@ pub struct Report {
 
 /// Builds the report. `depth` None: one row per source layer; Some(d): rows for the frames d levels
 /// down (top-level elements at 1), deeper frames folded into them.
-pub fn report(graph: &Graph, convention: Convention, depth: Option<usize>, batch: u64) -> Report {
+pub fn report(graph: &Graph, convention: Convention, depth: Option<usize>, batch: u64) -> Result<Report, Diagnostic> {
     report_with(graph, convention, depth, batch, false)
 }
 
 /// As `report`; with `train`, the multiply-adds of a whole training step: forward plus backward
 /// (each op's `backward_macs`; the image input needs no gradient).
-pub fn report_with(graph: &Graph, convention: Convention, depth: Option<usize>, batch: u64, train: bool) -> Report {
+///
+/// Linear in the graph's size. Per example no figure can overflow (the bounds of `ir::MAX_*` keep
+/// each below 2^63); for a batch, a figure past `u64` is an error at the layer where it crosses.
+pub fn report_with(graph: &Graph, convention: Convention, depth: Option<usize>, batch: u64, train: bool) -> Result<Report, Diagnostic> {
+    let frames = FrameContents::of(graph);
     let mut rows: Vec<Row> = vec![];
-    let mut row_of: HashMap<FrameId, usize> = HashMap::new();
+    // Per frame, its row; per row, the last node seen (its output, unless the frame is a block).
+    let mut row_of: Vec<Option<usize>> = vec![None; graph.frames.len()];
+    let mut last = vec![];
     let mut totals = Totals { params: 0, params_without_bn: 0, buffers: 0, conv_layers: 0, macs: 0, flops: 0, conv_fc_macs: 0, fvcore: 0, activations: 0 };
     for n in graph.order() {
         let node = graph.node(n);
-        let chain = graph.frame_chain(node.frame);
         let key = match depth {
-            Some(d) if d >= 1 && d <= chain.len() => chain[d - 1],
-            _ => *chain.last().expect("a node has a frame"),
+            Some(d) if d >= 1 => {
+                let chain = graph.frame_chain(node.frame);
+                chain.get(d - 1).copied().unwrap_or(node.frame)
+            }
+            _ => node.frame,
         };
-        let idx = *row_of.entry(key).or_insert_with(|| {
-            rows.push(Row { name: graph.frame(key).path.clone(), op: frame_op(graph, key), output: String::new(), params: 0, macs: 0, activations: 0 });
+        let idx = *row_of[key.0].get_or_insert_with(|| {
+            rows.push(Row { name: graph.frame(key).path.clone(), op: frames.op(graph, key), output: String::new(), params: 0, macs: 0, activations: 0 });
+            last.push(n);
             rows.len() - 1
         });
+        last[idx] = n;
         let shapes = graph.input_shapes(n);
         let out = graph.shape(n);
         let mut cost = node.op.rule().cost(&shapes, out);
@@ -101,39 +113,44 @@ pub fn report_with(graph: &Graph, convention: Convention, depth: Option<usize>, 
             cost.macs += backward;
             cost.fvcore += backward;
         }
-        let params: u64 = graph.params(n).iter().filter(|(_, p)| p.role.is_trainable()).map(|(_, p)| p.shape.iter().map(|&d| d as u64).product::<u64>()).sum();
-        let buffers: u64 =
-            graph.params(n).iter().filter(|(_, p)| !p.role.is_trainable()).map(|(_, p)| p.shape.iter().map(|&d| d as u64).product::<u64>()).sum();
-        let row = &mut rows[idx];
-        row.params += params;
+        let (params, buffers) = node_elements(graph, n, &shapes);
         let counted = match convention {
             Convention::Incc => cost.macs,
             Convention::Fvcore => cost.fvcore,
         };
-        row.macs += counted * batch;
-        row.activations += cost.activations * batch;
-        row.output = out.to_string();
-        totals.params += params;
-        totals.buffers += buffers;
-        if !matches!(node.op, Op::BatchNorm(_)) {
-            totals.params_without_bn += params;
+        let op = &node.op;
+        let added = (|| {
+            let (counted, activations) = (counted.checked_mul(batch)?, cost.activations.checked_mul(batch)?);
+            let row = &mut rows[idx];
+            row.params = row.params.checked_add(params)?;
+            row.macs = row.macs.checked_add(counted)?;
+            row.activations = row.activations.checked_add(activations)?;
+            let t = &mut totals;
+            t.params = t.params.checked_add(params)?;
+            t.buffers = t.buffers.checked_add(buffers)?;
+            if !matches!(op, Op::BatchNorm(_)) {
+                t.params_without_bn = t.params_without_bn.checked_add(params)?;
+            }
+            t.conv_layers += u64::from(matches!(op, Op::Conv(_)));
+            t.macs = t.macs.checked_add(counted)?;
+            t.flops = t.flops.checked_add(counted.checked_mul(2)?)?;
+            t.conv_fc_macs = t.conv_fc_macs.checked_add(cost.macs.checked_mul(batch)?)?;
+            t.fvcore = t.fvcore.checked_add(cost.fvcore.checked_mul(batch)?)?;
+            t.activations = t.activations.checked_add(activations)?;
+            Some(())
+        })();
+        if added.is_none() {
+            return Err(Diagnostic::error(format!("the cost of a batch of {batch} does not fit in 64 bits"))
+                .at(node.span, format!("the totals pass {} at `{}`", thousands(u64::MAX), node.name))
+                .note("the figures are exact 64-bit counts; a smaller batch fits"));
         }
-        if matches!(node.op, Op::Conv(_)) {
-            totals.conv_layers += 1;
-        }
-        totals.macs += counted * batch;
-        totals.conv_fc_macs += cost.macs * batch;
-        totals.fvcore += cost.fvcore * batch;
-        totals.activations += cost.activations * batch;
     }
     // A block's output is its last node, which the depth-first order may not visit last.
-    for (frame, &idx) in &row_of {
-        if let Some((_, out)) = graph.frame(*frame).io {
-            rows[idx].output = graph.shape(out).to_string();
-        }
+    for (frame, idx) in row_of.into_iter().enumerate().filter_map(|(f, idx)| Some((f, idx?))) {
+        let out = graph.frames[frame].io.map_or(last[idx], |(_, out)| out);
+        rows[idx].output = graph.shape(out).to_string();
     }
-    totals.flops = 2 * totals.macs;
-    Report {
+    Ok(Report {
         network: graph.name.clone(),
         input: graph.shape(graph.input).to_string(),
         batch,
@@ -143,58 +160,63 @@ pub fn report_with(graph: &Graph, convention: Convention, depth: Option<usize>, 
         depth,
         rows,
         totals,
-    }
+    })
 }
 
-fn frame_op(graph: &Graph, f: FrameId) -> String {
-    let frame = graph.frame(f);
-    match &frame.kind {
-        FrameKind::Block { block } => block.clone(),
-        FrameKind::Repeat { count } => {
-            let body = graph
-                .frames
-                .iter()
-                .find(|c| c.parent == Some(f))
-                .map(|c| match &c.kind {
-                    FrameKind::Block { block } => block.clone(),
-                    _ => "layers".to_string(),
-                })
-                .unwrap_or_default();
-            format!("{count} x {body}")
-        }
-        FrameKind::Layer => {
-            let ops: Vec<String> = graph
-                .g
-                .node_indices()
-                .filter(|&n| graph.node(n).frame == f)
-                .enumerate()
-                .map(|(i, n)| {
-                    // The layer's main op in full; what follows it (batch norm, relu) by kind.
-                    let rule = graph.node(n).op.rule();
-                    let d = rule.describe();
-                    if i > 0 || d.is_empty() {
-                        rule.kind().to_string()
-                    } else {
-                        format!("{} {d}", rule.kind())
-                    }
-                })
-                .collect();
-            ops.join(" + ")
-        }
-    }
+/// What each frame holds, gathered in one pass so that naming every row's op stays linear.
+struct FrameContents {
+    /// The nodes of each frame, in node index order.
+    nodes: Vec<Vec<NodeIndex>>,
+    /// The first frame directly inside each frame.
+    first_child: Vec<Option<FrameId>>,
 }
 
-/// 12,253,974,624
-pub fn thousands(v: u64) -> String {
-    let s = v.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
+impl FrameContents {
+    fn of(graph: &Graph) -> FrameContents {
+        let mut nodes = vec![vec![]; graph.frames.len()];
+        for n in graph.g.node_indices() {
+            nodes[graph.node(n).frame.0].push(n);
         }
-        out.push(c);
+        let mut first_child = vec![None; graph.frames.len()];
+        for (i, f) in graph.frames.iter().enumerate() {
+            if let Some(p) = f.parent {
+                first_child[p.0].get_or_insert(FrameId(i));
+            }
+        }
+        FrameContents { nodes, first_child }
     }
-    out
+
+    fn op(&self, graph: &Graph, f: FrameId) -> String {
+        match &graph.frame(f).kind {
+            FrameKind::Block { block } => block.clone(),
+            FrameKind::Repeat { count } => {
+                let body = self.first_child[f.0]
+                    .map(|c| match &graph.frame(c).kind {
+                        FrameKind::Block { block } => block.clone(),
+                        _ => "layers".to_string(),
+                    })
+                    .unwrap_or_default();
+                format!("{count} x {body}")
+            }
+            FrameKind::Layer => {
+                let ops: Vec<String> = self.nodes[f.0]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| {
+                        // The layer's main op in full; what follows it (batch norm, relu) by kind.
+                        let rule = graph.node(n).op.rule();
+                        let d = rule.describe();
+                        if i > 0 || d.is_empty() {
+                            rule.kind().to_string()
+                        } else {
+                            format!("{} {d}", rule.kind())
+                        }
+                    })
+                    .collect();
+                ops.join(" + ")
+            }
+        }
+    }
 }
 
 /// 12.25 G

@@ -78,7 +78,7 @@ pub fn bench_interleaved(models: &mut [&mut Model], input_chw_shape: [usize; 3],
     let mut results: Vec<Vec<BenchResult>> = models.iter().map(|_| Vec::with_capacity(cfg.batches.len())).collect();
     for &batch in &cfg.batches {
         let shape = [batch, c, h, w];
-        let inputs = models.iter().map(|m| input_tensor(m.image_input()?, synthetic_batch(shape, 0), shape)).collect::<Result<Vec<_>, _>>()?;
+        let inputs = models.iter().map(|m| input_tensor(m.image_input()?, synthetic_batch(shape, 0)?, shape)).collect::<Result<Vec<_>, _>>()?;
         let mut run_once = |i: usize| -> Result<Duration, RuntimeError> {
             let (name, tensor) = &inputs[i];
             let start = Instant::now();
@@ -117,7 +117,7 @@ pub fn bench_interleaved(models: &mut [&mut Model], input_chw_shape: [usize; 3],
 pub fn profile(model: &Model, input_chw_shape: [usize; 3], batch: usize, warmup: usize, runs: usize, files: &ProfileFiles) -> Result<Profile, RuntimeError> {
     let [c, h, w] = input_chw_shape;
     let shape = [batch, c, h, w];
-    let input = input_tensor(model.image_input()?, synthetic_batch(shape, 0), shape)?;
+    let input = input_tensor(model.image_input()?, synthetic_batch(shape, 0)?, shape)?;
     let mut session = model.profiling_twin(&files.ort_prefix())?;
     let ran = (0..warmup + runs).try_for_each(|_| run_tensor(&mut session, &input).map(drop));
     let written = end_profiling(&mut session)?;

@@ -6,7 +6,7 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use image::imageops::{self, FilterType};
-use image::{DynamicImage, GenericImageView, ImageBuffer, ImageError, ImageReader, Pixel, RgbImage};
+use image::{DynamicImage, GenericImageView, ImageBuffer, ImageError, ImageFormat, ImageReader, Pixel, RgbImage};
 
 use super::error::RuntimeError;
 use crate::rng::SplitMix64;
@@ -85,14 +85,111 @@ pub fn load_image(path: &Path, pre: &Preprocess) -> Result<Vec<f32>, RuntimeErro
 /// Reads and decodes a PNG or JPEG file.
 ///
 /// # Errors
-/// As [`load_image`].
+/// As [`load_image`]; also a JPEG cut short (the decoder would fill the missing part with grey),
+/// and an image whose pixels would take more memory than `image`'s limit (512 MiB).
 pub(crate) fn decode(path: &Path) -> Result<DynamicImage, RuntimeError> {
+    let fail = |reason: String| RuntimeError::Image { path: path.to_path_buf(), reason };
+    let bytes = read_bounded(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    let reader = || {
+        let mut reader = ImageReader::new(std::io::Cursor::new(&bytes[..]));
+        // As `ImageReader::open`: the extension's format, unless the content says another.
+        if let Ok(format) = ImageFormat::from_path(path) {
+            reader.set_format(format);
+        }
+        reader.with_guessed_format().map_err(|e| fail(format!("cannot read it: {e}")))
+    };
+    let format = reader()?.format().ok_or_else(|| fail("not a recognised image format (incc reads PNG and JPEG)".to_owned()))?;
+    if format == ImageFormat::Jpeg && jpeg_end(&bytes) == JpegEnd::Truncated {
+        return Err(fail(format!("truncated image file: the JPEG data stops after {} bytes, before its end marker", bytes.len())));
+    }
+    reader()?.decode().map_err(|e| match e {
+        ImageError::Limits(_) => match reader().ok().and_then(|r| r.into_dimensions().ok()) {
+            Some((w, h)) => fail(format!("an image of {w} x {h} pixels is larger than incc decodes (512 MiB of pixels)")),
+            None => fail(decode_failure(&e)),
+        },
+        e => fail(decode_failure(&e)),
+    })
+}
+
+/// Checks an image file's header, without decoding it: a PNG or JPEG whose size can be read.
+///
+/// # Errors
+/// As [`decode`] for what the header shows.
+pub(crate) fn check_header(path: &Path) -> Result<(), RuntimeError> {
     let fail = |reason: String| RuntimeError::Image { path: path.to_path_buf(), reason };
     let reader = ImageReader::open(path).and_then(ImageReader::with_guessed_format).map_err(|e| fail(format!("cannot read it: {e}")))?;
     if reader.format().is_none() {
         return Err(fail("not a recognised image format (incc reads PNG and JPEG)".to_owned()));
     }
-    reader.decode().map_err(|e| fail(decode_failure(&e)))
+    reader.into_dimensions().map(drop).map_err(|e| fail(decode_failure(&e)))
+}
+
+/// The largest image file read (1 GiB): a larger one is refused before it is read.
+const MAX_FILE_BYTES: u64 = 1 << 30;
+
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    let len = std::fs::metadata(path)?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!("{len} bytes is more than an image file incc reads ({MAX_FILE_BYTES})")));
+    }
+    std::fs::read(path)
+}
+
+/// What the end of a JPEG file says.
+#[derive(Debug, PartialEq)]
+enum JpegEnd {
+    /// The end-of-image marker is where the segments and the entropy-coded data lead.
+    Complete,
+    /// The file stops before it.
+    Truncated,
+    /// The segments do not follow JPEG's layout: the decoder says what is wrong.
+    Unknown,
+}
+
+/// Walks a JPEG's segments (each a marker with a length) and its entropy-coded scans (which end
+/// at the first marker other than a restart or a stuffed 0xFF00) to its end-of-image marker.
+fn jpeg_end(bytes: &[u8]) -> JpegEnd {
+    const SOI: u8 = 0xd8;
+    const EOI: u8 = 0xd9;
+    const SOS: u8 = 0xda;
+    if bytes.get(..2) != Some(&[0xff, SOI][..]) {
+        return JpegEnd::Unknown;
+    }
+    let mut at = 2;
+    loop {
+        match bytes.get(at) {
+            None => return JpegEnd::Truncated,
+            Some(0xff) => {}
+            Some(_) => return JpegEnd::Unknown,
+        }
+        // Fill bytes: any number of 0xFF before the marker.
+        while bytes.get(at) == Some(&0xff) {
+            at += 1;
+        }
+        let Some(&marker) = bytes.get(at) else { return JpegEnd::Truncated };
+        at += 1;
+        match marker {
+            EOI => return JpegEnd::Complete,
+            // Markers without a length.
+            0x01 | 0xd0..=0xd7 => continue,
+            _ => {}
+        }
+        let Some(len) = bytes.get(at..at + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else { return JpegEnd::Truncated };
+        at += len;
+        if at > bytes.len() {
+            return JpegEnd::Truncated;
+        }
+        if marker == SOS {
+            // The scan's data runs to the next marker that is not a stuffed byte or a restart.
+            loop {
+                match bytes.get(at..at + 2) {
+                    None => return JpegEnd::Truncated,
+                    Some(&[0xff, next]) if next != 0x00 && !(0xd0..=0xd7).contains(&next) && next != 0xff => break,
+                    _ => at += 1,
+                }
+            }
+        }
+    }
 }
 
 fn decode_failure(e: &ImageError) -> String {
@@ -175,20 +272,22 @@ fn center_offset(size: u32, crop: u32) -> u32 {
 /// normalised real images (mean 0, std about 1; never beyond +-5.8). Uniform noise in [-1, 1)
 /// would not do: a network whose batch-norm statistics were calibrated on such inputs (the
 /// random-weight timm references) answers low-variance input with logits in the thousands.
-#[must_use]
-pub fn synthetic_batch(shape: [usize; 4], seed: u64) -> Vec<f32> {
+///
+/// # Errors
+/// A batch too large to make (see [`super::tensor::checked_len`]).
+pub fn synthetic_batch(shape: [usize; 4], seed: u64) -> Result<Vec<f32>, RuntimeError> {
     let mut rng = SplitMix64::new(seed);
     // The top 53 bits, as a float in (0, 1]: never 0, so the logarithm below is finite.
     let mut uniform = || ((rng.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
-    let len: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(len + 1);
-    while out.len() < len {
+    let mut out = super::tensor::zeros("a synthetic batch", &shape)?;
+    for pair in out.chunks_mut(2) {
         // Box-Muller: two uniforms make two independent normals.
         let (r, angle) = ((-2.0 * uniform().ln()).sqrt(), std::f64::consts::TAU * uniform());
-        out.extend([(r * angle.cos()) as f32, (r * angle.sin()) as f32]);
+        for (v, normal) in pair.iter_mut().zip([r * angle.cos(), r * angle.sin()]) {
+            *v = normal as f32;
+        }
     }
-    out.truncate(len);
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -259,6 +358,44 @@ mod tests {
     }
 
     #[test]
+    fn a_jpeg_cut_short_anywhere_is_an_error_and_trailing_bytes_are_not() {
+        let mut bytes = Vec::new();
+        let image = RgbImage::from_fn(64, 48, |x, y| Rgb([x as u8 * 4, y as u8 * 5, (x ^ y) as u8]));
+        image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg).unwrap();
+        assert_eq!(jpeg_end(&bytes), JpegEnd::Complete);
+        let path = temp_file("cut.jpg");
+        for cut in [bytes.len() / 2, bytes.len() - 2, bytes.len() - 1, 200] {
+            assert_eq!(jpeg_end(&bytes[..cut]), JpegEnd::Truncated, "cut at {cut}");
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let err = load_image(&path, &pre(4, 4, 1.0)).unwrap_err().to_string();
+            assert!(err.contains("cut.jpg") && err.contains("truncated"), "cut at {cut}: {err}");
+        }
+        // Some cameras append data after the end marker: the image is whole.
+        std::fs::write(&path, [&bytes[..], b"trailing"].concat()).unwrap();
+        assert!(load_image(&path, &pre(4, 4, 1.0)).is_ok());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn an_image_too_large_to_decode_is_refused_naming_its_size() {
+        // A PNG whose header says 100000 x 100000 RGB (30 GB of pixels).
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let body = [kind, data].concat();
+            [&(data.len() as u32).to_be_bytes()[..], &body, &crc32fast::hash(&body).to_be_bytes()].concat()
+        };
+        let header = [&100_000u32.to_be_bytes()[..], &100_000u32.to_be_bytes(), &[8, 2, 0, 0, 0]].concat();
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut zlib, &[0; 100]).unwrap();
+        let data = zlib.finish().unwrap();
+        let png = [&b"\x89PNG\r\n\x1a\n"[..], &chunk(b"IHDR", &header), &chunk(b"IDAT", &data), &chunk(b"IEND", &[])].concat();
+        let path = temp_file("huge.png");
+        std::fs::write(&path, png).unwrap();
+        let err = load_image(&path, &pre(4, 4, 1.0)).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains("an image of 100000 x 100000 pixels is larger than incc decodes"), "{err}");
+    }
+
+    #[test]
     fn unsupported_unknown_corrupt_and_missing_files_are_clear_errors() {
         let cases = [
             // GIF is recognised by its signature but not compiled in.
@@ -294,14 +431,17 @@ mod tests {
 
     #[test]
     fn synthetic_batch_is_deterministic_and_in_range() {
-        let a = synthetic_batch([2, 3, 5, 7], 42);
+        let a = synthetic_batch([2, 3, 5, 7], 42).unwrap();
         assert_eq!(a.len(), 2 * 3 * 5 * 7);
-        assert_eq!(a, synthetic_batch([2, 3, 5, 7], 42));
-        assert_ne!(a, synthetic_batch([2, 3, 5, 7], 43));
-        let b = synthetic_batch([4, 3, 64, 64], 7);
+        assert_eq!(a, synthetic_batch([2, 3, 5, 7], 42).unwrap());
+        assert_ne!(a, synthetic_batch([2, 3, 5, 7], 43).unwrap());
+        let b = synthetic_batch([4, 3, 64, 64], 7).unwrap();
         let mean = b.iter().sum::<f32>() / b.len() as f32;
         let std = (b.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / b.len() as f32).sqrt();
         assert!(mean.abs() < 0.02 && (std - 1.0).abs() < 0.02, "mean {mean}, std {std}");
         assert!(b.iter().all(|v| v.abs() < 5.8));
+        let err = synthetic_batch([1, 3, 100_000, 100_000], 0).unwrap_err().to_string();
+        assert!(err.contains("a synthetic batch of 1 x 3 x 100000 x 100000 would hold 30000000000 values"), "{err}");
+        assert!(synthetic_batch([usize::MAX, 3, 2, 2], 0).is_err());
     }
 }

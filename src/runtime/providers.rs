@@ -21,7 +21,7 @@ use super::tensor::{input_tensor, run_tensor};
 /// # Errors
 /// As [`super::tensor::run`], and an unreadable profile.
 pub fn providers_used(model: &Model, shape: [usize; 4]) -> Result<BTreeMap<String, usize>, RuntimeError> {
-    let input = input_tensor(model.image_input()?, synthetic_batch(shape, 0), shape)?;
+    let input = input_tensor(model.image_input()?, synthetic_batch(shape, 0)?, shape)?;
     let mut session = model.profiling_twin(&profile_prefix())?;
     run_tensor(&mut session, &input)?;
     let file = end_profiling(&mut session)?;

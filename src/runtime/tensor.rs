@@ -6,6 +6,39 @@ use ort::value::Tensor;
 use super::error::RuntimeError;
 use super::session::{Dim, Model, TensorInfo};
 
+/// The most values incc makes one tensor of: 2^31 (8 GiB of f32), far past any network's batch,
+/// and where 32-bit indexing in kernels ends. Larger sizes are refused before anything is
+/// allocated, naming the size.
+pub const MAX_VALUES: usize = 1 << 31;
+
+/// The number of values of `what`, a tensor of `shape`: an error (naming both) when it overflows
+/// or is past [`MAX_VALUES`].
+///
+/// # Errors
+/// As said.
+pub fn checked_len(what: &str, shape: &[usize]) -> Result<usize, RuntimeError> {
+    let dims = shape.iter().map(ToString::to_string).collect::<Vec<_>>().join(" x ");
+    match shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
+        Some(n) if n <= MAX_VALUES => Ok(n),
+        Some(n) => Err(RuntimeError::Input(format!("{what} of {dims} would hold {n} values, more than the {MAX_VALUES} incc allocates for one tensor"))),
+        None => Err(RuntimeError::Input(format!("{what} of {dims} would hold more values than this machine can count"))),
+    }
+}
+
+/// A zero-filled `what` of `shape` (see [`checked_len`]); memory that is not there is an error,
+/// not an abort.
+///
+/// # Errors
+/// As [`checked_len`], or the allocation failed.
+pub fn zeros<T: Clone + Default>(what: &str, shape: &[usize]) -> Result<Vec<T>, RuntimeError> {
+    let len = checked_len(what, shape)?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(len)
+        .map_err(|_| RuntimeError::Input(format!("cannot allocate {} bytes for {what}", len.saturating_mul(std::mem::size_of::<T>()))))?;
+    out.resize(len, T::default());
+    Ok(out)
+}
+
 /// One model output: its name, shape and values (row-major).
 pub type Output = (String, Vec<usize>, Vec<f32>);
 

@@ -9,20 +9,41 @@
 //! Outputs: `loss`, `logits`, and `<name>__new` for every state input (two buffer sets swapped
 //! each step; never one buffer as both input and output).
 
+mod backward;
 pub mod optim;
 pub mod update;
 
 use crate::diag::Diagnostic;
-use crate::ir::ops::Op;
-use crate::ir::{Graph, ParamRole};
+use crate::ir::lower::{int, GradientForms, Lowering, RunningStat, IMAGES};
+use crate::ir::{param_name, Graph};
+use crate::onnx::convert::protos;
 use crate::onnx::emit::{model, plain_value_info, value_info};
-use crate::onnx::lower::{int, GradAt, LowerAt, Lowering, Target};
+use crate::onnx::forward::{self, Forward, Mode, LOGITS};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::*;
 use crate::source::SourceMap;
+pub use forward::logits_node;
 pub use optim::Optimizer;
-use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
+
+/// What a training step is compiled for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// ONNX Runtime's CPU kernels: im2col + MatMul weight gradients beat a strided conv.
+    #[default]
+    Cpu,
+    /// cuDNN: a weight gradient as one (dilated) convolution, no im2col tensors in memory.
+    Gpu,
+}
+
+impl Target {
+    /// The gradient forms that are fast on this device.
+    pub fn gradient_forms(self) -> GradientForms {
+        let cpu = self == Target::Cpu;
+        GradientForms { flipped_conv_dx: cpu, im2col_dw: cpu }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
@@ -63,149 +84,46 @@ impl Default for TrainConfig {
     }
 }
 
-/// A parameter of the training graph.
-struct Param {
-    name: String,
-    shape: Vec<usize>,
-    role: ParamRole,
-}
-
-/// The node whose output is the logits: the network's output, or the input of a final softmax
-/// (the loss applies its own log-softmax).
-pub fn logits_node(graph: &Graph) -> NodeIndex {
-    match graph.node(graph.output).op {
-        Op::Softmax(_) => graph.inputs(graph.output)[0],
-        _ => graph.output,
+impl TrainConfig {
+    /// Every number within its range; the error names the option that sets it.
+    pub fn check(&self) -> Result<(), String> {
+        let momentum = match self.optimizer {
+            Optimizer::Sgd { momentum, .. } | Optimizer::Rmsprop { momentum, .. } => momentum,
+            Optimizer::Adam { .. } => 0.0,
+        };
+        let ranges = [
+            ("--momentum", momentum, 0.0..1.0, "at least 0 and below 1"),
+            ("--label-smoothing", self.label_smoothing, 0.0..1.0, "at least 0 and below 1"),
+            ("--weight-decay", self.weight_decay, 0.0..f32::INFINITY, "a finite number at least 0"),
+            ("--clip-norm", self.clip_norm.unwrap_or(1.0), f32::MIN_POSITIVE..f32::INFINITY, "a finite number above 0"),
+        ];
+        match ranges.into_iter().find(|(_, v, range, _)| !range.contains(v)) {
+            Some((option, v, _, want)) => Err(format!("{option} must be {want}, not {v}")),
+            None => Ok(()),
+        }
     }
 }
 
+/// One training step of `graph` as a model: the forward pass in training mode, the loss, the
+/// backward pass, the update; `batch` fixes the batch size (batch-norm counts become constants).
 pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batch: Option<usize>) -> Result<ModelProto, Diagnostic> {
-    let logits = logits_node(graph);
-    let order: Vec<NodeIndex> = graph.order().into_iter().filter(|&n| n != graph.output || n == logits).collect();
-    let name_of = |n: NodeIndex| -> String {
-        if n == graph.input {
-            "images".into()
-        } else if n == logits {
-            "logits".into()
-        } else {
-            graph.node(n).name.clone()
-        }
-    };
-    let at = |n: NodeIndex| LowerAt {
-        name: &graph.node(n).name,
-        inputs: graph.inputs(n).into_iter().map(name_of).collect(),
-        output: name_of(n),
-        input_shapes: graph.input_shapes(n),
-    };
     let mut cx = Lowering::default();
     cx.batch = batch;
-    let mut inputs = vec![value_info("images", &graph.shape(graph.input).0, batch, DataType::Float)];
-    inputs.push(value_info("labels", &[], batch, DataType::Int64));
-    inputs.push(plain_value_info("learning_rate", &[]));
-    if cfg.optimizer.needs_step() {
-        inputs.push(plain_value_info("step", &[]));
-    }
-    let mut params: Vec<Param> = vec![];
-    let mut values = vec![];
+    let forward = forward::lower(graph, Mode::Training, &mut cx)
+        .map_err(|e| Diagnostic::error(e).at(graph.node(graph.input).span, "the input is the network's output"))?;
+    let classes = graph.shape(forward.outputs.logits).0[0];
+    let dlogits = loss(&mut cx, classes, cfg.label_smoothing);
+    let grads = backward::backward(graph, &forward, &mut cx, dlogits, cfg.target.gradient_forms())?;
+    let running: HashMap<String, &RunningStat> =
+        forward.order.iter().flat_map(|n| forward.trained[n].running.iter().map(move |stat| (param_name(&graph.node(*n).name, stat.suffix), stat))).collect();
+    let (update_inputs, update_outputs) = update::emit(&mut cx, graph, cfg, &grads, &running);
 
-    // Forward, training mode.
-    for &n in &order {
-        if n == graph.input {
-            continue;
-        }
-        let node = graph.node(n);
-        let first = cx.nodes.len();
-        node.op.rule().lower_train(&mut cx, &at(n));
-        stamp(&mut cx.nodes[first..], sources, node.span);
-        for (suffix, dims) in node.op.rule().step_inputs(graph.shape(n)) {
-            inputs.push(value_info(&format!("{}.{suffix}", node.name), &dims, batch, DataType::Float));
-        }
-        for (name, spec) in graph.params(n) {
-            params.push(Param { name, shape: spec.shape, role: spec.role });
-        }
-        if n != logits {
-            values.push(value_info(&name_of(n), &graph.shape(n).0, batch, DataType::Float));
-        }
-    }
-
-    // Loss: softmax cross-entropy with label smoothing, mean over the batch.
-    let classes = graph.shape(logits).0[0];
-    let eps = cfg.label_smoothing;
-    let depth = cx.ints(&[classes as i64]);
-    let on_off = cx.floats("loss/on_off".into(), &[2], vec![eps / classes as f32, 1.0 - eps + eps / classes as f32]);
-    let target = cx.op("OneHot", "loss/target".into(), &["labels", &depth, &on_off], vec![int("axis", -1)]);
-    let logp = cx.op("LogSoftmax", "loss/logp".into(), &["logits"], vec![int("axis", 1)]);
-    let prod = cx.op("Mul", "loss/prod".into(), &[&target, &logp], vec![]);
-    let class_axis = cx.ints(&[1]);
-    let per_example = cx.op("ReduceSum", "loss/per_example".into(), &[&prod, &class_axis], vec![int("keepdims", 0)]);
-    let mean = cx.op("ReduceMean", "loss/mean".into(), &[&per_example], vec![int("keepdims", 0)]);
-    cx.op("Neg", "loss".into(), &[&mean], vec![]);
-    // d loss / d logits = (softmax - target) / N
-    let p = cx.op("Exp", "loss/d/p".into(), &[&logp], vec![]);
-    let diff = cx.op("Sub", "loss/d/diff".into(), &[&p, &target], vec![]);
-    let n_f = cx.batch_size();
-    let dlogits = cx.op("Div", "loss/d/logits".into(), &[&diff, &n_f], vec![]);
-
-    // Backward: each node's gradient rule, in reverse order; pieces of one gradient are summed.
-    let mut pieces: HashMap<NodeIndex, Vec<String>> = HashMap::from([(logits, vec![dlogits])]);
-    let mut grads: HashMap<String, String> = HashMap::new();
-    for &n in order.iter().rev() {
-        if n == graph.input {
-            continue;
-        }
-        let Some(dy) = pieces.remove(&n) else { continue };
-        let node = graph.node(n);
-        let dy = if dy.len() == 1 {
-            dy.into_iter().next().expect("one piece")
-        } else {
-            let refs: Vec<&str> = dy.iter().map(String::as_str).collect();
-            cx.op("Sum", format!("{}/grad", node.name), &refs, vec![])
-        };
-        let ins = graph.inputs(n);
-        let wants: Vec<bool> = ins.iter().map(|&i| i != graph.input).collect();
-        let first = cx.nodes.len();
-        let here = at(n);
-        let g = node.op.rule().gradient(&mut cx, &here, &GradAt { dy, wants, target: cfg.target }).ok_or_else(|| {
-            Diagnostic::error(format!("`{}` has no gradient rule, so `{}` cannot be trained", node.op.rule().kind(), node.name))
-                .at(node.span, format!("a {} here", node.op.rule().kind()))
-                .note("replace it with an op that has one (e.g. `global avgpool` for `global maxpool`), or compile without --train")
-        })?;
-        stamp(&mut cx.nodes[first..], sources, node.span);
-        for (i, gi) in ins.iter().zip(g.inputs) {
-            if let Some(gi) = gi {
-                pieces.entry(*i).or_default().push(gi);
-            }
-        }
-        for (suffix, gp) in g.params {
-            grads.insert(format!("{}.{suffix}", node.name), gp);
-        }
-    }
-
-    // The update, then the graph's inputs and outputs.
-    let mut outputs = vec![plain_value_info("loss", &[]), value_info("logits", &[classes], batch, DataType::Float)];
-    // Running statistics are inputs packed (`update.rs`), not one by one.
-    for p in params.iter().filter(|p| p.role.is_trainable()) {
-        inputs.push(plain_value_info(&p.name, &p.shape));
-    }
-    let (update_inputs, update_outputs) = update::emit(&mut cx, graph, cfg, &grads);
+    let mut inputs = step_inputs(graph, &forward, cfg, batch);
+    let mut outputs = vec![plain_value_info("loss", &[]), value_info(LOGITS, &[classes], batch, DataType::Float)];
     inputs.extend(update_inputs);
     outputs.extend(update_outputs);
     if cfg.debug_outputs {
-        for p in params.iter().filter(|p| p.role.is_trainable()) {
-            let exported = cx.op("Identity", format!("{}__grad", p.name), &[&grads[&p.name]], vec![]);
-            outputs.push(plain_value_info(&exported, &p.shape));
-        }
-        for &n in &order {
-            if let Op::BatchNorm(_) = graph.node(n).op {
-                let c = graph.shape(n).channels();
-                let flat = cx.ints(&[-1]);
-                for (stat, from) in [("mean_c", "mean"), ("var_c", "var")] {
-                    let name = &graph.node(n).name;
-                    let exported = cx.op("Reshape", format!("{name}/{stat}"), &[&format!("{name}/{from}"), &flat], vec![]);
-                    outputs.push(plain_value_info(&exported, &[c]));
-                }
-            }
-        }
+        outputs.extend(debug_outputs(&mut cx, graph, &forward, &grads));
     }
     let metadata = vec![
         ("incc.graph".to_string(), "training step".to_string()),
@@ -213,10 +131,12 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
         ("incc.train".to_string(), serde_json::to_string(cfg).expect("serialisable")),
         ("incc.optimizer.state_init".to_string(), cfg.optimizer.slots().iter().map(|(s, v)| format!("{s}={v}")).collect::<Vec<_>>().join(",")),
     ];
+    let values = forward.values.iter().map(|(name, dims)| value_info(name, dims, batch, DataType::Float)).collect();
+    let (nodes, constants) = protos(cx, sources);
     let graph_proto = GraphProto {
         name: format!("{}_train", graph.name),
-        node: cx.nodes,
-        initializer: cx.constants,
+        node: nodes,
+        initializer: constants,
         input: inputs,
         output: outputs,
         value_info: values,
@@ -226,9 +146,61 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
     Ok(model(graph_proto, format!("{} (training step)", graph.name), &metadata))
 }
 
-fn stamp(nodes: &mut [NodeProto], sources: &SourceMap, span: crate::source::Span) {
-    let location = sources.location(span);
-    for n in nodes {
-        n.doc_string = location.clone();
+/// Softmax cross-entropy of `logits` against `labels` with label smoothing, mean over the batch,
+/// as the output `loss`; returns the gradient of the loss with respect to the logits.
+fn loss(cx: &mut Lowering, classes: usize, smoothing: f32) -> String {
+    let eps = smoothing;
+    let depth = cx.int_scalar(classes as i64);
+    let on_off = cx.floats("loss/on_off".into(), &[2], vec![eps / classes as f32, 1.0 - eps + eps / classes as f32]);
+    let target = cx.op("OneHot", "loss/target".into(), &["labels", &depth, &on_off], vec![int("axis", -1)]);
+    let logp = cx.op("LogSoftmax", "loss/logp".into(), &[LOGITS], vec![int("axis", 1)]);
+    let prod = cx.op("Mul", "loss/prod".into(), &[&target, &logp], vec![]);
+    let class_axis = cx.ints(&[1]);
+    let per_example = cx.op("ReduceSum", "loss/per_example".into(), &[&prod, &class_axis], vec![int("keepdims", 0)]);
+    let mean = cx.op("ReduceMean", "loss/mean".into(), &[&per_example], vec![int("keepdims", 0)]);
+    cx.op("Neg", "loss".into(), &[&mean], vec![]);
+    // d loss / d logits = (softmax - target) / N
+    let p = cx.op("Exp", "loss/d/p".into(), &[&logp], vec![]);
+    let diff = cx.op("Sub", "loss/d/diff".into(), &[&p, &target], vec![]);
+    let n_f = cx.batch_size();
+    cx.op("Div", "loss/d/logits".into(), &[&diff, &n_f], vec![])
+}
+
+/// The step's inputs but the update's: the batch, the learning rate, the step number (Adam), the
+/// ops' step inputs (dropout masks) and the trainable parameters. Running statistics are inputs
+/// packed (`update.rs`), not one by one.
+fn step_inputs(graph: &Graph, forward: &Forward, cfg: &TrainConfig, batch: Option<usize>) -> Vec<ValueInfoProto> {
+    let mut inputs = vec![value_info(IMAGES, &graph.shape(graph.input).0, batch, DataType::Float)];
+    inputs.push(value_info("labels", &[], batch, DataType::Int64));
+    inputs.push(plain_value_info("learning_rate", &[]));
+    if cfg.optimizer.needs_step() {
+        inputs.push(plain_value_info("step", &[]));
     }
+    for &n in &forward.order {
+        for input in graph.node(n).op.rule().step_inputs(graph.shape(n)) {
+            inputs.push(value_info(&param_name(&graph.node(n).name, input.suffix), &input.shape, batch, DataType::Float));
+        }
+    }
+    for (name, spec) in forward.order.iter().flat_map(|&n| graph.params(n)).filter(|(_, p)| p.role.is_trainable()) {
+        inputs.push(plain_value_info(&name, &spec.shape));
+    }
+    inputs
+}
+
+/// Every parameter's gradient (before weight decay and clipping) as `<param>__grad`, and each
+/// op's per-channel batch statistics as `<node>/<stat>`.
+fn debug_outputs(cx: &mut Lowering, graph: &Graph, forward: &Forward, grads: &HashMap<String, String>) -> Vec<ValueInfoProto> {
+    let mut outputs = vec![];
+    for (name, spec) in forward.order.iter().flat_map(|&n| graph.params(n)).filter(|(_, p)| p.role.is_trainable()) {
+        let exported = cx.op("Identity", format!("{name}__grad"), &[&grads[&name]], vec![]);
+        outputs.push(plain_value_info(&exported, &spec.shape));
+    }
+    for &n in &forward.order {
+        for (stat, value) in &forward.trained[&n].channel_stats {
+            let flat = cx.ints(&[-1]);
+            let exported = cx.op("Reshape", format!("{}/{stat}", graph.node(n).name), &[value, &flat], vec![]);
+            outputs.push(plain_value_info(&exported, &[graph.shape(n).channels()]));
+        }
+    }
+    outputs
 }

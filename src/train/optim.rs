@@ -2,7 +2,7 @@
 //! written in ONNX after the backward pass. State slots are graph inputs `<group>.<slot>` and
 //! outputs `<group>.<slot>__new`.
 
-use crate::onnx::lower::Lowering;
+use crate::ir::lower::Lowering;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "name", rename_all = "lowercase")]

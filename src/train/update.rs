@@ -15,9 +15,9 @@
 //! alone.
 
 use super::{Optimizer, TrainConfig};
+use crate::ir::lower::{int, Lowering, RunningStat};
 use crate::ir::{Graph, ParamRole};
 use crate::onnx::emit::plain_value_info;
-use crate::onnx::lower::{int, Lowering};
 use crate::onnx::proto::ValueInfoProto;
 use crate::weights::Tensor;
 use std::collections::{BTreeMap, HashMap};
@@ -96,23 +96,17 @@ fn groups(graph: &Graph, cfg: &TrainConfig) -> Vec<Group> {
         .collect()
 }
 
-/// Every running statistic (`running`), with each value's momentum.
-fn running(graph: &Graph) -> Option<(Packed, Vec<f32>)> {
-    let (mut members, mut momenta) = (vec![], vec![]);
-    for n in graph.order() {
-        for (name, spec) in graph.params(n).into_iter().filter(|(_, p)| !p.role.is_trainable()) {
-            let momentum = graph.node(n).op.rule().running_momentum().expect("an op with running statistics gives their momentum");
-            momenta.extend(std::iter::repeat_n(momentum, spec.shape.iter().product()));
-            members.push((name, spec.shape));
-        }
-    }
-    (!members.is_empty()).then(|| (Packed { name: "running".into(), members }, momenta))
+/// Every running statistic (`running`).
+fn running(graph: &Graph) -> Option<Packed> {
+    let members: Vec<(String, Vec<usize>)> =
+        graph.order().into_iter().flat_map(|n| graph.params(n)).filter(|(_, p)| !p.role.is_trainable()).map(|(name, spec)| (name, spec.shape)).collect();
+    (!members.is_empty()).then(|| Packed { name: "running".into(), members })
 }
 
 /// The moving average (`ema`), when the step keeps one: every group's parameters, then the
 /// running statistics, in the order of their packed new values.
 fn average(graph: &Graph, cfg: &TrainConfig, groups: &[Group]) -> Option<Packed> {
-    let running = running(graph).map(|(r, _)| r.members).unwrap_or_default();
+    let running = running(graph).map(|r| r.members).unwrap_or_default();
     let members = groups.iter().flat_map(|g| g.params.members.iter().cloned()).chain(running).collect();
     cfg.ema.then(|| Packed { name: "ema".into(), members })
 }
@@ -125,19 +119,25 @@ pub fn packed_state(graph: &Graph, cfg: &TrainConfig) -> Vec<Packed> {
         .iter()
         .flat_map(|g| cfg.optimizer.slots().iter().map(move |(slot, _)| g.params.map_members(format!("{}.{slot}", g.params.name), |p| format!("{p}.{slot}"))));
     let ema = average(graph, cfg, &groups).map(|a| a.map_members(a.name.clone(), |p| format!("ema/{p}")));
-    slots.chain(running(graph).map(|(r, _)| r)).chain(ema).collect()
+    slots.chain(running(graph)).chain(ema).collect()
 }
 
-/// Flattens each value to a row and concatenates the rows.
+/// Concatenates the values, flattened, into one row `name`. Several values are joined as [1, 1, K]
+/// pieces, not as [1, K] rows: OpenVINO (2026.4, its EliminateReduceReshape pass) drops a Reshape
+/// that keeps the rank of a ReduceSum without kept dimensions, so a conv weight gradient made a
+/// row reached the Concat as [Cout, Cin*kh*kw] and the step did not compile there
+/// (docs/openvino-repro.md); and not as [K] vectors either, which ONNX's shape inference tracks
+/// element by element (see the module comment).
 fn flatten(cx: &mut Lowering, name: String, values: &[&str]) -> String {
-    let pieces: Vec<String> = values.iter().map(|v| cx.op("Flatten", format!("{v}/flat"), &[v], vec![int("axis", 0)])).collect();
-    match pieces.as_slice() {
-        [one] => one.clone(),
-        _ => {
-            let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-            cx.op("Concat", name, &refs, vec![int("axis", 1)])
-        }
+    if let [one] = values {
+        return cx.op("Flatten", format!("{one}/flat"), &[one], vec![int("axis", 0)]);
     }
+    let piece_shape = cx.ints(&[1, 1, -1]);
+    let pieces: Vec<String> = values.iter().map(|v| cx.op("Reshape", format!("{v}/flat"), &[v, &piece_shape], vec![])).collect();
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let joined = cx.op("Concat", format!("{name}/pieces"), &refs, vec![int("axis", 2)]);
+    let outer = cx.ints(&[0]);
+    cx.op("Squeeze", name, &[&joined, &outer], vec![])
 }
 
 /// Cuts `flat` into the members' `<member>__new` values.
@@ -159,9 +159,16 @@ fn unflatten(cx: &mut Lowering, flat: &str, members: &Packed) {
 }
 
 /// Writes the update of every trainable parameter from its gradient in `grads`, as `<param>__new`,
-/// the slots' `__new` values and the average's; returns the graph inputs and outputs that adds
-/// (the parameters themselves are inputs already).
-pub(super) fn emit(cx: &mut Lowering, graph: &Graph, cfg: &TrainConfig, grads: &HashMap<String, String>) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
+/// of every running statistic towards its batch value in `running` (both by parameter name), the
+/// slots' `__new` values and the average's; returns the graph inputs and outputs that adds (the
+/// parameters themselves are inputs already).
+pub(super) fn emit(
+    cx: &mut Lowering,
+    graph: &Graph,
+    cfg: &TrainConfig,
+    grads: &HashMap<String, String>,
+    running_stats: &HashMap<String, &RunningStat>,
+) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
     let groups = groups(graph, cfg);
     let decoupled = matches!(cfg.optimizer, Optimizer::Adam { decoupled: true, .. });
     let mut flat_grads = vec![];
@@ -198,10 +205,11 @@ pub(super) fn emit(cx: &mut Lowering, graph: &Graph, cfg: &TrainConfig, grads: &
             outputs.push(plain_value_info(&format!("{slot}__new"), &[1, g.params.len()]));
         }
     }
-    if let Some((stats, momenta)) = running(graph) {
+    if let Some(stats) = running(graph) {
         // running' = running + (batch - running) * momentum, every statistic at once.
-        let batch: Vec<String> = stats.members.iter().map(|(m, _)| format!("{m}/batch")).collect();
-        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+        let stat = |member: &str| running_stats.get(member).unwrap_or_else(|| panic!("the training lowering gives no batch value for `{member}`"));
+        let refs: Vec<&str> = stats.members.iter().map(|(m, _)| stat(m).batch.as_str()).collect();
+        let momenta = stats.members.iter().flat_map(|(m, shape)| std::iter::repeat_n(stat(m).momentum, shape.iter().product())).collect();
         let batch = flatten(cx, "running/batch".into(), &refs);
         let momentum = cx.floats("running/momentum".into(), &[1, stats.len()], momenta);
         let diff = cx.op("Sub", "running/diff".into(), &[&batch, "running"], vec![]);

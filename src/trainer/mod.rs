@@ -4,31 +4,39 @@
 //! device; the evaluation graph measures top-1 / top-5 on the validation split after every epoch.
 //! Every random choice (data order, crops, flips, dropout masks) derives from (seed, position), so
 //! a checkpoint's tensors plus its position resume a run exactly.
+//!
+//! `train` reads as the loop it runs: start or resume (`begin`), build the engine (`Run::build`),
+//! then epochs (`Run::epoch`, a `Run::step` per batch), each closed by a validation and a
+//! checkpoint (`Run::validate_and_checkpoint`).
 
 pub mod checkpoint;
 pub mod engine;
+mod evaluate;
+mod metrics;
+mod resume;
+mod run;
 pub mod schedule;
 
-use crate::data::{batches, loader_throughput, open, DataSpec, LoaderConfig, Source, Split, Transform};
-use crate::driver::Compiled;
-use crate::ir::{Graph, ParamRole};
-use crate::runtime::session::{Model, Provider, SessionConfig};
-use crate::runtime::tensor::{BoundRun, Feed};
-use crate::train::update::{pack_all, packed_state, unpack_all, Packed};
-use crate::train::{emit_training, logits_node, TrainConfig};
-use crate::weights::{Tensor, Weights};
-use checkpoint::{Checkpoint, Position};
-use engine::{StepEngine, StepInputs};
+pub use evaluate::{top_k_hits, Evaluation, Evaluator, Examples};
+pub use resume::Change;
+
+use crate::data::{DataSpec, Split};
+use crate::driver::Options;
+use crate::error::{Error, Saved};
+use crate::interrupt::Interrupt;
+use crate::ir::Graph;
+use crate::runtime::session::SessionConfig;
+use crate::train::{logits_node, TrainConfig};
+use crate::weights::Tensor;
+use checkpoint::Position;
+use run::{Reached, Run};
 use schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
 
 /// Everything a run is started with; saved in every checkpoint, so `--resume` needs nothing else.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
     pub arch: PathBuf,
     pub set: Vec<(String, String)>,
@@ -61,6 +69,27 @@ pub struct Runner {
     pub progress: bool,
     /// Profile the training steps run in this process into this summary (and its trace beside it).
     pub profile: Option<PathBuf>,
+    /// Also write a checkpoint after every this many steps (besides the one at each epoch's end).
+    pub checkpoint_every: Option<u64>,
+    /// Asked to stop (the first Ctrl-C): the run finishes its step, writes a checkpoint there and
+    /// stops with `Error::Interrupted`.
+    pub interrupt: Interrupt,
+}
+
+impl Runner {
+    /// Runs in `out` on the CPU with ONNX Runtime's threads, 2 loader threads, no progress bars.
+    pub fn new(out: &Path) -> Runner {
+        Runner {
+            session: SessionConfig::default(),
+            workers: 2,
+            out: out.to_path_buf(),
+            max_steps: None,
+            progress: false,
+            profile: None,
+            checkpoint_every: None,
+            interrupt: Interrupt::default(),
+        }
+    }
 }
 
 pub struct Summary {
@@ -74,310 +103,149 @@ pub struct Summary {
     pub profile: Option<crate::runtime::profile::Profile>,
 }
 
-fn compile(cfg: &RunConfig) -> Result<Compiled, String> {
-    let settings = crate::elab::Settings { network: None, set: cfg.set.clone(), input: cfg.input.clone() };
-    let residualize = cfg.residualize.as_deref().map(crate::passes::ResidualizeSpec::parse).transpose()?;
-    let passes = crate::passes::PassOptions { residualize, fold_bn: false };
-    crate::driver::compile(&cfg.arch, &settings, &passes, None).map_err(|f| f.render())
-}
-
-/// The data set's standard transform, to the network's input size.
-fn transform(spec: &DataSpec, graph: &Graph, train: bool) -> Transform {
-    let shape = &graph.shape(graph.input).0;
-    spec.default_transform(shape[0], shape[1], shape[2], train)
-}
-
-/// The values a run starts from: seeded parameters, identity running statistics, optimizer slots
-/// at their starting values.
-fn initial_tensors(graph: &Graph, cfg: &RunConfig) -> BTreeMap<String, Tensor> {
-    let weights = crate::weights::init(graph, cfg.seed);
-    let mut tensors = weights.tensors;
-    for (name, spec) in crate::report::params::param_list(graph) {
-        if spec.role.is_trainable() {
-            for (slot, value) in cfg.train.optimizer.slots() {
-                tensors.insert(format!("{name}.{slot}"), Tensor::filled(spec.shape.clone(), *value));
-            }
+impl RunConfig {
+    /// A run of `arch` on `data` with the defaults of `incc train`: 10 epochs of batches of 128,
+    /// the paper's RMSProp at 0.045 on its schedule, seed 0.
+    pub fn new(arch: &Path, data: &str) -> RunConfig {
+        RunConfig {
+            arch: arch.to_path_buf(),
+            set: vec![],
+            input: None,
+            residualize: None,
+            data: data.to_string(),
+            epochs: 10,
+            batch: 128,
+            train: TrainConfig::default(),
+            lr: 0.045,
+            schedule: Schedule::paper(),
+            warmup_epochs: 0.0,
+            ema: None,
+            seed: 0,
+            limit_train: None,
+            limit_val: None,
         }
     }
-    tensors
-}
 
-/// A dropout mask for one step: keep with probability 1 - p, scaled by 1 / (1 - p). It depends on
-/// (seed, step, the dropout's index) only, so a resumed run draws the masks it would have drawn.
-fn mask(seed: u64, step: u64, which: usize, p: f64, len: usize) -> Vec<f32> {
-    let mut rng = crate::rng::Rng::keyed(&[seed, step, which as u64, 0x6d61_736b]);
-    let keep = (1.0 / (1.0 - p)) as f32;
-    (0..len).map(|_| if rng.uniform() >= p { keep } else { 0.0 }).collect()
+    /// What to compile, as the command line said it when the run started.
+    pub fn options(&self) -> Options {
+        Options { network: None, set: self.set.clone(), input: self.input.clone(), residualize: self.residualize.clone(), fold_bn: false }
+    }
+
+    /// Every number within its range; the error names the option that sets it.
+    pub fn check(&self) -> Result<(), Error> {
+        let at_least_one =
+            [("--epochs", Some(self.epochs as usize)), ("--batch", Some(self.batch)), ("--limit-train", self.limit_train), ("--limit-val", self.limit_val)];
+        if let Some((option, _)) = at_least_one.iter().find(|(_, v)| *v == Some(0)) {
+            return Err(Error::Usage(format!("{option} must be at least 1")));
+        }
+        let finite = |option: &str, v: f64, low: f64, open_low: bool| -> Result<(), Error> {
+            let inside = v.is_finite() && if open_low { v > low } else { v >= low };
+            let bound = if open_low { "above" } else { "at least" };
+            if inside {
+                Ok(())
+            } else {
+                Err(Error::Usage(format!("{option} must be a finite number {bound} {low}, not {v}")))
+            }
+        };
+        finite("--lr", self.lr, 0.0, true)?;
+        finite("--warmup", self.warmup_epochs, 0.0, false)?;
+        if let Some(decay) = self.ema.filter(|d| !(*d > 0.0 && *d < 1.0)) {
+            return Err(Error::Usage(format!("--ema must be a decay between 0 and 1 (such as 0.999), not {decay}")));
+        }
+        self.schedule.check().map_err(|e| Error::Usage(format!("--schedule: {e}")))?;
+        self.train.check().map_err(Error::Usage)
+    }
 }
 
 /// How a run starts.
 #[allow(clippy::large_enum_variant)] // made once per run
 pub enum Start {
+    /// A new run, in a folder that is empty or not there yet.
     New(RunConfig),
-    /// From `<out>/last.safetensors`, with the settings it records; `epochs` extends the run.
-    Resume {
-        epochs: Option<u64>,
-    },
+    /// A new run in a folder that may hold another (`--force`): the other's checkpoints and
+    /// metrics are removed first.
+    Over(RunConfig),
+    /// From `<out>/last.safetensors`, with the settings it records, or with `with` (its settings
+    /// changed as the command line says, within what `resume::changes` allows).
+    Resume { with: Option<RunConfig> },
 }
 
-/// Trains a new run, or resumes one.
-pub fn train(start: &Start, runner: &Runner) -> Result<Summary, String> {
-    std::fs::create_dir_all(&runner.out).map_err(|e| format!("cannot create `{}`: {e}", runner.out.display()))?;
-    let last_path = runner.out.join("last.safetensors");
-    let (cfg, mut tensors, mut position) = match start {
-        Start::Resume { epochs } => {
-            let c = checkpoint::load(&last_path)?;
-            let saved: RunConfig = serde_json::from_str(&c.settings).map_err(|e| format!("checkpoint `{}`: unreadable settings: {e}", last_path.display()))?;
-            let source = std::fs::read_to_string(&saved.arch).map_err(|e| format!("cannot read `{}`: {e}", saved.arch.display()))?;
-            if source != c.source {
-                return Err(format!("`{}` changed since the checkpoint was written; resuming would train another network", saved.arch.display()));
-            }
-            let saved = RunConfig { epochs: epochs.unwrap_or(saved.epochs).max(saved.epochs), ..saved };
-            (saved, c.tensors, c.position)
-        }
-        Start::New(cfg) => {
-            let position = Position { step: 0, epoch: 0, batch_in_epoch: 0, seed: cfg.seed, best_top1: None };
-            (cfg.clone(), BTreeMap::new(), position)
-        }
-    };
-    let compiled = compile(&cfg)?;
-    let graph = &compiled.graph;
-    if tensors.is_empty() {
-        tensors = initial_tensors(graph, &cfg);
-    }
-    let source = compiled.sources.files().next().map(|(_, f)| f.text.clone()).unwrap_or_default();
-    let settings_json = serde_json::to_string(&cfg).expect("serialisable");
-
-    let spec: DataSpec = cfg.data.parse().map_err(|e: crate::data::DataError| e.to_string())?;
-    let train_data: Arc<dyn Source> = Arc::from(open(&spec, Split::Train).map_err(|e| e.to_string())?);
-    let val_data: Arc<dyn Source> = Arc::from(open(&spec, Split::Validation).map_err(|e| e.to_string())?);
-    let classes = graph.shape(logits_node(graph)).0[0];
-    if train_data.classes() > classes {
-        return Err(format!(
-            "the data has {} classes but the network outputs {classes}: set its class count (e.g. --set classes={})",
-            train_data.classes(),
-            train_data.classes()
-        ));
-    }
-
-    // The step graph, compiled for the device that runs it; its state is every input it also
-    // outputs as `__new`.
-    let target = match runner.session.provider {
-        Provider::Cpu => crate::onnx::lower::Target::Cpu,
-        Provider::Cuda { .. } => crate::onnx::lower::Target::Gpu,
-    };
-    let step_config = TrainConfig { target, ema: cfg.ema.is_some(), ..cfg.train.clone() };
-    let model = emit_training(graph, &compiled.sources, &step_config, Some(cfg.batch)).map_err(|d| d.render(&compiled.sources))?;
-    // The step keeps slots and the average packed; checkpoints keep them per parameter.
-    let packed = packed_state(graph, &step_config);
-    if cfg.ema.is_some() {
-        for (n, _) in crate::report::params::param_list(graph) {
-            let start = tensors[&n].clone();
-            tensors.entry(format!("ema/{n}")).or_insert(start);
-        }
-    }
-    pack_all(&packed, &mut tensors)?;
-    let state_names: Vec<String> =
-        model.graph.as_ref().expect("graph").output.iter().filter_map(|o| o.name.strip_suffix("__new").map(str::to_string)).collect();
-    // Moved out, not copied: the per-parameter tensors left behind are dropped here (the state of
-    // inception_resnet_v2 with its optimizer slots is about 0.7 GB).
-    let state = state_names
-        .into_iter()
-        .map(|n| tensors.remove(&n).map(|t| (n.clone(), t.shape, t.data)).ok_or_else(|| format!("no value for `{n}` (checkpoint of another network?)")))
-        .collect::<Result<Vec<_>, String>>()?;
-    drop(tensors);
-    let mut engine =
-        StepEngine::new(prost::Message::encode_to_vec(&model), runner.session.clone(), state, runner.profile.as_deref()).map_err(|e| e.to_string())?;
-    let eval_model = crate::onnx::emit::emit_eval(graph, &compiled.sources, None)?;
-    let mut evaluator = Model::from_bytes(prost::Message::encode_to_vec(&eval_model), runner.session.clone()).map_err(|e| e.to_string())?;
-
-    let dropouts: Vec<(String, Vec<usize>, f64)> = graph
-        .order()
-        .into_iter()
-        .filter_map(|n| match &graph.node(n).op {
-            crate::ir::ops::Op::Dropout(d) => Some((format!("{}.mask", graph.node(n).name), graph.shape(n).0.clone(), d.p)),
-            _ => None,
-        })
-        .collect();
-    let input_shape = graph.shape(graph.input).0.clone();
-    let train_transform = Arc::new(transform(&spec, graph, true));
-    let val_transform = Arc::new(transform(&spec, graph, false));
-    let examples = cfg.limit_train.map_or(train_data.len(), |l| l.min(train_data.len()));
-    let steps_per_epoch = (examples / cfg.batch) as u64;
-    if steps_per_epoch == 0 {
-        return Err(format!("{} training examples do not make one batch of {}", examples, cfg.batch));
-    }
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(runner.out.join("metrics.jsonl"))
-        .map_err(|e| format!("cannot write metrics in `{}`: {e}", runner.out.display()))?;
-
-    let mut summary =
-        Summary { steps: position.step, last_loss: f32::NAN, val_top1: None, val_top5: None, step_images_per_s: 0.0, loader_images_per_s: 0.0, profile: None };
-    let run_start = Instant::now();
-    let mut step_time = 0.0f64;
-    let mut stepped_images = 0usize;
-    let mut wait_time = 0.0f64;
-    while position.epoch < cfg.epochs {
-        let epoch = position.epoch;
-        let loader_cfg = LoaderConfig {
-            batch: cfg.batch,
-            shuffle: true,
-            seed: cfg.seed,
-            epoch,
-            workers: runner.workers,
-            drop_last: true,
-            prefetch: 4,
-            limit: cfg.limit_train,
-            start_batch: position.batch_in_epoch as usize,
-        };
-        let bar = progress_bar(runner.progress, steps_per_epoch, position.batch_in_epoch, epoch, cfg.epochs);
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        let mut waited = Instant::now();
-        for batch in batches(train_data.clone(), train_transform.clone(), &loader_cfg) {
-            let batch = batch.map_err(|e| e.to_string())?;
-            wait_time += waited.elapsed().as_secs_f64();
-            let n = batch.len;
-            let epoch_f = epoch as f64 + position.batch_in_epoch as f64 / steps_per_epoch as f64;
-            let lr = cfg.schedule.lr(cfg.lr, epoch_f, cfg.epochs as f64, cfg.warmup_epochs) as f32;
-            let masks = dropouts
-                .iter()
-                .enumerate()
-                .map(|(i, (name, shape, p))| {
-                    let len = n * shape.iter().product::<usize>();
-                    (name.clone(), [vec![n], shape.clone()].concat(), mask(cfg.seed, position.step, i, *p, len))
-                })
-                .collect();
-            let mut scalars = vec![("learning_rate", lr)];
-            if cfg.train.optimizer.needs_step() {
-                scalars.push(("step", position.step as f32 + 1.0));
-            }
-            if let Some(decay) = cfg.ema {
-                // The average starts fast (TensorFlow's `num_updates`): its decay ramps up to `decay`.
-                let done = (position.step + 1) as f64;
-                scalars.push(("ema_decay", decay.min((1.0 + done) / (10.0 + done)) as f32));
-            }
-            let started = Instant::now();
-            let (loss, logits) = engine
-                .step(&StepInputs {
-                    images: &batch.images,
-                    image_shape: [n, input_shape[0], input_shape[1], input_shape[2]],
-                    labels: &batch.labels,
-                    scalars,
-                    masks,
-                })
-                .map_err(|e| e.to_string())?;
-            step_time += started.elapsed().as_secs_f64();
-            stepped_images += n;
-            if !loss.is_finite() {
-                bar.finish_and_clear();
-                return Err(format!(
-                    "the loss became {loss} at step {} (epoch {epoch}, batch {}): training stopped. The last good checkpoint is `{}` (step {}); lower the learning rate or clip gradients (--clip-norm) and resume from it.",
-                    position.step + 1,
-                    position.batch_in_epoch,
-                    last_path.display(),
-                    checkpoint::load(&last_path).map(|c| c.position.step.to_string()).unwrap_or_else(|_| "none written yet".into())
-                ));
-            }
-            loss_sum += f64::from(loss) * n as f64;
-            correct += top_k_hits(&logits, &batch.labels, classes, 1);
-            seen += n;
-            position.step += 1;
-            position.batch_in_epoch += 1;
-            summary.last_loss = loss;
-            let line = serde_json::json!({"kind": "step", "epoch": epoch, "step": position.step, "loss": loss, "lr": lr, "elapsed_s": run_start.elapsed().as_secs_f64()});
-            writeln!(metrics, "{line}").map_err(|e| e.to_string())?;
-            bar.set_position(position.batch_in_epoch);
-            bar.set_message(format!("loss {loss:.4}  {:.0} img/s", stepped_images as f64 / step_time.max(1e-9)));
-            if runner.max_steps.is_some_and(|m| position.step >= m) {
-                bar.finish_and_clear();
-                save(&last_path, &engine, &packed, &position, &settings_json, &source)?;
+/// Trains a new run, or resumes one: epochs of steps, each epoch closed by a checkpoint, a
+/// validation and a checkpoint, until the run's last epoch, `Runner::max_steps` or an interrupt.
+/// Whatever stops the run after it started keeps its work: a checkpoint at the last good step.
+pub fn train(start: &Start, runner: &Runner) -> Result<Summary, Error> {
+    let mut run = Run::build(begin(start, &runner.out)?, runner)?;
+    while !run.finished() {
+        match run.epoch()? {
+            Reached::EpochEnd => run.validate_and_checkpoint()?,
+            Reached::MaxSteps => {
+                // Stopped mid-run (tests, smoke runs): the checkpoint resumes it exactly here.
+                run.checkpoint()?;
                 break;
             }
-            waited = Instant::now();
+            Reached::Interrupt => {
+                run.checkpoint()?;
+                return Err(Error::Interrupted(Some(run.saved())));
+            }
         }
-        bar.finish_and_clear();
-        if runner.max_steps.is_some_and(|m| position.step >= m) {
-            break;
-        }
-        position.epoch += 1;
-        position.batch_in_epoch = 0;
-
-        // Validation with the averaged parameters, if any.
-        let mut eval_weights = Weights { tensors: current_state(&engine, &packed)? };
-        if cfg.ema.is_some() {
-            use_average(&mut eval_weights.tensors);
-        }
-        let val = evaluate(&mut evaluator, graph, &eval_weights, val_data.clone(), val_transform.clone(), cfg.batch, runner.workers, cfg.limit_val)?;
-        let train_loss = loss_sum / seen.max(1) as f64;
-        let line = serde_json::json!({
-            "kind": "epoch", "epoch": position.epoch, "step": position.step,
-            "train_loss": train_loss, "train_top1": correct as f64 / seen.max(1) as f64,
-            "val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5,
-            "lr": cfg.schedule.lr(cfg.lr, position.epoch as f64, cfg.epochs as f64, cfg.warmup_epochs),
-            "images_per_s": stepped_images as f64 / step_time.max(1e-9),
-            "loader_wait_s": wait_time,
-        });
-        writeln!(metrics, "{line}").map_err(|e| e.to_string())?;
-        if runner.progress {
-            eprintln!(
-                "epoch {}/{}: train loss {train_loss:.4}, val loss {:.4}, top-1 {:.2}%, top-5 {:.2}%",
-                position.epoch,
-                cfg.epochs,
-                val.loss,
-                100.0 * val.top1,
-                100.0 * val.top5
-            );
-        }
-        let best = position.best_top1.is_none_or(|b| val.top1 > b);
-        if best {
-            position.best_top1 = Some(val.top1);
-        }
-        save(&last_path, &engine, &packed, &position, &settings_json, &source)?;
-        if best {
-            std::fs::copy(&last_path, runner.out.join("best.tmp"))
-                .and_then(|_| std::fs::rename(runner.out.join("best.tmp"), runner.out.join("best.safetensors")))
-                .map_err(|e| e.to_string())?;
-        }
-        summary.val_top1 = Some(val.top1);
-        summary.val_top5 = Some(val.top5);
     }
-    summary.steps = position.step;
-    summary.profile = engine.end_profiling().map_err(|e| e.to_string())?;
-    summary.step_images_per_s = stepped_images as f64 / step_time.max(1e-9);
-    let probe = LoaderConfig {
-        batch: cfg.batch,
-        shuffle: true,
-        seed: cfg.seed,
-        epoch: 0,
-        workers: runner.workers,
-        drop_last: true,
-        prefetch: 4,
-        limit: cfg.limit_train,
-        start_batch: 0,
-    };
-    summary.loader_images_per_s = loader_throughput(train_data, train_transform, &probe, 20).map_err(|e| e.to_string())?;
-    Ok(summary)
+    run.finish()
 }
 
-fn progress_bar(show: bool, len: u64, pos: u64, epoch: u64, epochs: u64) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}").expect("valid template").progress_chars("=> "),
-    );
-    bar.set_prefix(format!("{}/{epochs}", epoch + 1));
-    bar.set_position(pos);
-    bar
+/// Where a run begins: its settings, the network, its state (`None` for a new run: seeded once
+/// the network is compiled), its position, and what a resumption changed.
+struct Begin {
+    cfg: RunConfig,
+    compiled: crate::driver::Compiled,
+    state: Option<BTreeMap<String, Tensor>>,
+    position: Position,
+    /// `None` for a new run.
+    resumed: Option<Vec<Change>>,
 }
 
-/// The engine's state copied to the host, per parameter (as checkpoints keep it).
-fn current_state(engine: &StepEngine, packed: &[Packed]) -> Result<BTreeMap<String, Tensor>, String> {
-    let state = engine.state().map_err(|e| e.to_string())?;
-    Ok(unpack_all(packed, state.into_iter().map(|(n, shape, data)| (n, Tensor { shape, data }))))
+/// The checkpoint a run resumes from, in its folder.
+const LAST: &str = "last.safetensors";
+
+/// Starts a run in `out`, or resumes the one there from its last checkpoint.
+fn begin(start: &Start, out: &Path) -> Result<Begin, Error> {
+    match start {
+        Start::New(cfg) | Start::Over(cfg) => {
+            cfg.check()?;
+            let compiled = cfg.options().compile(&cfg.arch, None)?;
+            resume::new_run_folder(out, matches!(start, Start::Over(_)))?;
+            let position = Position { step: 0, epoch: 0, batch_in_epoch: 0, seed: cfg.seed, best_top1: None, totals: Default::default() };
+            Ok(Begin { cfg: cfg.clone(), compiled, state: None, position, resumed: None })
+        }
+        Start::Resume { with } => {
+            let path = out.join(LAST);
+            let c = checkpoint::load(&path)?;
+            let saved = settings(&c.settings, &path)?;
+            let compiled = resume::stored_network(&c, &saved, &path)?;
+            let (cfg, changes) = match with {
+                Some(wanted) => (wanted.clone(), resume::changes(&saved, wanted, &c.position)?),
+                None => (saved, vec![]),
+            };
+            cfg.check()?;
+            Ok(Begin { cfg, compiled, state: Some(c.tensors), position: c.position, resumed: Some(changes) })
+        }
+    }
+}
+
+/// The settings of the run in `run_dir`, from its last checkpoint's header (not its tensors): what
+/// the command line's options change on `--resume`.
+pub fn saved_settings(run_dir: &Path) -> Result<RunConfig, Error> {
+    let path = run_dir.join(LAST);
+    settings(&checkpoint::settings(&path)?, &path)
+}
+
+/// The settings a checkpoint records.
+fn settings(json: &str, path: &Path) -> Result<RunConfig, Error> {
+    serde_json::from_str(json).map_err(|e| Error::checkpoint(path, format!("unreadable settings: {e}")))
+}
+
+/// The number of classes the network outputs.
+fn classes(graph: &Graph) -> usize {
+    graph.shape(logits_node(graph)).0[0]
 }
 
 /// Replaces each parameter by its moving average `ema/<param>`, where there is one.
@@ -386,95 +254,45 @@ fn use_average(tensors: &mut BTreeMap<String, Tensor>) {
     tensors.extend(averages);
 }
 
-fn save(path: &Path, engine: &StepEngine, packed: &[Packed], position: &Position, settings: &str, source: &str) -> Result<(), String> {
-    let tensors = current_state(engine, packed)?;
-    let c = Checkpoint { tensors, position: position.clone(), settings: settings.to_string(), source: source.to_string() };
-    checkpoint::save(path, &c).map_err(|e| format!("cannot write the checkpoint `{}`: {e}", path.display()))
+/// What `incc eval` measured, on which parameters.
+pub struct EvalReport {
+    pub evaluation: Evaluation,
+    /// The checkpoint's averaged parameters were evaluated (else the raw ones).
+    pub averaged: bool,
 }
 
-/// How many of the examples have their label among the `k` highest logits.
-pub fn top_k_hits(logits: &[f32], labels: &[i64], classes: usize, k: usize) -> usize {
-    logits
-        .chunks(classes)
-        .zip(labels)
-        .filter(|(row, &label)| {
-            let target = row[label as usize];
-            // Ties count against the example: any other class with a logit at least as high ranks above it.
-            row.iter().enumerate().filter(|&(j, &v)| j != label as usize && v >= target).count() < k
-        })
-        .count()
-}
-
-pub struct Evaluation {
-    pub loss: f64,
-    pub top1: f64,
-    pub top5: f64,
-    pub examples: usize,
-}
-
-/// Top-1, top-5 and the cross-entropy of the evaluation graph over a split.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate(
-    model: &mut Model,
-    graph: &Graph,
-    weights: &Weights,
-    data: Arc<dyn Source>,
-    transform: Arc<Transform>,
-    batch: usize,
-    workers: usize,
-    limit: Option<usize>,
-) -> Result<Evaluation, String> {
-    let classes = graph.shape(logits_node(graph)).0[0];
-    let input = graph.shape(graph.input).0.clone();
-    let cfg = LoaderConfig { batch, shuffle: false, seed: 0, epoch: 0, workers, drop_last: false, prefetch: 4, limit, start_batch: 0 };
-    let (mut loss, mut top1, mut top5, mut n) = (0.0f64, 0usize, 0usize, 0usize);
-    let params: Vec<(String, Feed)> = crate::report::params::param_list(graph)
-        .into_iter()
-        .filter(|(_, p)| p.role.is_trainable() || matches!(p.role, ParamRole::RunningMean | ParamRole::RunningVar))
-        .map(|(name, spec)| {
-            let t = weights.tensors.get(&name).ok_or_else(|| format!("no value for `{name}`"))?;
-            Ok((name, Feed::F32(spec.shape, t.data.clone())))
-        })
-        .collect::<Result<_, String>>()?;
-    // The parameters go to the device once per evaluation, not once per batch.
-    let mut bound = BoundRun::new(model, params, &["logits"]).map_err(|e| e.to_string())?;
-    for b in batches(data, transform, &cfg) {
-        let b = b.map_err(|e| e.to_string())?;
-        let outputs = bound.run(vec![("images".to_string(), Feed::F32([vec![b.len], input.clone()].concat(), b.images))]).map_err(|e| e.to_string())?;
-        let logits = &outputs.iter().find(|o| o.0 == "logits").ok_or("the evaluation graph has no logits")?.2;
-        for (row, &label) in logits.chunks(classes).zip(&b.labels) {
-            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let lse = f64::from(m) + row.iter().map(|&v| f64::from(v - m).exp()).sum::<f64>().ln();
-            loss += lse - f64::from(row[label as usize]);
-        }
-        top1 += top_k_hits(logits, &b.labels, classes, 1);
-        top5 += top_k_hits(logits, &b.labels, classes, 5.min(classes));
-        n += b.len;
-    }
-    if n == 0 {
-        return Err("the validation split is empty".into());
-    }
-    Ok(Evaluation { loss: loss / n as f64, top1: top1 as f64 / n as f64, top5: top5 as f64 / n as f64, examples: n })
-}
-
-/// `incc eval`: a checkpoint's evaluation on a split (the EMA parameters when it has them).
-pub fn eval_checkpoint(path: &Path, arch: Option<&Path>, data: &str, runner: &Runner, use_ema: bool) -> Result<(Evaluation, bool), String> {
+/// `incc eval`: a checkpoint's evaluation on a split (the EMA parameters when it has them and
+/// `use_ema`), of the network stored in the checkpoint (or the file `arch`), on at most `limit`
+/// examples.
+pub fn eval_checkpoint(path: &Path, arch: Option<&Path>, data: &str, runner: &Runner, use_ema: bool, limit: Option<usize>) -> Result<EvalReport, Error> {
     let c = checkpoint::load(path)?;
-    let mut cfg: RunConfig = serde_json::from_str(&c.settings).map_err(|e| format!("checkpoint `{}`: unreadable settings: {e}", path.display()))?;
-    if let Some(a) = arch {
-        cfg.arch = a.to_path_buf();
+    let cfg = settings(&c.settings, path)?;
+    let compiled = match arch {
+        Some(a) => cfg.options().compile(a, None)?,
+        None => resume::stored_network(&c, &cfg, path)?,
+    };
+    let mut tensors = c.tensors;
+    let averaged = use_ema && tensors.keys().any(|k| k.starts_with("ema/"));
+    if averaged {
+        use_average(&mut tensors);
     }
-    let compiled = compile(&cfg)?;
-    let graph = &compiled.graph;
-    let mut weights = Weights { tensors: c.tensors };
-    let with_ema = use_ema && weights.tensors.keys().any(|k| k.starts_with("ema/"));
-    if with_ema {
-        use_average(&mut weights.tensors);
+    let spec: DataSpec = data.parse()?;
+    let val = Examples::open(&spec, Split::Validation, &compiled.graph, limit)?;
+    check_classes(&val, &compiled.graph)?;
+    let evaluation = Evaluator::new(&compiled, runner.session.clone())?.evaluate(&tensors, &val, cfg.batch, runner.workers)?;
+    Ok(EvalReport { evaluation, averaged })
+}
+
+/// Refuses data with more classes than the network outputs: its labels would index past the logits.
+fn check_classes(examples: &Examples, graph: &Graph) -> Result<(), Error> {
+    let (data, network) = (examples.source.classes(), classes(graph));
+    if data > network {
+        return Err(Error::Invalid(format!("the data has {data} classes but the network outputs {network}: set its class count (e.g. --set classes={data})")));
     }
-    let spec: DataSpec = data.parse().map_err(|e: crate::data::DataError| e.to_string())?;
-    let val: Arc<dyn Source> = Arc::from(open(&spec, Split::Validation).map_err(|e| e.to_string())?);
-    let model = crate::onnx::emit::emit_eval(graph, &compiled.sources, None)?;
-    let mut evaluator = Model::from_bytes(prost::Message::encode_to_vec(&model), runner.session.clone()).map_err(|e| e.to_string())?;
-    let e = evaluate(&mut evaluator, graph, &weights, val, Arc::new(transform(&spec, graph, false)), cfg.batch, runner.workers, cfg.limit_val)?;
-    Ok((e, with_ema))
+    Ok(())
+}
+
+/// Where a stopped run is kept, for its messages.
+fn saved_at(position: &Position, out: &Path) -> Saved {
+    Saved { step: position.step, epoch: position.epoch, batch: position.batch_in_epoch, checkpoint: out.join(LAST), run: out.to_path_buf() }
 }

@@ -39,6 +39,25 @@ impl Schedule {
         }
     }
 
+    /// Factors above 0 and epochs at least 0, all finite.
+    pub fn check(&self) -> Result<(), String> {
+        let (factor, epochs) = match self {
+            Schedule::Exponential { factor, every } if !(every.is_finite() && *every > 0.0) => {
+                return Err(format!("every {every} epochs: expected a number above 0"))
+            }
+            Schedule::Exponential { factor, .. } => (*factor, &[][..]),
+            Schedule::Step { factor, at } => (*factor, &at[..]),
+            Schedule::Cosine | Schedule::Constant => return Ok(()),
+        };
+        if !(factor.is_finite() && factor > 0.0) {
+            return Err(format!("factor {factor}: expected a finite number above 0"));
+        }
+        match epochs.iter().find(|e| !(e.is_finite() && **e >= 0.0)) {
+            Some(e) => Err(format!("epoch {e}: expected a finite number at least 0")),
+            None => Ok(()),
+        }
+    }
+
     /// The rate at `epoch` (fractional) of a run of `epochs`, from `base`, after `warmup` epochs
     /// of linear warm-up.
     pub fn lr(&self, base: f64, epoch: f64, epochs: f64, warmup: f64) -> f64 {

@@ -1,12 +1,6 @@
 //! The `incc` command line, run as a user would: exit codes, output, files written.
 
-use crate::common::ort_ready;
-use std::process::Command;
-
-fn incc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_incc")).args(args).output().expect("incc runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
+use crate::common::{fresh_folder, incc, ort_ready};
 
 #[test]
 fn flops_json_reports_the_totals_and_the_convention() {
@@ -77,14 +71,6 @@ fn run_and_bench_on_the_cpu() {
     let (code, _, err) = incc(&["run", "tests/fixtures/tiny_residual.inc", "--provider", "cuda"]);
     assert_eq!(code, 1, "no silent fallback: {err}");
     assert!(err.contains("CUDA"), "{err}");
-}
-
-/// A fresh folder for one test's files.
-fn fresh_folder(name: &str) -> std::path::PathBuf {
-    let dir = std::path::Path::new("target/cli-test").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("folder");
-    dir
 }
 
 #[test]
@@ -175,4 +161,32 @@ fn cuda_options_are_key_value_pairs_for_the_cuda_provider() {
     let (code, _, err) = incc(&["run", "tests/fixtures/tiny_residual.inc", "--cuda-option", "prefer_nhwc=1"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--cuda-option configures the CUDA provider; add --provider cuda"), "{err}");
+}
+
+/// Every failure is printed once, with one `error:` prefix: located diagnostics with their own
+/// header, every other error after `error: ` (never `error: error:`, never none). A command that
+/// runs a model may say which ONNX Runtime it loaded first.
+#[test]
+fn a_failure_is_printed_once_with_one_error_prefix() {
+    std::fs::create_dir_all("target/cli-test").expect("dir");
+    let failing: [&[&str]; 8] = [
+        &["check", "target/cli-test/no-such-file.inc"],
+        &["flops", "archs/inception_v4.inc", "--residualize", "scale"],
+        &["graph", "archs/inception_v4.inc", "--after", "no-such-pass"],
+        &["compile", "tests/fixtures/tiny_residual.inc", "--weights", "target/cli-test/missing.safetensors", "-o", "target/cli-test/x.onnx"],
+        &["compile", "tests/fixtures/tiny_residual.inc", "--train", "--fold-bn", "-o", "target/cli-test/x.onnx"],
+        &["train", "tests/fixtures/tiny_residual.inc", "--data", "nope:/x", "--out", "target/cli-test/never"],
+        &["train", "tests/fixtures/tiny_residual.inc", "--data", "synthetic:8,15,5", "--set", "classes=abc", "--out", "target/cli-test/never"],
+        &["plot", "target/cli-test/no-such-run", "--out", "target/cli-test/never.svg"],
+    ];
+    for args in failing {
+        let (code, _, err) = incc(args);
+        assert!(code == 1 || code == 2, "{args:?} exits {code}: {err}");
+        let message = match err.split_once('\n') {
+            Some((first, rest)) if first.starts_with("ONNX Runtime: ") => rest,
+            _ => err.as_str(),
+        };
+        assert!(message.starts_with("error: ") && !message.starts_with("error: error"), "{args:?}:\n{err}");
+        assert_eq!(err.matches("error:").count(), 1, "{args:?}:\n{err}");
+    }
 }

@@ -4,6 +4,7 @@ use incc::driver::{compile, compile_text, Compiled, Failure};
 use incc::elab::Settings;
 use incc::passes::PassOptions;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -55,4 +56,29 @@ pub fn ort_ready() -> bool {
             false
         }
     }
+}
+
+/// Runs `python3 scripts/SCRIPT ARGS`. Exit status 3 (a Python package missing) or no python3
+/// skips, saying `needs`, unless `CI` is set; any other failure panics with `refused`.
+pub fn python_check(script: &str, args: &[std::ffi::OsString], needs: &str, refused: &str) {
+    let status = std::process::Command::new("python3").arg(root().join("scripts").join(script)).args(args).status();
+    match status.map(|s| s.code()) {
+        Ok(Some(0)) => {}
+        Ok(Some(3)) | Err(_) if std::env::var_os("CI").is_none() => eprintln!("skipped: python3 with {needs} is not available (CI installs it)"),
+        other => panic!("{refused} (or python3 with {needs} is missing in CI): {other:?}"),
+    }
+}
+
+/// Runs the `incc` binary: its exit status (-1 when a signal ended it), stdout and stderr.
+pub fn incc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_incc")).args(args).output().expect("incc runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A fresh folder for one test's files, under `target/cli-test`.
+pub fn fresh_folder(name: &str) -> PathBuf {
+    let dir = Path::new("target/cli-test").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("folder");
+    dir
 }

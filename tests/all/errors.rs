@@ -64,6 +64,53 @@ fn nesting_beyond_the_parsers_stack_is_an_error() {
     assert!(rendered.starts_with("error: nested too deeply"), "{}", &rendered[..rendered.len().min(300)]);
 }
 
+#[test]
+fn absurd_sizes_from_the_command_line_fail_at_the_layer_naming_the_option() {
+    let set = |value: &str| Settings { set: vec![("classes".into(), value.into())], ..Settings::default() };
+    let cases = [
+        // 30 G input elements.
+        ("option_input_too_large", Settings { input: Some(vec![3, 100_000, 100_000]), ..Settings::default() }, "--input 3x100000x100000"),
+        // 3 G outputs of the last layer.
+        ("option_classes_in_the_billions", set("3000000000"), "--set classes=3000000000"),
+        // Its weight: 1536 x 2 G.
+        ("option_classes_make_a_weight_too_large", set("2000000000"), "--set classes=2000000000"),
+        // 1.5 G parameters in all.
+        ("option_classes_make_too_many_parameters", set("1000000"), "--set classes=1000000"),
+    ];
+    for (name, settings, option) in cases {
+        let rendered = match compile(Path::new("archs/inception_v4.inc"), &settings, &PassOptions::default(), None) {
+            Ok(_) => panic!("{name}: compiled"),
+            Err(failure) => failure.render(),
+        };
+        assert!(has_location(&rendered, "archs/inception_v4.inc"), "{name}: not located:\n{rendered}");
+        assert!(rendered.contains(option), "{name}: does not name `{option}`:\n{rendered}");
+        snapshots(|| insta::assert_snapshot!(format!("error__{name}"), rendered));
+    }
+}
+
+/// Network source with `uses` uses of a block of `relus` ReLUs written out, one a line (no repeat,
+/// so that the bound is met node by node, not foreseen at a repeat).
+fn written_out_relus(relus: usize, uses: usize) -> String {
+    format!("block unit {{\n{}}}\n\nnetwork n {{\n  input 3x8x8\n{}}}\n", "  relu\n".repeat(relus), "  unit\n".repeat(uses))
+}
+
+#[test]
+fn a_network_past_the_node_bound_fails_where_the_bound_is_crossed() {
+    // One node more than the bound: 1001 uses of 1000 nodes (and the input).
+    let relus = 1000;
+    let uses = incc::ir::MAX_NODES / relus + 1;
+    let rendered = match compile_text(Path::new("archs/many_nodes.inc"), &written_out_relus(relus, uses), &Settings::default(), &PassOptions::default(), None) {
+        Ok(c) => panic!("{} nodes compiled", c.graph.g.node_count()),
+        Err(failure) => failure.render(),
+    };
+    assert!(rendered.starts_with("error: too many nodes: the network has more than the 1,000,000"), "{rendered}");
+    // At the layer that makes node 1,000,001 (the input is node 1): the block's last ReLU (line
+    // 1 + 1000), in its 1000th use (line 1005 + 1000).
+    assert!(rendered.contains("archs/many_nodes.inc:1001:3"), "{rendered}");
+    assert!(rendered.contains("2005 │   unit\n"), "{rendered}");
+    assert!(rendered.contains("in this use of `unit`"), "{rendered}");
+}
+
 /// True when `text` contains `file:LINE:COL`.
 fn has_location(text: &str, file: &str) -> bool {
     text.match_indices(&format!("{file}:")).any(|(i, m)| {
@@ -152,7 +199,9 @@ const INSERTS: &[&str] = &[
     "é",
     "\t",
 ];
-const NUMBERS: &[&str] = &["0", "1", "99999999999999999999", "4294967297", "100001"];
+// Past i64, past u32, past the repeat bound, past the tensor bound, i64::MAX (which overflows
+// when added to or multiplied).
+const NUMBERS: &[&str] = &["0", "1", "99999999999999999999", "4294967297", "100001", "3000000000", "9223372036854775807"];
 
 /// Byte offset of a random char boundary of `s` (possibly its end).
 fn boundary(s: &str, rng: &mut Rng) -> usize {

@@ -114,8 +114,8 @@ const REFERENCES: &[Reference] = &[
 fn totals_match_the_reference_implementations_exactly() {
     for r in REFERENCES {
         let c = compile_arch(r.arch);
-        let incc = report(&c.graph, Convention::Incc, None, 1).totals;
-        let fvcore = report(&c.graph, Convention::Fvcore, None, 1).totals;
+        let incc = report(&c.graph, Convention::Incc, None, 1).expect("the costs fit in 64 bits").totals;
+        let fvcore = report(&c.graph, Convention::Fvcore, None, 1).expect("the costs fit in 64 bits").totals;
         assert_eq!(incc.params, r.params, "{} parameters", r.arch);
         assert_eq!(incc.params_without_bn, r.params_without_bn, "{} parameters without batch norm", r.arch);
         assert_eq!(incc.conv_layers, r.conv_layers, "{} conv layers", r.arch);
@@ -130,7 +130,7 @@ fn totals_match_the_reference_implementations_exactly() {
 fn every_stage_has_the_reference_output_shape() {
     for r in REFERENCES {
         let c = compile_arch(r.arch);
-        let rows = report(&c.graph, Convention::Incc, Some(1), 1).rows;
+        let rows = report(&c.graph, Convention::Incc, Some(1), 1).expect("the costs fit in 64 bits").rows;
         let outputs: HashMap<&str, &str> = rows.iter().map(|row| (row.name.as_str(), row.output.as_str())).collect();
         for (stage, shape) in r.stages {
             assert_eq!(outputs.get(stage).copied(), Some(*shape), "{} stage {stage}; rows: {outputs:?}", r.arch);
@@ -192,7 +192,7 @@ fn per_stage_parameters_match_numbers_md() {
     ];
     for (name, stages) in expect {
         let c = compile_arch(name);
-        let rows = report(&c.graph, Convention::Incc, Some(1), 1).rows;
+        let rows = report(&c.graph, Convention::Incc, Some(1), 1).expect("the costs fit in 64 bits").rows;
         for (stage, params) in *stages {
             let row = rows.iter().find(|r| r.name == *stage).unwrap_or_else(|| panic!("{name}: no row {stage}"));
             assert_eq!(row.params, *params, "{name} {stage}");
@@ -200,7 +200,7 @@ fn per_stage_parameters_match_numbers_md() {
     }
     // IR-v1 stages that numbers.md gives: stem, 5 x A, reduction A, 10 x B, reduction B, 5 x C, FC.
     let c = compile_arch("inception_resnet_v1");
-    let rows = report(&c.graph, Convention::Incc, Some(1), 1).rows;
+    let rows = report(&c.graph, Convention::Incc, Some(1), 1).expect("the costs fit in 64 bits").rows;
     let stem: u64 = rows.iter().filter(|r| r.name.starts_with("conv2d_")).map(|r| r.params).sum();
     assert_eq!(stem, 615_552);
     for (stage, params) in
@@ -230,7 +230,7 @@ fn parameter_names_equal_timm_state_dict_keys() {
 fn cost_tables_and_parameter_lists() {
     for r in REFERENCES {
         let c = compile_arch(r.arch);
-        let table = render_table(&report(&c.graph, Convention::Incc, None, 1), &format!("archs/{}.inc", r.arch));
+        let table = render_table(&report(&c.graph, Convention::Incc, None, 1).expect("the costs fit in 64 bits"), &format!("archs/{}.inc", r.arch));
         let params = incc::report::params::render(&c.graph);
         snapshots(|| {
             insta::assert_snapshot!(format!("flops__{}", r.arch), table);
@@ -242,7 +242,7 @@ fn cost_tables_and_parameter_lists() {
 #[test]
 fn depth_one_in_the_fvcore_convention_as_json() {
     let c = compile_arch("inception_v4");
-    let json = serde_json::to_string_pretty(&report(&c.graph, Convention::Fvcore, Some(1), 1)).expect("json");
+    let json = serde_json::to_string_pretty(&report(&c.graph, Convention::Fvcore, Some(1), 1).expect("the costs fit in 64 bits")).expect("json");
     snapshots(|| insta::assert_snapshot!("flops__inception_v4_depth1_fvcore_json", json));
 }
 
@@ -252,10 +252,48 @@ fn settings_change_classes_input_and_batch() {
     let settings = Settings { set: vec![("classes".into(), "10".into())], input: Some(vec![3, 149, 149]), ..Settings::default() };
     let c = compile_with(&arch("inception_v4"), &settings, &PassOptions::default(), None).expect("compiles");
     assert_eq!(c.graph.shape(c.graph.output).to_string(), "10");
-    let r = report(&c.graph, Convention::Incc, Some(1), 32);
+    let r = report(&c.graph, Convention::Incc, Some(1), 32).expect("the costs fit in 64 bits");
     let stem = r.rows.iter().find(|row| row.name == "features.0-5").expect("stem row");
     assert_eq!(stem.output, "384x16x16"); // 149 -> 74 -> 72 -> 72 -> 35 -> 33 -> 16
-    let one = report(&c.graph, Convention::Incc, Some(1), 1).totals;
+    let one = report(&c.graph, Convention::Incc, Some(1), 1).expect("the costs fit in 64 bits").totals;
     assert_eq!(r.totals.macs, 32 * one.macs);
     assert_eq!(one.params, 42_679_816 - 1_537_000 + 1536 * 10 + 10);
+}
+
+/// Cost figures are exact 64-bit counts: a batch that takes one past `u64` is an error at the
+/// layer where the running total crosses, never a wrapped number.
+#[test]
+fn the_cost_of_a_batch_past_64_bits_is_a_located_error() {
+    let c = compile_arch("inception_v4");
+    let one = report(&c.graph, Convention::Fvcore, None, 1).expect("the costs fit in 64 bits").totals;
+    // 2^28 x 12.3 G multiply-adds fit (3.3e18); their FLOPs too (6.6e18 < 1.8e19).
+    let batch = 1 << 28;
+    let t = report(&c.graph, Convention::Fvcore, None, batch).expect("the costs fit in 64 bits").totals;
+    let exact = |v: u64| u128::from(v) * u128::from(batch);
+    assert_eq!((u128::from(t.macs), u128::from(t.flops), u128::from(t.activations)), (exact(one.macs), exact(one.flops), exact(one.activations)));
+    // 2^30: the FLOPs (2.6e19) do not.
+    for batch in [1 << 30, u64::MAX] {
+        let Err(d) = report(&c.graph, Convention::Fvcore, None, batch) else { panic!("a batch of {batch} fitted") };
+        assert_eq!(d.message, format!("the cost of a batch of {batch} does not fit in 64 bits"));
+        assert!(d.labels.iter().any(|(_, _, primary)| *primary), "located at a layer");
+    }
+}
+
+/// A large generated network (1500 residual blocks, 21 k nodes: 25x the largest in archs/, and small
+/// enough for CI) checks and gets its cost report. Both are linear in its size (`benches/compile.rs`
+/// times them, to 8000 blocks and a 3 MB file); this only asserts that it finishes, with the right
+/// figures.
+#[test]
+fn a_large_generated_network_checks_and_reports() {
+    let blocks = 1500;
+    let mut text = "defaults { conv: bn(eps = 0.001), relu, same }\n".to_string();
+    text.push_str("block unit {\n  residual(0.2) {\n    conv 1x1 8\n    conv 1x1 8 -> conv 3x3 8\n  }\n  relu\n}\n");
+    // Unlabelled uses, so that automatic names (`unit`, `unit_1`, ...) are made for the whole file.
+    text.push_str(&format!("network large {{\n  input 32x9x9\n{}  global avgpool\n  fc 10\n}}\n", "  unit\n".repeat(blocks)));
+    let c = crate::common::compile_src(&text, &PassOptions::default(), None).unwrap_or_else(|f| panic!("{}", f.render()));
+    // Per block: 3 convs of 3 nodes (conv, batch norm, relu), the concat, the projection, scale, add, relu.
+    assert_eq!(c.graph.g.node_count(), 1 + blocks * 14 + 2);
+    let t = report(&c.graph, Convention::Incc, None, 1).expect("the costs fit in 64 bits").totals;
+    let per_block = (32 * 8 + 32 * 8 + 8 * 8 * 9) + 3 * 2 * 8 + (16 * 32 + 32);
+    assert_eq!(t.params, blocks as u64 * per_block + 32 * 10 + 10);
 }

@@ -53,12 +53,33 @@ fn reads_epochs_ignoring_steps_and_unknown_keys() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// What a crash in the middle of a line leaves (a run being written looks the same), glued to
+/// the next line when an older incc resumed the run: the whole lines are read, the cut ones
+/// skipped.
+#[test]
+fn lines_cut_short_or_glued_together_are_read() {
+    let dir = temp_dir("torn");
+    let good = metrics(3, 0.5);
+    let lines: Vec<&str> = good.lines().collect();
+    let epoch2 = lines.iter().position(|l| l.contains("\"kind\":\"epoch\",\"epoch\":2")).expect("epoch 2");
+    // Epoch 2's line cut short and the next line glued to it; and a last line cut short.
+    let torn = format!("{}\n{}{}\n{}{{\"kind\":\"epoch\",\"epo", lines[..epoch2].join("\n"), &lines[epoch2][..30], lines[epoch2 + 1..].join("\n"), "\n");
+    let run = read_run(&write_run(&dir, "torn", &torn)).expect("reads");
+    assert_eq!(run.epochs.iter().map(|p| p.epoch).collect::<Vec<_>>(), [1, 3]);
+    // Two whole lines glued together are both read.
+    let glued = good.replacen("}\n{", "}{", 3);
+    let run = read_run(&write_run(&dir, "glued", &glued)).expect("reads");
+    assert_eq!(run.epochs.len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_metrics_name_the_file_and_line() {
     let dir = temp_dir("errors");
     let good = &metrics(2, 0.5);
     let cases = [
-        ("torn", format!("{good}{{\"kind\":\"epoch\",\"epo"), ":9: EOF while parsing a string at column 20"),
+        ("garbage", format!("{good}{{\"kind\":\"epoch\"]\n"), ":9: expected `,` or `}` at column 16"),
+        ("glued_garbage", format!("{good}{{\"kind\":\"step\"}}x\n"), ":9: expected value at column 16"),
         ("no_kind", format!("{good}{{\"epoch\":3}}\n"), ":9: no \"kind\" string (expected \"epoch\" or \"step\")"),
         ("missing", format!("{good}{{\"kind\":\"epoch\",\"epoch\":3}}\n"), ":9: epoch line: missing field `train_loss`"),
         (

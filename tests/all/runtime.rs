@@ -375,7 +375,7 @@ fn cuda_runs_or_fails_clearly() {
     let config = SessionConfig { provider: Provider::Cuda { device: 0 }, ..SessionConfig::default() };
     let err = match Model::from_bytes(conv_relu_model(), config) {
         Ok(mut model) => {
-            let images = synthetic_batch([3, 2, 2, 2], 1);
+            let images = synthetic_batch([3, 2, 2, 2], 1).expect("small");
             let on_gpu = run(&mut model, &images, [3, 2, 2, 2]).unwrap();
             let on_cpu = run(&mut Model::from_bytes(conv_relu_model(), cpu()).unwrap(), &images, [3, 2, 2, 2]).unwrap();
             for ((name, _, gpu), (_, _, cpu)) in on_gpu.iter().zip(&on_cpu) {

@@ -2,16 +2,18 @@
 //! differences, a full step checked piece by piece against computations written here, loss going
 //! down, the evaluation graph agreeing with the training graph, every network's step.
 
-use crate::common::{arch, compile_src, ort_ready, root, snapshots};
+use crate::common::{arch, compile_src, ort_ready, python_check, root, snapshots};
 use incc::driver::Compiled;
-use incc::onnx::lower::Target;
+use incc::ir::ops::Op;
 use incc::passes::PassOptions;
 use incc::runtime::session::{Model, SessionConfig};
 use incc::runtime::tensor::{run_named, Feed};
 use incc::train::update::{pack_all, packed_state, Packed};
+use incc::train::Target;
 use incc::train::{emit_training, Optimizer, TrainConfig};
 use incc::weights::{Tensor, Weights};
-use std::collections::{BTreeMap, HashMap};
+use petgraph::stable_graph::NodeIndex;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Deterministic values in [-1, 1).
 fn noise(seed: u64, n: usize) -> Vec<f32> {
@@ -55,10 +57,10 @@ impl Step {
         let classes = c.graph.shape(incc::train::logits_node(&c.graph)).0[0];
         let mut masks = HashMap::new();
         for n in c.graph.order() {
-            for (suffix, dims) in c.graph.node(n).op.rule().step_inputs(c.graph.shape(n)) {
+            for input in c.graph.node(n).op.rule().step_inputs(c.graph.shape(n)) {
                 // A fixed mask: every fifth element dropped, the others scaled by 1 / 0.8.
-                let len = batch * dims.iter().product::<usize>();
-                masks.insert(format!("{}.{suffix}", c.graph.node(n).name), (0..len).map(|i| if i % 5 == 2 { 0.0 } else { 1.25 }).collect());
+                let len = batch * input.shape.iter().product::<usize>();
+                masks.insert(format!("{}.{}", c.graph.node(n).name, input.suffix), (0..len).map(|i| if i % 5 == 2 { 0.0 } else { 1.25 }).collect());
             }
         }
         Step {
@@ -131,11 +133,11 @@ fn sgd() -> TrainConfig {
     TrainConfig { optimizer: Optimizer::Sgd { momentum: 0.0, nesterov: false }, debug_outputs: true, ..TrainConfig::default() }
 }
 
-/// Central differences of the loss along one random direction of all parameters, against the
-/// gradient's inner product with that direction.
-fn check_gradients(name: &str, src: &str, target: Target) {
-    let c = compile_src(src, &PassOptions::default(), None).unwrap_or_else(|f| panic!("{name}: {}", f.render()));
-    let mut step = Step::new(&c, &TrainConfig { target, ..sgd() }, 3);
+/// Central differences of the loss against the gradient's inner product with the direction, in
+/// two directions of the parameters `along` picks: a random one, and the gradient's own (a random
+/// direction can be nearly orthogonal to the gradient, leaving no signal).
+fn check_gradients(name: &str, c: &Compiled, target: Target, along: impl Fn(&str) -> bool) {
+    let mut step = Step::new(c, &TrainConfig { target, ..sgd() }, 3);
     let mut weights = incc::weights::init(&c.graph, 5);
     for (n, t) in &mut weights.tensors {
         if n.ends_with("bn.weight") || n.ends_with(".bias") {
@@ -147,36 +149,118 @@ fn check_gradients(name: &str, src: &str, target: Target) {
     }
     let state = HashMap::new();
     let out = step.run(&weights, &state, 0.0);
-    let params: Vec<(String, incc::ir::ParamSpec)> = incc::report::params::param_list(&c.graph).into_iter().filter(|(_, p)| p.role.is_trainable()).collect();
-    let direction: HashMap<String, Vec<f32>> =
-        params.iter().enumerate().map(|(i, (n, _))| (n.clone(), noise(100 + i as u64, weights.tensors[n].data.len()))).collect();
-    let norm: f64 = direction.values().flatten().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
-    let analytic: f64 =
-        params.iter().map(|(n, _)| out[&format!("{n}__grad")].iter().zip(&direction[n]).map(|(&g, &d)| f64::from(g) * f64::from(d)).sum::<f64>()).sum::<f64>()
-            / norm;
-    // A step small enough that few ReLUs change sides (their kinks bias larger steps), large
-    // enough that float32 rounding of the loss stays well below the signal.
-    let shifted = |sign: f32, step: &mut Step| {
-        let mut w = weights.clone();
-        for (n, d) in &direction {
-            for (v, dv) in w.tensors.get_mut(n).expect("param").data.iter_mut().zip(d) {
-                *v += sign * dv / norm as f32;
+    let params: Vec<String> =
+        incc::report::params::param_list(&c.graph).into_iter().filter(|(n, p)| p.role.is_trainable() && along(n)).map(|(n, _)| n).collect();
+    assert!(!params.is_empty(), "{name}: no parameters to move");
+    let random: HashMap<String, Vec<f32>> = params.iter().enumerate().map(|(i, n)| (n.clone(), noise(100 + i as u64, weights.tensors[n].data.len()))).collect();
+    let gradient: HashMap<String, Vec<f32>> = params.iter().map(|n| (n.clone(), out[&format!("{n}__grad")].clone())).collect();
+    for (towards, direction) in [("a random direction", random), ("the gradient", gradient)] {
+        let norm: f64 = direction.values().flatten().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+        let analytic: f64 =
+            params.iter().map(|n| out[&format!("{n}__grad")].iter().zip(&direction[n]).map(|(&g, &d)| f64::from(g) * f64::from(d)).sum::<f64>()).sum::<f64>()
+                / norm;
+        // A step small enough that few ReLUs change sides (their kinks bias larger steps), large
+        // enough that float32 rounding of the loss stays well below the signal.
+        let shifted = |sign: f32, step: &mut Step| {
+            let mut w = weights.clone();
+            for (n, d) in &direction {
+                for (v, dv) in w.tensors.get_mut(n).expect("param").data.iter_mut().zip(d) {
+                    *v += sign * dv / norm as f32;
+                }
             }
-        }
-        f64::from(step.run(&w, &state, 0.0)["loss"][0])
-    };
-    let h = 5e-4f32;
-    let numeric = (shifted(h, &mut step) - shifted(-h, &mut step)) / (2.0 * f64::from(h));
-    let err = (numeric - analytic).abs() / analytic.abs().max(1e-2);
-    eprintln!("{name}: directional derivative {analytic:.6} (gradient), {numeric:.6} (finite differences)");
-    assert!(err < 3e-2, "{name}: directional derivative {analytic:.6} (gradient) vs {numeric:.6} (finite differences), relative error {err:.2e}");
+            f64::from(step.run(&w, &state, 0.0)["loss"][0])
+        };
+        let h = 5e-4f32;
+        let numeric = (shifted(h, &mut step) - shifted(-h, &mut step)) / (2.0 * f64::from(h));
+        let err = (numeric - analytic).abs() / analytic.abs().max(1e-2);
+        eprintln!("{name}, towards {towards}: directional derivative {analytic:.6} (gradient), {numeric:.6} (finite differences)");
+        assert!(
+            err < 3e-2,
+            "{name}, towards {towards}: directional derivative {analytic:.6} (gradient) vs {numeric:.6} (finite differences), relative error {err:.2e}"
+        );
+    }
 }
 
-const HEAD: &str = "  global avgpool\n  dropout 0.2\n  classif: fc 4\n}\n";
+const HEAD: &str = "  global avgpool\n  dropout 0.2\n  classif: fc 4";
 const DEFAULTS: &str = "defaults { conv: bn(eps = 0.001), relu, same }\n";
 
+/// A network: a stem conv (so that every op after it gets an input gradient), `body`, and a head
+/// (global average pool, dropout, fc).
 fn net(input: &str, body: &str) -> String {
-    format!("{DEFAULTS}network t {{\n  input {input}\n  stem: conv 3x3 6 stride 2 valid\n{body}\n{HEAD}")
+    headless(input, &format!("{body}\n{HEAD}"))
+}
+
+/// A network whose `body` ends in the class scores.
+fn headless(input: &str, body: &str) -> String {
+    format!("{DEFAULTS}network t {{\n  input {input}\n  stem: conv 3x3 6 stride 2 valid\n{body}\n}}\n")
+}
+
+/// How an op's gradient rule is checked.
+enum Case {
+    /// Tiny networks (what each shows, source) that use the op; the gradient of each one's
+    /// training step is checked against finite differences, in both gradient forms.
+    Networks(Vec<(&'static str, String)>),
+    /// The op has no gradient rule, and why none is needed.
+    NoRule(&'static str),
+}
+
+/// Lists every op with its `Case`, and writes `variant`, an exhaustive `match` over `Op` (no
+/// `_ =>` arm): a new op does not compile until it is listed here, with a case.
+macro_rules! every_op {
+    ($($variant:ident => $case:expr,)*) => {
+        fn variant(op: &Op) -> &'static str {
+            match op {
+                $(Op::$variant(..) => stringify!($variant),)*
+            }
+        }
+
+        fn every_case() -> Vec<(&'static str, Case)> {
+            vec![$((stringify!($variant), $case),)*]
+        }
+    };
+}
+
+every_op! {
+    Input => Case::NoRule("the network's input: no gradient is wanted for the images"),
+    Conv => Case::Networks(vec![
+        ("rgb stem, 3x3 stride 2 valid, (H - k) not divisible by 2", net("3x24x24", "  a: conv 3x3 5 stride 2 valid")),
+        ("1x7 and 7x1 same", net("3x17x17", "  a: conv 1x7 5\n  b: conv 7x1 5")),
+        ("1x3 and 3x1 same", net("3x13x13", "  a: conv 1x3 5\n  b: conv 3x1 5")),
+        ("5x5 same and 1x1", net("3x13x13", "  a: conv 5x5 5\n  b: conv 1x1 4")),
+        ("3x3 stride 2 TF same (asymmetric padding)", net("3x19x19", "  a: conv 3x3 5 stride 2 same")),
+        ("without batch norm, with a bias", net("3x13x13", "  a: conv 3x3 4 nobn bias")),
+    ]),
+    BatchNorm => Case::Networks(vec![("after every conv, batch statistics", net("3x13x13", "  a: conv 3x3 5"))]),
+    Relu => Case::Networks(vec![("after convs and an fc", headless("3x13x13", "  a: conv 3x3 4\n  flatten\n  f: fc 6 relu\n  classif: fc 5"))]),
+    Pool => Case::Networks(vec![
+        ("max pool 3x3 stride 2 valid", net("3x17x17", "  p: maxpool 3x3 stride 2 valid\n  a: conv 1x1 5")),
+        ("average pool 3x3 same, padding excluded", net("3x13x13", "  p: avgpool 3x3 stride 1 same exclude_pad\n  a: conv 1x1 5")),
+        ("average pool 3x3 stride 2, padding included", net("3x13x13", "  p: avgpool 3x3 stride 2 pad 1 include_pad\n  a: conv 1x1 5")),
+    ]),
+    // Global max pooling has none: `an_op_without_a_gradient_rule_is_a_located_error`.
+    GlobalPool => Case::Networks(vec![("global average pool", net("3x13x13", "  a: conv 3x3 5"))]),
+    Concat => Case::Networks(vec![("concat", net("3x13x13", "  concat {\n    x: conv 1x1 3\n    y: conv 3x3 4\n  }"))]),
+    Add => Case::Networks(vec![("residual sum", net("3x13x13", "  residual(0.3) {\n    x: conv 1x1 3\n    y: conv 3x3 4\n  }\n  relu"))]),
+    Scale => Case::Networks(vec![("residual scale", net("3x13x13", "  residual(0.3) {\n    x: conv 1x1 3\n    y: conv 3x3 4\n  }\n  relu"))]),
+    Dropout => Case::Networks(vec![("dropout before the classifier", net("3x13x13", "  a: conv 1x1 5"))]),
+    Fc => Case::Networks(vec![("two fc layers", headless("3x13x13", "  a: conv 3x3 4\n  flatten\n  f: fc 6 relu\n  classif: fc 5"))]),
+    Flatten => Case::Networks(vec![("flatten before an fc", headless("3x13x13", "  a: conv 3x3 4 nobn bias\n  flatten\n  classif: fc 5"))]),
+    // A final softmax is not part of the step (the loss applies its own); one inside is.
+    Softmax => Case::Networks(vec![("a softmax between two fc layers", headless("3x13x13", "  a: conv 3x3 4\n  global avgpool\n  f: fc 6\n  softmax\n  classif: fc 4"))]),
+}
+
+/// The trainable parameters of the nodes of `op` and of every node before them: the derivative of
+/// the loss along them runs through `op`'s gradient rule (parameters after it would dilute an error
+/// in it).
+fn upstream_params(c: &Compiled, op: &str) -> HashSet<String> {
+    let mut stack: Vec<NodeIndex> = c.graph.g.node_indices().filter(|&n| variant(&c.graph.node(n).op) == op).collect();
+    let mut seen = HashSet::new();
+    while let Some(n) = stack.pop() {
+        if seen.insert(n) {
+            stack.extend(c.graph.inputs(n));
+        }
+    }
+    seen.into_iter().flat_map(|n| c.graph.params(n)).filter(|(_, p)| p.role.is_trainable()).map(|(name, _)| name).collect()
 }
 
 #[test]
@@ -184,25 +268,22 @@ fn gradients_of_every_op_match_finite_differences() {
     if !ort_ready() {
         return;
     }
-    let cases = [
-        ("rgb stem, 3x3 stride 2 valid, (H - k) not divisible by 2", net("3x24x24", "  a: conv 3x3 5 stride 2 valid")),
-        ("1x7 and 7x1 same", net("3x17x17", "  a: conv 1x7 5\n  b: conv 7x1 5")),
-        ("1x3 and 3x1 same", net("3x13x13", "  a: conv 1x3 5\n  b: conv 3x1 5")),
-        ("5x5 same and 1x1", net("3x13x13", "  a: conv 5x5 5\n  b: conv 1x1 4")),
-        ("3x3 stride 2 TF same (asymmetric padding)", net("3x19x19", "  a: conv 3x3 5 stride 2 same")),
-        ("max pool 3x3 stride 2 valid", net("3x17x17", "  p: maxpool 3x3 stride 2 valid\n  a: conv 1x1 5")),
-        ("average pool 3x3 same, padding excluded", net("3x13x13", "  p: avgpool 3x3 stride 1 same exclude_pad\n  a: conv 1x1 5")),
-        ("average pool 2x2 stride 2, padding included", net("3x13x13", "  p: avgpool 3x3 stride 2 pad 1 include_pad\n  a: conv 1x1 5")),
-        ("concat", net("3x13x13", "  concat {\n    x: conv 1x1 3\n    y: conv 3x3 4\n  }")),
-        ("residual scale and sum", net("3x13x13", "  residual(0.3) {\n    x: conv 1x1 3\n    y: conv 3x3 4\n  }\n  relu")),
-        ("fc, flatten, softmax-free head, conv without batch norm", net("3x13x13", "  a: conv 3x3 4 nobn bias\n  flatten\n  f: fc 6 relu\n  classif2: fc 5")),
-    ];
-    for (name, src) in &cases {
-        // The head after `fc` without a feature map needs its own shape; skip the shared one.
-        let src = if name.starts_with("fc") { src.replace(HEAD, "}\n") } else { src.clone() };
-        // Both forms of the conv weight gradients: the CPU's (im2col) and the GPU's (one conv).
-        for target in [Target::Cpu, Target::Gpu] {
-            check_gradients(&format!("{name} ({target:?})"), &src, target);
+    for (op, case) in every_case() {
+        let networks = match case {
+            Case::Networks(networks) => networks,
+            Case::NoRule(why) => {
+                eprintln!("{op}: no gradient rule ({why})");
+                continue;
+            }
+        };
+        for (what, src) in &networks {
+            let c = compile_src(src, &PassOptions::default(), None).unwrap_or_else(|f| panic!("{op}, {what}: {}", f.render()));
+            let upstream = upstream_params(&c, op);
+            assert!(!upstream.is_empty(), "the case `{what}` of {op} has no {op} with parameters before it");
+            // Both forms of the conv gradients: the CPU's (im2col) and the GPU's (one conv).
+            for target in [Target::Cpu, Target::Gpu] {
+                check_gradients(&format!("{op}, {what} ({target:?})"), &c, target, |p| upstream.contains(p));
+            }
         }
     }
 }
@@ -279,7 +360,7 @@ fn a_full_step_of_a_small_inception_resnet_checked_piece_by_piece() {
         }
     }
     // And the gradients themselves, by finite differences over the whole network.
-    check_gradients("tiny Inception-ResNet", &std::fs::read_to_string(root().join(crate::onnx::TINY_RESIDUAL)).expect("fixture"), Target::Cpu);
+    check_gradients("tiny Inception-ResNet", &c, Target::Cpu, |_| true);
 }
 
 /// The CPU's gradient forms (im2col weight gradients, stride-1 dX as a conv with flipped weights)
@@ -395,13 +476,9 @@ fn every_network_compiles_a_training_step_that_validates_and_runs() {
             assert!(out["loss"][0].is_finite() && out["loss"][0] > 0.0);
         }
     }
-    let status = std::process::Command::new("python3").arg(root().join("scripts/check_onnx.py")).args(&paths).status();
+    let args: Vec<std::ffi::OsString> = paths.iter().map(|p| p.clone().into_os_string()).collect();
+    python_check("check_onnx.py", &args, "the `onnx` package", "the ONNX checker refused a training graph");
     let _ = std::fs::remove_dir_all(&dir);
-    match status.map(|s| s.code()) {
-        Ok(Some(0)) => {}
-        Ok(Some(3)) | Err(_) if std::env::var_os("CI").is_none() => eprintln!("skipped: python3 with `onnx` is not available"),
-        other => panic!("the ONNX checker refused a training graph: {other:?}"),
-    }
 }
 
 #[test]

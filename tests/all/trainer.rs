@@ -5,6 +5,7 @@ use crate::common::ort_ready;
 use incc::runtime::session::{Provider, SessionConfig};
 use incc::trainer::schedule::Schedule;
 use incc::trainer::{eval_checkpoint, top_k_hits, train, RunConfig, Runner, Start};
+use incc::Error;
 use std::path::{Path, PathBuf};
 
 const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -40,14 +41,7 @@ fn config(limit_train: usize, batch: usize, epochs: u64) -> RunConfig {
 }
 
 fn runner(out: &Path, max_steps: Option<u64>) -> Runner {
-    Runner {
-        session: SessionConfig { threads: Some(1), ..SessionConfig::default() },
-        workers: 2,
-        out: out.to_path_buf(),
-        max_steps,
-        progress: false,
-        profile: None,
-    }
+    Runner { session: SessionConfig { threads: Some(1), ..SessionConfig::default() }, max_steps, ..Runner::new(out) }
 }
 
 fn fresh(name: &str) -> PathBuf {
@@ -72,8 +66,9 @@ fn a_short_real_training_learns_far_above_chance() {
     assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"epoch\"")).count(), 2);
     assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"step\"")).count(), 200);
     let r = Runner { out: PathBuf::new(), ..runner(&out, None) };
-    let (e, ema) = eval_checkpoint(&out.join("last.safetensors"), None, &format!("fashion-mnist:{FMNIST}"), &r, true).expect("evaluates");
-    assert!(ema);
+    let report = eval_checkpoint(&out.join("last.safetensors"), None, &format!("fashion-mnist:{FMNIST}"), &r, true, Some(1000)).expect("evaluates");
+    let e = report.evaluation;
+    assert!(report.averaged);
     assert_eq!(e.examples, 1000);
     assert!((e.top1 - top1).abs() < 1e-9, "eval {} vs the run's {top1}", e.top1);
     assert!(out.join("best.safetensors").exists());
@@ -96,7 +91,7 @@ fn resuming_continues_exactly() {
     train(&Start::New(cfg.clone()), &runner(&whole, Some(30))).unwrap_or_else(|e| panic!("{e}"));
     let halves = fresh("resume-halves");
     train(&Start::New(cfg.clone()), &runner(&halves, Some(15))).unwrap_or_else(|e| panic!("{e}"));
-    train(&Start::Resume { epochs: None }, &runner(&halves, Some(30))).unwrap_or_else(|e| panic!("{e}"));
+    train(&Start::Resume { with: None }, &runner(&halves, Some(30))).unwrap_or_else(|e| panic!("{e}"));
     let a = incc::trainer::checkpoint::load(&whole.join("last.safetensors")).expect("loads");
     let b = incc::trainer::checkpoint::load(&halves.join("last.safetensors")).expect("loads");
     assert_eq!(a.position, b.position);
@@ -116,10 +111,12 @@ fn a_corrupt_or_truncated_checkpoint_is_a_clear_error() {
     let path = out.join("last.safetensors");
     let bytes = std::fs::read(&path).expect("checkpoint");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
-    let err = train(&Start::Resume { epochs: None }, &runner(&out, Some(4))).err().expect("refused");
-    assert!(err.contains("last.safetensors") && err.contains("truncated or corrupt"), "{err}");
+    let err = train(&Start::Resume { with: None }, &runner(&out, Some(4))).err().expect("refused");
+    assert!(matches!(&err, Error::Checkpoint { path: p, .. } if *p == path), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("last.safetensors") && message.contains("truncated or corrupt"), "{message}");
     std::fs::write(&path, b"garbage").expect("corrupt");
-    let err = incc::trainer::checkpoint::load(&path).err().expect("refused");
+    let err = incc::trainer::checkpoint::load(&path).err().expect("refused").to_string();
     assert!(err.contains("not a valid safetensors file"), "{err}");
 }
 
@@ -133,21 +130,25 @@ fn a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     train(&Start::New(good.clone()), &runner(&out, Some(20))).unwrap_or_else(|e| panic!("{e}"));
     // The same run, resumed with a learning rate no network survives.
     let path = out.join("last.safetensors");
-    let mut last = incc::trainer::checkpoint::load(&path).expect("loads");
-    let good_params = last.tensors.clone();
-    let mut settings: RunConfig = serde_json::from_str(&last.settings).expect("settings");
-    settings.lr = 1e30;
-    settings.schedule = Schedule::Constant;
-    last.settings = serde_json::to_string(&settings).expect("json");
-    incc::trainer::checkpoint::save(&path, &last).expect("save");
-    let err = train(&Start::Resume { epochs: None }, &runner(&out, Some(40))).err().expect("the loss diverges");
-    assert!(err.contains("the loss became") && err.contains("last good checkpoint"), "{err}");
+    let good_params = incc::trainer::checkpoint::load(&path).expect("loads").tensors;
+    let wild = RunConfig { lr: 1e30, schedule: Schedule::Constant, ..good.clone() };
+    let err = train(&Start::Resume { with: Some(wild) }, &runner(&out, Some(40))).err().expect("the loss diverges");
+    assert!(matches!(err, Error::Diverged { checkpoint_step: Some(20), .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("the loss became") && message.contains("last good checkpoint") && message.contains("(step 20)"), "{message}");
     // The checkpoint on disk is the last one before the divergence: step 20's parameters.
     let kept = incc::trainer::checkpoint::load(&path).expect("the last good checkpoint is still readable");
     assert_eq!(kept.position.step, 20);
     for (name, t) in &good_params {
         assert!(kept.tensors[name] == *t, "`{name}` changed");
     }
+    // What the message advises works: resumed with a lower rate and clipping, the run goes on.
+    let mut tame = RunConfig { lr: 0.01, schedule: Schedule::Constant, ..good };
+    tame.train.clip_norm = Some(1.0);
+    let s = train(&Start::Resume { with: Some(tame) }, &runner(&out, Some(40))).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.steps == 40 && s.last_loss.is_finite());
+    let settings: RunConfig = serde_json::from_str(&incc::trainer::checkpoint::load(&path).expect("loads").settings).expect("settings");
+    assert_eq!((settings.lr, settings.train.clip_norm), (0.01, Some(1.0)));
 }
 
 #[test]
@@ -159,11 +160,17 @@ fn top_k_on_a_hand_made_case() {
         0.1, 0.2, 0.3, 0.4, // label 0: last
     ];
     let labels = [1, 0, 0];
-    assert_eq!(top_k_hits(&logits, &labels, 4, 1), 1);
-    assert_eq!(top_k_hits(&logits, &labels, 4, 2), 2);
-    assert_eq!(top_k_hits(&logits, &labels, 4, 4), 3);
+    assert_eq!(top_k_hits(&logits, &labels, 4, 1).unwrap(), 1);
+    assert_eq!(top_k_hits(&logits, &labels, 4, 2).unwrap(), 2);
+    assert_eq!(top_k_hits(&logits, &labels, 4, 4).unwrap(), 3);
     // A tie with the label counts against the example.
-    assert_eq!(top_k_hits(&[1.0, 1.0], &[1], 2, 1), 0);
+    assert_eq!(top_k_hits(&[1.0, 1.0], &[1], 2, 1).unwrap(), 0);
+    // A label past the classes (data with more classes than the network) or rows that do not
+    // match the labels are errors, not a panic or a silent miss.
+    let err = top_k_hits(&logits, &[1, 0, 4], 4, 1).unwrap_err().to_string();
+    assert!(err.contains("label 4 is not a class of a network with 4 classes"), "{err}");
+    assert!(top_k_hits(&logits, &[1, 0, -1], 4, 1).is_err());
+    assert!(top_k_hits(&logits[..11], &labels, 4, 1).is_err());
 }
 
 /// Without a GPU, training on CUDA is a clear error. With one, two steps on CUDA leave every
@@ -178,7 +185,7 @@ fn training_on_cuda_matches_the_cpu_or_fails_clearly() {
     let r = Runner { session: SessionConfig { provider: Provider::Cuda { device: 0 }, ..SessionConfig::default() }, ..runner(&out, Some(2)) };
     if let Err(e) = train(&Start::New(config(640, 32, 1)), &r) {
         assert!(std::env::var_os("INCC_EXPECT_CUDA").is_none(), "INCC_EXPECT_CUDA is set, but: {e}");
-        assert!(e.contains("CUDA"), "{e}");
+        assert!(e.to_string().contains("CUDA"), "{e}");
         return;
     }
     let on_cpu = fresh("cuda-twin-on-cpu");

@@ -1,8 +1,8 @@
 //! 2-D convolution (no groups, no dilation: all the Inception networks need).
 
 use super::{one_feature_map, Cost, OpRule, ShapeError};
+use crate::ir::lower::{int, ints, window, GradAt, Grads, LowerAt, Lowering};
 use crate::ir::{ParamRole, ParamSpec, Shape};
-use crate::onnx::lower::{int, ints, window, GradAt, Grads, LowerAt, Lowering, Target};
 
 /// How a window op pads its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,10 +136,10 @@ impl OpRule for Conv {
         let weight = at.param("weight");
         let dy = g.dy.as_str();
         let dx = g.wants[0].then(|| {
-            if g.target == Target::Cpu && self.stride == [1, 1] && t < kh && b < kh && l < kw && r < kw {
-                // Stride 1 on the CPU: dX is a plain conv of dY with W transposed (in <-> out)
-                // and flipped, padded k-1-p; ONNX Runtime's CPU Conv (NCHWc) is several times
-                // faster than its ConvTranspose (GEMM + col2im).
+            if g.forms.flipped_conv_dx && self.stride == [1, 1] && t < kh && b < kh && l < kw && r < kw {
+                // Stride 1: dX is a plain conv of dY with W transposed (in <-> out) and flipped,
+                // padded k-1-p; ONNX Runtime's CPU Conv (NCHWc) is several times faster than its
+                // ConvTranspose (GEMM + col2im).
                 let wt = cx.op("Transpose", at.internal("dx/wt"), &[&weight], vec![ints("perm", &[1, 0, 2, 3])]);
                 let flipped = if self.kernel == [1, 1] {
                     wt
@@ -172,7 +172,7 @@ impl OpRule for Conv {
             let sum = cx.op("ReduceSum", at.internal("dw/sum"), &[&prod, &axes], vec![int("keepdims", 0)]);
             let shape_w = cx.ints(&[co, ci, 1, 1]);
             cx.op("Reshape", at.internal("dw"), &[&sum, &shape_w], vec![])
-        } else if g.target == Target::Cpu && input.channels() * kh * kw > 32 {
+        } else if g.forms.im2col_dw && input.channels() * kh * kw > 32 {
             // im2col: the kh x kw strided views of the padded input, stacked, times dY, summed
             // over the batch (the faster form once a window holds more than ~32 values).
             let (co, ci) = (self.out_channels as i64, input.channels() as i64);
@@ -204,7 +204,7 @@ impl OpRule for Conv {
             let w_shape = cx.ints(&[co, ci, kh as i64, kw as i64]);
             cx.op("Reshape", at.internal("dw"), &[&sum, &w_shape], vec![])
         } else {
-            // Few values per window (the RGB stem), or a GPU: a conv of X (batch as channels) with
+            // Few values per window (the RGB stem), or cuDNN: a conv of X (batch as channels) with
             // dY as the kernel, dilated by the stride; rows no window reaches are cropped first when
             // the padding cannot absorb them.
             let mut xin = x.to_string();
@@ -233,5 +233,69 @@ impl OpRule for Conv {
         // dW costs what the forward costs; so does dX, when it is computed.
         let forward = self.cost(inputs, output).macs;
         forward * (1 + u64::from(input_grad))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::ops::testing::{apply, check_lowerings, infer};
+
+    fn conv(out_channels: usize, kernel: [usize; 2], stride: [usize; 2], padding: Padding, bias: bool) -> Conv {
+        Conv { out_channels, kernel, stride, padding, bias }
+    }
+
+    #[test]
+    fn tf_same_padding_puts_the_odd_pixel_at_the_bottom_right() {
+        assert_eq!(Padding::Same.resolve((19, 19), [3, 3], [2, 2]), [1, 1, 1, 1]);
+        assert_eq!(Padding::Same.resolve((20, 20), [3, 3], [2, 2]), [0, 0, 1, 1]);
+        assert_eq!(Padding::Same.resolve((17, 17), [1, 7], [1, 1]), [0, 3, 0, 3]);
+        assert_eq!(Padding::Explicit([1, 2, 3, 4]).resolve((5, 5), [3, 3], [1, 1]), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn shape_rule() {
+        assert_eq!(infer(&conv(32, [3, 3], [2, 2], Padding::Valid, false), &[&[3, 299, 299]]).unwrap().0, [32, 149, 149]);
+        assert_eq!(infer(&conv(5, [3, 3], [2, 2], Padding::Same, false), &[&[3, 19, 19]]).unwrap().0, [5, 10, 10]);
+        assert_eq!(infer(&conv(5, [1, 7], [1, 1], Padding::Same, false), &[&[3, 17, 17]]).unwrap().0, [5, 17, 17]);
+        assert_eq!(infer(&conv(5, [3, 3], [1, 1], Padding::Explicit([1, 1, 1, 1]), false), &[&[3, 8, 6]]).unwrap().0, [5, 8, 6]);
+    }
+
+    #[test]
+    fn a_kernel_larger_than_its_input_or_a_flat_input_is_an_error_at_the_input() {
+        let err = infer(&conv(4, [5, 5], [1, 1], Padding::Valid, false), &[&[3, 4, 4]]).unwrap_err();
+        assert_eq!((err.message.as_str(), err.input), ("conv kernel 5x5 is larger than its 4x4 input", Some(0)));
+        let err = infer(&conv(4, [6, 6], [1, 1], Padding::Explicit([0, 0, 1, 1]), false), &[&[3, 4, 4]]).unwrap_err();
+        assert_eq!(err.message, "conv kernel 6x6 is larger than its 4x4 input (5x5 padded)");
+        let err = infer(&conv(4, [1, 1], [1, 1], Padding::Valid, false), &[&[10]]).unwrap_err();
+        assert!(err.message.starts_with("conv needs a CxHxW feature map, but its input is the flat vector 10"), "{}", err.message);
+        assert!(infer(&conv(4, [1, 1], [1, 1], Padding::Valid, false), &[&[3, 4, 4], &[3, 4, 4]]).is_err());
+    }
+
+    #[test]
+    fn params_cost_and_backward_cost() {
+        // 4x6x6 -> 5x4x4: 80 outputs of 4 * 3 * 3 multiply-adds each.
+        let a = apply(&conv(5, [3, 3], [1, 1], Padding::Valid, true), &[&[4, 6, 6]]);
+        assert_eq!(a.params, [("weight", vec![5, 4, 3, 3], ParamRole::Weight), ("bias", vec![5], ParamRole::Bias)]);
+        assert_eq!(a.cost, Cost { macs: 2880, fvcore: 2880, activations: 80 });
+        // dW costs the forward's multiply-adds, dX as much again.
+        assert_eq!(a.backward_macs, [5760, 2880]);
+        assert_eq!(apply(&conv(5, [3, 3], [1, 1], Padding::Valid, false), &[&[4, 6, 6]]).params.len(), 1);
+    }
+
+    #[test]
+    fn every_gradient_form_is_well_formed() {
+        for (c, input) in [
+            // Stride 1 (dX as a conv on the CPU), im2col dW (4 * 3 * 3 > 32 values per window).
+            (conv(5, [3, 3], [1, 1], Padding::Same, true), [4, 7, 7]),
+            // 1x1: dW as one batched MatMul.
+            (conv(5, [1, 1], [1, 1], Padding::Valid, false), [4, 7, 7]),
+            // The RGB stem, stride 2 with rows no window reaches: the dilated-conv dW, cropped.
+            (conv(5, [3, 3], [2, 2], Padding::Valid, false), [3, 8, 8]),
+            // Asymmetric TF padding, 1x7.
+            (conv(5, [1, 7], [2, 2], Padding::Same, false), [6, 9, 9]),
+        ] {
+            assert!(check_lowerings(&c, &[&input]).is_some());
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Fully connected layer on a flat vector.
 
 use super::{one_input, Cost, OpRule, ShapeError};
+use crate::ir::lower::{int, GradAt, Grads, LowerAt, Lowering};
 use crate::ir::{ParamRole, ParamSpec, Shape};
-use crate::onnx::lower::{int, GradAt, Grads, LowerAt, Lowering};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fc {
@@ -60,5 +60,37 @@ impl OpRule for Fc {
 
     fn backward_macs(&self, inputs: &[&Shape], output: &Shape, input_grad: bool) -> u64 {
         self.cost(inputs, output).macs * (1 + u64::from(input_grad))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::ops::testing::{apply, check_lowerings, infer};
+
+    #[test]
+    fn shape_rule_and_its_errors() {
+        assert_eq!(infer(&Fc { out_features: 10, bias: true }, &[&[20]]).unwrap().0, [10]);
+        let err = infer(&Fc { out_features: 10, bias: true }, &[&[3, 4, 4]]).unwrap_err();
+        assert_eq!(err.message, "fc needs a flat vector, but its input is the feature map 3x4x4 (add `flatten` or `global avgpool` before it)");
+        assert_eq!(err.input, Some(0));
+        assert_eq!(infer(&Fc { out_features: 10, bias: true }, &[&[20], &[20]]).unwrap_err().message, "fc takes one input, got 2");
+    }
+
+    #[test]
+    fn params_and_cost() {
+        let a = apply(&Fc { out_features: 10, bias: true }, &[&[20]]);
+        assert_eq!(a.output, [10]);
+        assert_eq!(a.params, [("weight", vec![10, 20], ParamRole::Weight), ("bias", vec![10], ParamRole::Bias)]);
+        assert_eq!(a.cost, Cost { macs: 200, fvcore: 200, activations: 10 });
+        assert_eq!(a.backward_macs, [400, 200]);
+        assert_eq!(apply(&Fc { out_features: 10, bias: false }, &[&[20]]).params.len(), 1);
+    }
+
+    #[test]
+    fn gradient_is_well_formed() {
+        for bias in [true, false] {
+            assert!(check_lowerings(&Fc { out_features: 3, bias }, &[&[5]]).is_some());
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Ops that keep their input's shape: activations, the residual sum and scale, dropout, softmax.
 
-use super::{fmt_float, one_input, OpRule, ShapeError};
+use super::{fmt_float, one_input, OpRule, ShapeError, StepInput};
+use crate::ir::lower::{int, GradAt, Grads, LowerAt, Lowering, Trained};
 use crate::ir::Shape;
-use crate::onnx::lower::{int, GradAt, Grads, LowerAt, Lowering};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Relu;
@@ -89,6 +89,9 @@ impl OpRule for Add {
     }
 }
 
+/// The suffix of a dropout's mask input, `<node>.mask`.
+const MASK: &str = "mask";
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dropout {
     /// Probability of dropping an element in training.
@@ -111,18 +114,18 @@ impl OpRule for Dropout {
         cx.node("Identity", at.name, &[&at.inputs[0]], &[&at.output], vec![]);
     }
 
-    fn lower_train(&self, cx: &mut Lowering, at: &LowerAt) {
-        // The mask comes from the host, scaled by 1 / (1 - p): every step draws a new one, and a
-        // resumed run does not replay old masks.
-        cx.node("Mul", at.name, &[&at.inputs[0], &at.param("mask")], &[&at.output], vec![]);
+    fn lower_train(&self, cx: &mut Lowering, at: &LowerAt) -> Trained {
+        // The mask is a step input (`step_inputs`), already scaled by 1 / (1 - p).
+        cx.node("Mul", at.name, &[&at.inputs[0], &at.param(MASK)], &[&at.output], vec![]);
+        Trained::default()
     }
 
-    fn step_inputs(&self, output: &Shape) -> Vec<(&'static str, Vec<usize>)> {
-        vec![("mask", output.0.clone())]
+    fn step_inputs(&self, output: &Shape) -> Vec<StepInput> {
+        vec![StepInput { suffix: MASK, shape: output.0.clone(), drop: self.p }]
     }
 
     fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
-        let dx = cx.op("Mul", at.internal("dx"), &[&g.dy, &at.param("mask")], vec![]);
+        let dx = cx.op("Mul", at.internal("dx"), &[&g.dy, &at.param(MASK)], vec![]);
         Some(Grads { inputs: vec![Some(dx)], params: vec![] })
     }
 }
@@ -157,5 +160,57 @@ impl OpRule for Softmax {
         let diff = cx.op("Sub", at.internal("d/diff"), &[&g.dy, &sum], vec![]);
         let dx = cx.op("Mul", at.internal("dx"), &[&at.output, &diff], vec![]);
         Some(Grads { inputs: vec![Some(dx)], params: vec![] })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::ops::testing::{apply, check_lowerings, infer};
+    use crate::ir::ops::Cost;
+
+    #[test]
+    fn shape_keeping_ops_keep_the_shape_and_take_one_input() {
+        let ops: [&dyn OpRule; 3] = [&Relu, &Scale { factor: 0.2 }, &Dropout { p: 0.2 }];
+        for op in ops {
+            let a = apply(op, &[&[3, 4, 5]]);
+            assert_eq!((a.output, a.params.len(), a.cost), (vec![3, 4, 5], 0, Cost::default()), "{}", op.kind());
+            assert_eq!(infer(op, &[&[3], &[3]]).unwrap_err().message, format!("{} takes one input, got 2", op.kind()));
+        }
+    }
+
+    #[test]
+    fn add_needs_two_inputs_of_one_shape() {
+        assert_eq!(infer(&Add, &[&[3, 4, 4], &[3, 4, 4]]).unwrap().0, [3, 4, 4]);
+        let err = infer(&Add, &[&[3, 4, 4], &[3, 4, 5]]).unwrap_err();
+        assert_eq!((err.message.as_str(), err.input), ("add needs two inputs of one shape, got 3x4x4 and 3x4x5", Some(1)));
+        assert_eq!(infer(&Add, &[&[3, 4, 4]]).unwrap_err().message, "add takes two inputs, got 1");
+    }
+
+    #[test]
+    fn softmax_needs_a_flat_vector() {
+        assert_eq!(infer(&Softmax, &[&[10]]).unwrap().0, [10]);
+        let err = infer(&Softmax, &[&[3, 4, 4]]).unwrap_err();
+        assert_eq!((err.message.as_str(), err.input), ("softmax needs a flat vector of scores, but its input is 3x4x4", Some(0)));
+    }
+
+    #[test]
+    fn dropout_is_fed_a_mask_of_its_output_shape() {
+        let inputs = Dropout { p: 0.2 }.step_inputs(&Shape(vec![3, 4, 5]));
+        assert_eq!(inputs, [StepInput { suffix: "mask", shape: vec![3, 4, 5], drop: 0.2 }]);
+    }
+
+    #[test]
+    fn every_gradient_is_well_formed() {
+        let ops: [(&dyn OpRule, &[&[usize]]); 5] = [
+            (&Relu, &[&[3, 4, 5]]),
+            (&Scale { factor: 0.2 }, &[&[3, 4, 5]]),
+            (&Add, &[&[3, 4, 5], &[3, 4, 5]]),
+            (&Dropout { p: 0.2 }, &[&[3, 4, 5]]),
+            (&Softmax, &[&[7]]),
+        ];
+        for (op, inputs) in ops {
+            assert!(check_lowerings(op, inputs).is_some(), "{}", op.kind());
+        }
     }
 }

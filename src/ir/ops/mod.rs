@@ -1,6 +1,6 @@
 //! The op table. Every op is a struct in one of these files that implements `OpRule`: its shape
-//! rule, its parameters and its cost live together (and later its ONNX lowering and gradient).
-//! `Op::rule` is the single place that dispatches on the op kind.
+//! rule, its parameters, its cost, its lowering (inference and training mode, `ir::lower`) and its
+//! gradient live together. `Op::rule` is the single place that dispatches on the op kind.
 
 mod conv;
 mod dense;
@@ -16,8 +16,8 @@ pub use norm::BatchNorm;
 pub use pool::{GlobalPool, Pool, PoolKind};
 pub use structural::{Concat, Flatten, Input};
 
+use super::lower::{GradAt, Grads, LowerAt, Lowering, Trained};
 use super::{ParamSpec, Shape};
-use crate::onnx::lower::{GradAt, Grads, LowerAt, Lowering};
 
 /// A shape rule failure; the pass that calls the rule adds the node's location.
 #[derive(Debug, Clone)]
@@ -72,22 +72,19 @@ pub trait OpRule {
     /// The op in standard ONNX (opset 18), inference semantics.
     fn lower(&self, cx: &mut Lowering, at: &LowerAt);
     /// The op in training mode (batch statistics, dropout masks); the inference form by default.
-    fn lower_train(&self, cx: &mut Lowering, at: &LowerAt) {
+    /// Returns what the rest of the step needs of it: the values its gradient rule reads, and
+    /// the batch values of its running statistics (one for each parameter with a `Running*` role).
+    fn lower_train(&self, cx: &mut Lowering, at: &LowerAt) -> Trained {
         self.lower(cx, at);
+        Trained::default()
     }
-    /// Inputs a training step feeds this op besides its parameters, as (suffix, per-example
-    /// shape): a dropout's mask.
-    fn step_inputs(&self, _output: &Shape) -> Vec<(&'static str, Vec<usize>)> {
+    /// Inputs a training step feeds this op besides its parameters: a dropout's mask.
+    fn step_inputs(&self, _output: &Shape) -> Vec<StepInput> {
         vec![]
     }
-    /// The momentum of the op's running statistics (parameters with a `Running*` role): the
-    /// training step moves each towards the batch value its `lower_train` defines as
-    /// `<param>/batch`.
-    fn running_momentum(&self) -> Option<f32> {
-        None
-    }
-    /// Reverse mode: the gradients of the inputs and parameters, given the output's. `None`: the
-    /// op has no gradient rule (autodiff reports it at the op's source location).
+    /// Reverse mode: the gradients of the inputs and parameters, given the output's (and what
+    /// `lower_train` saved, `GradAt::saved`). `None`: the op has no gradient rule (autodiff
+    /// reports it at the op's source location).
     fn gradient(&self, _cx: &mut Lowering, _at: &LowerAt, _g: &GradAt) -> Option<Grads> {
         None
     }
@@ -96,6 +93,16 @@ pub trait OpRule {
     fn backward_macs(&self, _inputs: &[&Shape], _output: &Shape, _input_grad: bool) -> u64 {
         0
     }
+}
+
+/// A tensor the training step is fed for an op each step, `<node>.<suffix>` [N, shape...]: a
+/// dropout mask, each element 0 with probability `drop` and 1 / (1 - drop) otherwise, drawn on the
+/// host (every step a new one; a resumed run does not replay old masks).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepInput {
+    pub suffix: &'static str,
+    pub shape: Vec<usize>,
+    pub drop: f64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -160,5 +167,121 @@ pub(crate) fn fmt_float(v: f64) -> String {
         s
     } else {
         format!("{s}.0")
+    }
+}
+
+/// What the ops' unit tests share: shapes from dimensions, and a check of an op's lowerings.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Cost, OpRule, ShapeError};
+    use crate::ir::lower::{GradAt, GradientForms, Grads, LowerAt, Lowering, Trained, IMAGES};
+    use crate::ir::{ParamRole, ParamSpec, Shape};
+    use std::collections::HashSet;
+
+    pub fn infer(op: &dyn OpRule, inputs: &[&[usize]]) -> Result<Shape, ShapeError> {
+        let shapes: Vec<Shape> = inputs.iter().map(|d| Shape(d.to_vec())).collect();
+        op.infer(&shapes.iter().collect::<Vec<_>>())
+    }
+
+    /// The op's rules applied to inputs of these dimensions.
+    pub struct Applied {
+        pub output: Vec<usize>,
+        /// (suffix, shape, role) of each parameter.
+        pub params: Vec<(&'static str, Vec<usize>, ParamRole)>,
+        pub cost: Cost,
+        /// Backward multiply-adds with and without the input's gradient.
+        pub backward_macs: [u64; 2],
+    }
+
+    pub fn apply(op: &dyn OpRule, inputs: &[&[usize]]) -> Applied {
+        let shapes: Vec<Shape> = inputs.iter().map(|d| Shape(d.to_vec())).collect();
+        let shapes: Vec<&Shape> = shapes.iter().collect();
+        let output = op.infer(&shapes).expect("a valid case");
+        Applied {
+            params: op.params(&shapes, &output).into_iter().map(|p: ParamSpec| (p.suffix, p.shape, p.role)).collect(),
+            cost: op.cost(&shapes, &output),
+            backward_macs: [true, false].map(|input_grad| op.backward_macs(&shapes, &output, input_grad)),
+            output: output.0,
+        }
+    }
+
+    /// Lowers `op` (node `n`, inputs `x0`, `x1`, ...) in inference and in training mode (batch size
+    /// fixed and read from `images`), then writes its gradient in both gradient forms, and checks
+    /// each: every node reads only values defined before it (graph inputs, the op's parameters and
+    /// step inputs, constants, outputs of earlier nodes) and defines values not defined yet; the
+    /// forms define the output; the training form gives one batch value per running statistic;
+    /// the gradient gives one value per input and per trainable parameter. Returns the gradient
+    /// (`None`: the op has no gradient rule).
+    pub fn check_lowerings(op: &dyn OpRule, inputs: &[&[usize]]) -> Option<Grads> {
+        let shapes: Vec<Shape> = inputs.iter().map(|d| Shape(d.to_vec())).collect();
+        let input_shapes: Vec<&Shape> = shapes.iter().collect();
+        let output = op.infer(&input_shapes).expect("a valid case");
+        let params = op.params(&input_shapes, &output);
+        let at = LowerAt {
+            name: "n",
+            inputs: (0..inputs.len()).map(|i| format!("x{i}")).collect(),
+            // The input op stands for the graph input itself.
+            output: if inputs.is_empty() { IMAGES.to_string() } else { "y".to_string() },
+            input_shapes,
+        };
+        let mut graph_values: HashSet<String> = at.inputs.iter().cloned().chain([IMAGES.to_string()]).collect();
+        graph_values.extend(params.iter().map(|p| at.param(p.suffix)));
+
+        let mut cx = Lowering::default();
+        op.lower(&mut cx, &at);
+        let defined = check_defined(&cx, graph_values.clone(), 0);
+        assert!(defined.contains(&at.output), "{}: the inference form does not define its output", op.kind());
+
+        graph_values.extend(op.step_inputs(&output).iter().map(|s| at.param(s.suffix)));
+        let mut gradient = None;
+        for (batch, forms) in
+            [(Some(2), GradientForms { flipped_conv_dx: true, im2col_dw: true }), (None, GradientForms { flipped_conv_dx: false, im2col_dw: false })]
+        {
+            let mut cx = Lowering::default();
+            cx.batch = batch;
+            let trained = op.lower_train(&mut cx, &at);
+            let mut defined = check_defined(&cx, graph_values.clone(), 0);
+            assert!(defined.contains(&at.output), "{}: the training form does not define its output", op.kind());
+            check_trained(op, &trained, &params, &defined);
+            let forward_nodes = cx.nodes.len();
+            defined.insert("dy".to_string());
+            let g = GradAt { dy: "dy".into(), wants: vec![true; inputs.len()], forms, saved: &trained.saved };
+            let grads = op.gradient(&mut cx, &at, &g)?;
+            let defined = check_defined(&cx, defined, forward_nodes);
+            assert_eq!(grads.inputs.len(), inputs.len(), "{}: one gradient per input", op.kind());
+            for dx in &grads.inputs {
+                assert!(dx.as_ref().is_some_and(|dx| defined.contains(dx)), "{}: input gradient {dx:?} is not defined", op.kind());
+            }
+            let trainable: HashSet<&str> = params.iter().filter(|p| p.role.is_trainable()).map(|p| p.suffix).collect();
+            assert_eq!(grads.params.iter().map(|(s, _)| *s).collect::<HashSet<_>>(), trainable, "{}: one gradient per trainable parameter", op.kind());
+            for (suffix, dp) in &grads.params {
+                assert!(defined.contains(dp), "{}: gradient of `{suffix}` ({dp}) is not defined", op.kind());
+            }
+            gradient = Some(grads);
+        }
+        gradient
+    }
+
+    /// Walks the nodes from `first`: each reads defined values and defines new ones.
+    fn check_defined(cx: &Lowering, mut defined: HashSet<String>, first: usize) -> HashSet<String> {
+        defined.extend(cx.constants.iter().map(|c| c.name.clone()));
+        for node in &cx.nodes[first..] {
+            for input in &node.inputs {
+                assert!(defined.contains(input), "{} `{}` reads `{input}`, which nothing defines before it", node.op_type, node.name);
+            }
+            for output in &node.outputs {
+                assert!(defined.insert(output.clone()), "{} `{}` defines `{output}` a second time", node.op_type, node.name);
+            }
+        }
+        defined
+    }
+
+    fn check_trained(op: &dyn OpRule, trained: &Trained, params: &[crate::ir::ParamSpec], defined: &HashSet<String>) {
+        let running: Vec<&str> = params.iter().filter(|p| matches!(p.role, ParamRole::RunningMean | ParamRole::RunningVar)).map(|p| p.suffix).collect();
+        let given: Vec<&str> = trained.running.iter().map(|r| r.suffix).collect();
+        assert_eq!(given, running, "{}: one batch value per running statistic", op.kind());
+        for value in trained.running.iter().map(|r| &r.batch).chain(trained.channel_stats.iter().map(|(_, v)| v)) {
+            assert!(defined.contains(value), "{}: `{value}` is not defined", op.kind());
+        }
     }
 }

@@ -2,8 +2,8 @@
 
 use super::conv::{describe_window, window_output, Padding};
 use super::{one_feature_map, Cost, OpRule, ShapeError};
+use crate::ir::lower::{int, ints, string, window, GradAt, Grads, LowerAt, Lowering, Saved, Trained};
 use crate::ir::Shape;
-use crate::onnx::lower::{int, ints, window, GradAt, Grads, LowerAt, Lowering};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
@@ -83,14 +83,19 @@ impl OpRule for Pool {
         cx.node(op, at.name, &[&at.inputs[0]], &[&at.output], attrs);
     }
 
-    fn lower_train(&self, cx: &mut Lowering, at: &LowerAt) {
+    fn lower_train(&self, cx: &mut Lowering, at: &LowerAt) -> Trained {
         match self.kind {
             // Max pooling keeps the argmax of each window for the backward pass.
             PoolKind::Max => {
                 let attrs = window(self.kernel, self.stride, self.pads(at.input_shapes[0]));
-                cx.node("MaxPool", at.name, &[&at.inputs[0]], &[&at.output, &at.internal("indices")], attrs);
+                let indices = at.internal("indices");
+                cx.node("MaxPool", at.name, &[&at.inputs[0]], &[&at.output, &indices], attrs);
+                Trained { saved: Saved::new(Argmax(indices)), ..Trained::default() }
             }
-            PoolKind::Avg => self.lower(cx, at),
+            PoolKind::Avg => {
+                self.lower(cx, at);
+                Trained::default()
+            }
         }
     }
 
@@ -106,9 +111,10 @@ impl OpRule for Pool {
                 let zeros = cx.op("ConstantOfShape", at.internal("d/zeros"), &[&size1], vec![]);
                 let column = cx.ints(&[-1, 1]);
                 let flat = cx.ints(&[-1]);
-                let index = cx.op("Reshape", at.internal("d/index"), &[&at.internal("indices"), &column], vec![]);
+                let Argmax(indices) = g.saved.get::<Argmax>();
+                let index = cx.op("Reshape", at.internal("d/index"), &[indices, &column], vec![]);
                 let updates = cx.op("Reshape", at.internal("d/updates"), &[&g.dy, &flat], vec![]);
-                let attrs = vec![crate::onnx::lower::string("reduction", "add")];
+                let attrs = vec![string("reduction", "add")];
                 let scattered = cx.op("ScatterND", at.internal("d/scattered"), &[&zeros, &index, &updates], attrs);
                 let shape = cx.op("Shape", at.internal("d/shape"), &[x], vec![]);
                 cx.op("Reshape", at.internal("dx"), &[&scattered, &shape], vec![])
@@ -134,6 +140,10 @@ impl OpRule for Pool {
         Some(Grads { inputs: vec![Some(dx)], params: vec![] })
     }
 }
+
+/// Max pooling's flat argmax of each window (int64, the output's shape), from the training
+/// lowering to the gradient.
+struct Argmax(String);
 
 /// Pools each channel over the whole grid and flattens: CxHxW -> C.
 #[derive(Clone, Debug, PartialEq)]
@@ -185,5 +195,68 @@ impl OpRule for GlobalPool {
         let full = cx.op("Shape", at.internal("d/shape"), &[x], vec![]);
         let dx = cx.op("Expand", at.internal("dx"), &[&scaled, &full], vec![]);
         Some(Grads { inputs: vec![Some(dx)], params: vec![] })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::ops::testing::{apply, check_lowerings, infer};
+
+    fn pool(kind: PoolKind, kernel: usize, stride: usize, padding: Padding, count_include_pad: bool) -> Pool {
+        Pool { kind, kernel: [kernel; 2], stride: [stride; 2], padding, count_include_pad }
+    }
+
+    #[test]
+    fn shape_rule_and_its_errors() {
+        assert_eq!(infer(&pool(PoolKind::Max, 3, 2, Padding::Valid, false), &[&[3, 17, 17]]).unwrap().0, [3, 8, 8]);
+        assert_eq!(infer(&pool(PoolKind::Avg, 3, 1, Padding::Same, false), &[&[3, 13, 13]]).unwrap().0, [3, 13, 13]);
+        assert_eq!(infer(&pool(PoolKind::Avg, 3, 2, Padding::Explicit([1; 4]), true), &[&[3, 13, 13]]).unwrap().0, [3, 7, 7]);
+        let err = infer(&pool(PoolKind::Max, 5, 1, Padding::Valid, false), &[&[3, 4, 4]]).unwrap_err();
+        assert_eq!((err.message.as_str(), err.input), ("maxpool kernel 5x5 is larger than its 4x4 input", Some(0)));
+        let err = infer(&pool(PoolKind::Avg, 3, 1, Padding::Valid, false), &[&[10]]).unwrap_err();
+        assert!(err.message.starts_with("avgpool needs a CxHxW feature map"), "{}", err.message);
+    }
+
+    #[test]
+    fn no_params_and_no_cost() {
+        let a = apply(&pool(PoolKind::Avg, 3, 1, Padding::Same, true), &[&[3, 5, 5]]);
+        assert_eq!((a.params.len(), a.cost, a.backward_macs), (0, Cost::default(), [0, 0]));
+    }
+
+    #[test]
+    fn average_divisors_with_and_without_the_padding() {
+        let input = (3, 3);
+        let excluded = pool(PoolKind::Avg, 3, 1, Padding::Same, false);
+        let pads = excluded.pads(&Shape(vec![1, 3, 3]));
+        let (corner, edge, centre) = (1.0 / 4.0, 1.0 / 6.0, 1.0 / 9.0);
+        assert_eq!(excluded.inverse_counts(input, input, pads), [corner, edge, corner, edge, centre, edge, corner, edge, corner]);
+        let included = pool(PoolKind::Avg, 3, 1, Padding::Same, true);
+        assert_eq!(included.inverse_counts(input, input, pads), [centre; 9]);
+    }
+
+    #[test]
+    fn every_gradient_is_well_formed() {
+        for p in [
+            // Max pooling's gradient reads the argmax its training form saved.
+            pool(PoolKind::Max, 3, 2, Padding::Valid, false),
+            pool(PoolKind::Avg, 3, 1, Padding::Same, false),
+            pool(PoolKind::Avg, 3, 2, Padding::Explicit([1; 4]), true),
+        ] {
+            assert!(check_lowerings(&p, &[&[3, 9, 9]]).is_some(), "{}", p.describe());
+        }
+    }
+
+    #[test]
+    fn global_pooling_flattens_and_only_the_average_has_a_gradient() {
+        let (avg, max) = (GlobalPool { kind: PoolKind::Avg }, GlobalPool { kind: PoolKind::Max });
+        assert_eq!(apply(&avg, &[&[6, 5, 4]]).output, [6]);
+        // fvcore counts one per input element of a global average.
+        assert_eq!(apply(&avg, &[&[6, 5, 4]]).cost, Cost { fvcore: 120, ..Cost::default() });
+        assert_eq!(apply(&max, &[&[6, 5, 4]]).cost, Cost::default());
+        let err = infer(&avg, &[&[6]]).unwrap_err();
+        assert!(err.message.starts_with("global_avgpool needs a CxHxW feature map"), "{}", err.message);
+        assert!(check_lowerings(&avg, &[&[6, 5, 4]]).is_some());
+        assert!(check_lowerings(&max, &[&[6, 5, 4]]).is_none());
     }
 }

@@ -1,8 +1,8 @@
 //! Ops that only move data: the network input, channel concatenation, flattening.
 
 use super::{one_input, OpRule, ShapeError};
+use crate::ir::lower::{int, GradAt, Grads, LowerAt, Lowering};
 use crate::ir::Shape;
-use crate::onnx::lower::{int, GradAt, Grads, LowerAt, Lowering};
 
 /// The network's image input, `images` [N, C, H, W].
 #[derive(Clone, Debug, PartialEq)]
@@ -105,5 +105,47 @@ impl OpRule for Flatten {
         let shape = cx.op("Shape", at.internal("d/shape"), &[&at.inputs[0]], vec![]);
         let dx = cx.op("Reshape", at.internal("dx"), &[&g.dy, &shape], vec![]);
         Some(Grads { inputs: vec![Some(dx)], params: vec![] })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::ops::testing::{apply, check_lowerings, infer};
+    use crate::ir::ops::Cost;
+
+    #[test]
+    fn the_input_takes_no_inputs_and_has_no_gradient_rule() {
+        let input = Input { shape: Shape(vec![3, 8, 8]) };
+        assert_eq!(apply(&input, &[]).output, [3, 8, 8]);
+        assert_eq!(infer(&input, &[&[3, 8, 8]]).unwrap_err().message, "input takes no inputs");
+        assert!(check_lowerings(&input, &[]).is_none());
+    }
+
+    #[test]
+    fn concat_stacks_channels_of_one_grid() {
+        let a = apply(&Concat, &[&[3, 5, 5], &[4, 5, 5], &[1, 5, 5]]);
+        assert_eq!((a.output, a.params.len(), a.cost), (vec![8, 5, 5], 0, Cost::default()));
+        assert_eq!(infer(&Concat, &[&[3], &[4]]).unwrap().0, [7]);
+        let err = infer(&Concat, &[&[3, 5, 5], &[4, 5, 5], &[4, 4, 4]]).unwrap_err();
+        assert_eq!(err.message, "concat needs branches of one grid, but branch 2 is 4x4 (4x4x4) and branch 0 is 5x5 (3x5x5)");
+        assert_eq!(err.input, Some(2));
+        assert_eq!(
+            infer(&Concat, &[&[3, 5, 5], &[4]]).unwrap_err().message,
+            "concat needs branches of one grid, but branch 1 is flat 4 (4) and branch 0 is 5x5 (3x5x5)"
+        );
+        assert_eq!(infer(&Concat, &[]).unwrap_err().message, "concat needs at least one branch");
+    }
+
+    #[test]
+    fn flatten_makes_a_vector() {
+        assert_eq!(apply(&Flatten, &[&[3, 4, 5]]).output, [60]);
+        assert_eq!(infer(&Flatten, &[&[3], &[3]]).unwrap_err().message, "flatten takes one input, got 2");
+    }
+
+    #[test]
+    fn every_gradient_is_well_formed() {
+        assert!(check_lowerings(&Concat, &[&[3, 5, 5], &[4, 5, 5]]).is_some());
+        assert!(check_lowerings(&Flatten, &[&[3, 4, 5]]).is_some());
     }
 }

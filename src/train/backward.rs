@@ -1,0 +1,49 @@
+//! Reverse-mode autodiff over the IR: each lowered node's gradient rule (`OpRule::gradient`), in
+//! reverse order, from the gradient of the logits; the pieces of one value's gradient are summed.
+
+use crate::diag::Diagnostic;
+use crate::ir::lower::{GradAt, GradientForms, Lowering};
+use crate::ir::{param_name, Graph};
+use crate::onnx::forward::Forward;
+use petgraph::stable_graph::NodeIndex;
+use std::collections::HashMap;
+
+/// Writes the backward pass of `forward`; returns every trainable parameter's gradient, by name.
+pub(super) fn backward(
+    graph: &Graph,
+    forward: &Forward,
+    cx: &mut Lowering,
+    dlogits: String,
+    forms: GradientForms,
+) -> Result<HashMap<String, String>, Diagnostic> {
+    let mut pieces: HashMap<NodeIndex, Vec<String>> = HashMap::from([(forward.outputs.logits, vec![dlogits])]);
+    let mut grads = HashMap::new();
+    for &n in forward.order.iter().rev() {
+        let Some(dy) = pieces.remove(&n) else { continue };
+        let node = graph.node(n);
+        let rule = node.op.rule();
+        let dy = if dy.len() == 1 {
+            dy.into_iter().next().expect("one piece")
+        } else {
+            let refs: Vec<&str> = dy.iter().map(String::as_str).collect();
+            cx.op("Sum", format!("{}/grad", node.name), &refs, vec![])
+        };
+        let ins = graph.inputs(n);
+        let wants = ins.iter().map(|&i| i != graph.input).collect();
+        let g = GradAt { dy, wants, forms, saved: &forward.trained[&n].saved };
+        let grad = cx.located(node.span, |cx| rule.gradient(cx, &forward.at(graph, n), &g)).ok_or_else(|| {
+            Diagnostic::error(format!("`{}` has no gradient rule, so `{}` cannot be trained", rule.kind(), node.name))
+                .at(node.span, format!("a {} here", rule.kind()))
+                .note("replace it with an op that has one (e.g. `global avgpool` for `global maxpool`), or compile without --train")
+        })?;
+        for (i, gi) in ins.iter().zip(grad.inputs) {
+            if let Some(gi) = gi {
+                pieces.entry(*i).or_default().push(gi);
+            }
+        }
+        for (suffix, gp) in grad.params {
+            grads.insert(param_name(&node.name, suffix), gp);
+        }
+    }
+    Ok(grads)
+}

@@ -1,0 +1,140 @@
+//! Top-1, top-5 and the cross-entropy of the evaluation graph over a data split.
+
+use crate::data::{batches, open, DataError, DataSpec, LoaderConfig, Source, Split, Transform};
+use crate::driver::Compiled;
+use crate::error::Error;
+use crate::interrupt::Interrupt;
+use crate::ir::{Graph, ParamRole};
+use crate::runtime::session::{Model, SessionConfig};
+use crate::runtime::tensor::{BoundRun, Feed};
+use crate::weights::Tensor;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One split of a data set with its standard transform, as the loader reads it.
+#[derive(Clone)]
+pub struct Examples {
+    pub source: Arc<dyn Source>,
+    pub transform: Arc<Transform>,
+    /// At most this many examples (quick runs, tests).
+    pub limit: Option<usize>,
+}
+
+impl Examples {
+    /// `split` of `spec`, transformed (augmented for training) to the network's input size.
+    pub fn open(spec: &DataSpec, split: Split, graph: &Graph, limit: Option<usize>) -> Result<Examples, Error> {
+        let shape = &graph.shape(graph.input).0;
+        let transform = spec.default_transform(shape[0], shape[1], shape[2], split == Split::Train);
+        Ok(Examples { source: Arc::from(open(spec, split)?), transform: Arc::new(transform), limit })
+    }
+
+    /// The examples an epoch reads.
+    pub fn per_epoch(&self) -> usize {
+        self.limit.map_or(self.source.len(), |l| l.min(self.source.len()))
+    }
+}
+
+pub struct Evaluation {
+    pub loss: f64,
+    pub top1: f64,
+    pub top5: f64,
+    pub examples: usize,
+}
+
+/// The evaluation graph in a session, and the names and shapes it is fed.
+pub struct Evaluator {
+    model: Model,
+    /// The parameters and running statistics the graph takes as inputs.
+    params: Vec<(String, Vec<usize>)>,
+    input: Vec<usize>,
+    classes: usize,
+    /// Stops an evaluation between batches with `Error::Interrupted` (no run to name).
+    interrupt: Interrupt,
+}
+
+impl Evaluator {
+    pub fn new(compiled: &Compiled, session: SessionConfig) -> Result<Evaluator, Error> {
+        let graph = &compiled.graph;
+        let model = crate::onnx::emit::emit_eval(graph, &compiled.sources, None).map_err(Error::Lowering)?;
+        let model = Model::from_bytes(prost::Message::encode_to_vec(&model), session)?;
+        let params = crate::report::params::param_list(graph)
+            .into_iter()
+            .filter(|(_, p)| p.role.is_trainable() || matches!(p.role, ParamRole::RunningMean | ParamRole::RunningVar))
+            .map(|(name, spec)| (name, spec.shape))
+            .collect();
+        Ok(Evaluator { model, params, input: graph.shape(graph.input).0.clone(), classes: super::classes(graph), interrupt: Interrupt::default() })
+    }
+
+    /// Evaluations stop between batches when `interrupt` is asked.
+    #[must_use]
+    pub fn stopping_on(self, interrupt: &Interrupt) -> Evaluator {
+        Evaluator { interrupt: interrupt.clone(), ..self }
+    }
+
+    /// Evaluates the parameters `weights` (by name) on `examples`, `batch` at a time.
+    pub fn evaluate(&mut self, weights: &BTreeMap<String, Tensor>, examples: &Examples, batch: usize, workers: usize) -> Result<Evaluation, Error> {
+        let cfg = LoaderConfig { batch, shuffle: false, seed: 0, epoch: 0, workers, drop_last: false, prefetch: 4, limit: examples.limit, start_batch: 0 };
+        let params = self
+            .params
+            .iter()
+            .map(|(name, shape)| {
+                let t = weights.get(name).ok_or_else(|| Error::Invalid(format!("no value for `{name}` (parameters of another network?)")))?;
+                Ok((name.clone(), Feed::F32(shape.clone(), t.data.clone())))
+            })
+            .collect::<Result<_, Error>>()?;
+        // The parameters go to the device once per evaluation, not once per batch.
+        let mut bound = BoundRun::new(&mut self.model, params, &["logits"])?;
+        let classes = self.classes;
+        let (mut loss, mut top1, mut top5, mut n) = (0.0f64, 0usize, 0usize, 0usize);
+        for b in batches(examples.source.clone(), examples.transform.clone(), &cfg) {
+            if self.interrupt.requested() {
+                return Err(Error::Interrupted(None));
+            }
+            let b = b?;
+            let outputs = bound.run(vec![("images".to_string(), Feed::F32([vec![b.len], self.input.clone()].concat(), b.images))])?;
+            let logits = &outputs.iter().find(|o| o.0 == "logits").ok_or_else(|| Error::Lowering("the evaluation graph has no logits".into()))?.2;
+            for (row, label) in rows(logits, &b.labels, classes)? {
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let lse = f64::from(m) + row.iter().map(|&v| f64::from(v - m).exp()).sum::<f64>().ln();
+                loss += lse - f64::from(row[label]);
+            }
+            top1 += top_k_hits(logits, &b.labels, classes, 1)?;
+            top5 += top_k_hits(logits, &b.labels, classes, 5.min(classes))?;
+            n += b.len;
+        }
+        if n == 0 {
+            return Err(DataError::Invalid("the validation split is empty".into()).into());
+        }
+        Ok(Evaluation { loss: loss / n as f64, top1: top1 as f64 / n as f64, top5: top5 as f64 / n as f64, examples: n })
+    }
+}
+
+/// How many of the examples have their label among the `k` highest logits.
+///
+/// # Errors
+/// As [`rows`].
+pub fn top_k_hits(logits: &[f32], labels: &[i64], classes: usize, k: usize) -> Result<usize, Error> {
+    Ok(rows(logits, labels, classes)?
+        .filter(|&(row, label)| {
+            let target = row[label];
+            // Ties count against the example: any other class with a logit at least as high ranks above it.
+            row.iter().enumerate().filter(|&(j, &v)| j != label && v >= target).count() < k
+        })
+        .count())
+}
+
+/// Each example's row of `classes` logits with its label, checked: one row per label, every
+/// label a class of the rows.
+///
+/// # Errors
+/// Logits that are not one row per label, or a label that is not below `classes` (data with more
+/// classes than the network has).
+fn rows<'a>(logits: &'a [f32], labels: &'a [i64], classes: usize) -> Result<impl Iterator<Item = (&'a [f32], usize)>, Error> {
+    if classes == 0 || Some(logits.len()) != labels.len().checked_mul(classes) {
+        return Err(Error::Invalid(format!("{} logits are not {} examples of {classes} classes", logits.len(), labels.len())));
+    }
+    if let Some(&label) = labels.iter().find(|&&l| !(0..classes as i64).contains(&l)) {
+        return Err(Error::Invalid(format!("label {label} is not a class of a network with {classes} classes")));
+    }
+    Ok(logits.chunks(classes).zip(labels).map(|(row, &label)| (row, label as usize)))
+}
