@@ -5,6 +5,7 @@
 
 use crate::data::DataError;
 use crate::diag::Failure;
+use crate::dist::DistError;
 use crate::plot::PlotError;
 use crate::runtime::error::RuntimeError;
 use crate::runtime::ortlib::OrtLibError;
@@ -29,6 +30,8 @@ pub enum Error {
     Runtime(RuntimeError),
     /// Reading or preparing data.
     Data(DataError),
+    /// The processes of a data-parallel job could not be set up.
+    Dist(DistError),
     /// A safetensors file whose tensors do not fit the network.
     Weights(WeightsError),
     /// Reading a run's metrics or drawing its curves.
@@ -109,6 +112,7 @@ impl fmt::Display for Error {
             Error::OrtLib(e) => e.fmt(f),
             Error::Runtime(e) => e.fmt(f),
             Error::Data(e) => e.fmt(f),
+            Error::Dist(e) => e.fmt(f),
             Error::Weights(e) => e.fmt(f),
             Error::Plot(e) => e.fmt(f),
             Error::File { action, path, source } => write!(f, "cannot {action} `{}`: {source}", path.display()),
@@ -133,6 +137,7 @@ impl std::error::Error for Error {
             Error::OrtLib(e) => Some(e),
             Error::Runtime(e) => Some(e),
             Error::Data(e) => Some(e),
+            Error::Dist(e) => Some(e),
             Error::Weights(e) => Some(e),
             Error::Plot(e) => Some(e),
             Error::File { source, .. } => Some(source),
@@ -159,4 +164,4 @@ macro_rules! wraps {
     };
 }
 
-wraps!(OrtLib(OrtLibError), Runtime(RuntimeError), Data(DataError), Weights(WeightsError), Plot(PlotError));
+wraps!(OrtLib(OrtLibError), Runtime(RuntimeError), Data(DataError), Dist(DistError), Weights(WeightsError), Plot(PlotError));

@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod diag;
+pub mod dist;
 pub mod driver;
 pub mod elab;
 pub mod error;

@@ -62,12 +62,6 @@ fn run(command: Command) -> Result<(), Error> {
 
 fn main() -> ExitCode {
     let Err(e) = run(Cli::parse().command) else { return ExitCode::SUCCESS };
-    match &e {
-        // Located diagnostics, rendered by codespan: each has its own `error:` header.
-        Error::Compile(failure) => eprint!("{}", failure.render()),
-        // Asked for, not a failure: said as it is.
-        Error::Interrupted(_) => eprintln!("{e}"),
-        other => eprintln!("error: {}", other.to_string().trim_end()),
-    }
+    cli::print_error(&e);
     ExitCode::from(e.exit_code())
 }

@@ -21,7 +21,7 @@ OUT=${OUT:-/tmp/incc-gpu}; mkdir -p "$OUT"
 # beside it (the device tool brings back at most 8 files).
 WORK=$(mktemp -d /tmp/incc-step-check.XXXX)
 ARCH=${ARCH:-archs/inception_resnet_v2.inc}
-BATCH=${BATCH:-32}; SIZE=${SIZE:-299}; CLASSES=${CLASSES:-1000}
+BATCH=${BATCH:-32}; BATCH2=${BATCH2:-64}; SIZE=${SIZE:-299}; CLASSES=${CLASSES:-1000}
 STEPS=${STEPS:-30}; PROFILE_STEPS=${PROFILE_STEPS:-10}
 PROVIDER=${PROVIDER:-cuda}; TORCH=${TORCH:-1}
 if [ "$PROVIDER" = cuda ] && [ -z "${ORT_DYLIB_PATH:-}" ]; then source .ortgpu/on-device.sh .ortgpu; fi
@@ -67,27 +67,12 @@ print(f"{name} {rate:.1f} {peak}")
 PY
 }
 
-: > "$WORK/steps.txt"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$WORK/gpu.txt"
-[ -n "$BASE" ] && run baseline "$BASE"
-run incc "$BIN"
-if [ "$PROVIDER" = cuda ]; then
-  run nhwc "$BIN" --cuda-option prefer_nhwc=1
-  run arena_same "$BIN" --cuda-option arena_extend_strategy=kSameAsRequested
-fi
-
-echo "== profile of $PROFILE_STEPS steps"
-rm -rf /tmp/step-check-profile
-"$BIN" train "$ARCH" --data synthetic:$((BATCH * (PROFILE_STEPS + 1))),$SIZE,$CLASSES --provider "$PROVIDER" --batch "$BATCH" \
-  --epochs 1 --max-steps "$PROFILE_STEPS" --workers 8 --quiet --out /tmp/step-check-profile --profile "$WORK/profile.json" 2>&1 \
-  | tee "$WORK/profile.txt" | head -60
-rm -f "$WORK/profile.trace.json"  # hundreds of MB for this network; the summary is what comes back
-
-if [ "$TORCH" = 1 ]; then
-  echo "== PyTorch timm inception_resnet_v2, RMSprop, label smoothing 0.1, batch $BATCH"
-  python3 - "$BATCH" "$STEPS" <<'PY' | tee -a "$WORK/steps.txt"
+# torch_step NAME BATCH: timm's inception_resnet_v2 step in PyTorch; appends "NAME images/s reserved_MiB"
+torch_step() {
+  echo "== PyTorch timm inception_resnet_v2, RMSprop, label smoothing 0.1, batch $2"
+  python3 - "$2" "$STEPS" "$1" <<'PY' | tee -a "$WORK/steps.txt"
 import sys, time, torch, timm, torch.nn.functional as F
-batch, steps = int(sys.argv[1]), int(sys.argv[2])
+batch, steps, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 torch.manual_seed(0)
 model = timm.create_model("inception_resnet_v2", pretrained=False, drop_rate=0.2).cuda().train()
 opt = torch.optim.RMSprop(model.parameters(), lr=0.045, alpha=0.9, eps=1.0, momentum=0.9)
@@ -98,13 +83,35 @@ for i in range(steps):
     opt.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), y, label_smoothing=0.1).backward(); opt.step()
     torch.cuda.synchronize(); times.append(time.perf_counter() - t)
-print(f"torch {batch * len(times[10:]) / sum(times[10:]):.1f} {torch.cuda.max_memory_reserved() // 2**20}")
+print(f"{name} {batch * len(times[10:]) / sum(times[10:]):.1f} {torch.cuda.max_memory_reserved() // 2**20}")
 PY
-fi
+}
+
+: > "$WORK/steps.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$WORK/gpu.txt"
+# Most important first: a run cut short by the device's time limit keeps what it measured ($OUT/log).
+run incc "$BIN"
+[ "$TORCH" = 1 ] && torch_step torch "$BATCH"
+[ -n "$BASE" ] && run baseline "$BASE"
+
+echo "== profile of $PROFILE_STEPS steps"
+rm -rf /tmp/step-check-profile
+"$BIN" train "$ARCH" --data synthetic:$((BATCH * (PROFILE_STEPS + 1))),$SIZE,$CLASSES --provider "$PROVIDER" --batch "$BATCH" \
+  --epochs 1 --max-steps "$PROFILE_STEPS" --workers 8 --quiet --out /tmp/step-check-profile --profile "$WORK/profile.json" 2>&1 \
+  | tee "$WORK/profile.txt" | head -60
+rm -f "$WORK/profile.trace.json"  # hundreds of MB for this network; the summary is what comes back
 
 if [ "$PROVIDER" = cuda ]; then
-  echo "== inference: default layout against prefer_nhwc=1, batch 32 and 128 (alternating, twice)"
-  for round in 1 2; do
+  BATCH=$BATCH2 run "incc_b$BATCH2" "$BIN"
+  [ "$TORCH" = 1 ] && torch_step "torch_b$BATCH2" "$BATCH2"
+  run nhwc "$BIN" --cuda-option prefer_nhwc=1
+  run arena_same "$BIN" --cuda-option arena_extend_strategy=kSameAsRequested
+fi
+
+
+if [ "$PROVIDER" = cuda ]; then
+  echo "== inference: default layout against prefer_nhwc=1, batch 32 and 128"
+  for round in 1; do
     for variant in default nhwc; do
       opt=(); [ $variant = nhwc ] && opt=(--cuda-option prefer_nhwc=1)
       "$BIN" bench "$ARCH" --provider cuda --batch 32,128 --min-time 1 --json "${opt[@]}" > "$WORK/bench_${variant}_$round.json" 2>/dev/null
@@ -116,7 +123,7 @@ if [ "$PROVIDER" = cuda ]; then
   python3 - "$WORK" <<'PY' | tee "$WORK/inference.txt"
 import json, sys
 for variant in ("default", "nhwc"):
-    for rnd in (1, 2):
+    for rnd in (1,):
         try:
             rows = json.load(open(f"{sys.argv[1]}/bench_{variant}_{rnd}.json"))["results"]
         except (OSError, ValueError, KeyError) as e:
@@ -148,15 +155,20 @@ worst = max((float(np.abs(x[k] - y[k]).max() / max(1e-12, np.abs(y[k]).max())), 
 print(f"{len(y)} tensors after 2 steps: largest relative difference {worst[0]:.2e} ({worst[1]}); {'within' if worst[0] < 1e-3 else 'OVER'} 1e-3")
 PY
 
-echo "== summary (batch $BATCH; ratio = images/s against this binary's default run, measured in this run)"
-python3 - "$WORK/steps.txt" <<'PY' | tee "$WORK/summary.txt"
+echo "== summary (ratios against runs measured in this run)"
+python3 - "$WORK/steps.txt" "$BATCH" "$BATCH2" <<'PY' | tee "$WORK/summary.txt"
 import sys
-rows = [l.split() for l in open(sys.argv[1]) if len(l.split()) == 3]
-ref = {n: float(r) for n, r, _ in rows}.get("incc")
-print("| run | images/s | ratio to incc | peak GPU memory (MiB) |\n|---|---|---|---|")
-for name, rate, peak in rows:
-    ratio = float(rate) / ref if ref else float("nan")
-    print(f"| {name} | {float(rate):.1f} | {ratio:.2f} | {peak} |")
+rows = {l.split()[0]: (float(l.split()[1]), l.split()[2]) for l in open(sys.argv[1]) if len(l.split()) == 3}
+b1, b2 = sys.argv[2], sys.argv[3]
+print(f"| run | images/s | ratio to incc (batch {b1}) | peak GPU memory (MiB) |\n|---|---|---|---|")
+ref = rows.get("incc", (float("nan"),))[0]
+for name, (rate, peak) in rows.items():
+    print(f"| {name} | {rate:.1f} | {rate / ref:.2f} | {peak} |")
+for batch, mine, theirs in ((b1, "incc", "torch"), (b2, f"incc_b{b2}", f"torch_b{b2}")):
+    if mine in rows and theirs in rows:
+        (r1, m1), (r2, m2) = rows[mine], rows[theirs]
+        memory = float(m1) / float(m2) if m1.isdigit() and m2.isdigit() and float(m2) > 0 else float("nan")
+        print(f"batch {batch}: incc / PyTorch images/s {r1 / r2:.2f}, peak memory (nvidia-smi) / PyTorch reserved {memory:.2f}")
 PY
 cp "$WORK/summary.txt" "$OUT/summary.txt"
 tar czf "$OUT/step_check.tar.gz" -C "$WORK" .

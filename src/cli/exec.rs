@@ -2,6 +2,7 @@
 //! the runtime options every command that runs a model shares.
 
 use super::options::count;
+use incc::dist::World;
 use incc::driver::{build_onnx, WeightsSource};
 use incc::runtime::bench::{bench, bench_interleaved, profile, render_table, BenchConfig};
 use incc::runtime::images::{load_image, synthetic_batch, Preprocess};
@@ -33,9 +34,10 @@ pub struct ModelArgs {
 /// Where and how ONNX Runtime runs: shared by run, bench, train and eval.
 #[derive(clap::Args)]
 pub struct RuntimeArgs {
-    /// Execution provider: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    /// Execution provider: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`). Each
+    /// process of a data-parallel job takes GPU `local rank` for `cuda`, GPU N for `cuda:N`.
     #[arg(long, default_value = "cpu")]
-    pub provider: Provider,
+    pub provider: ProviderArg,
     /// Intra-op threads (default: ONNX Runtime's, one per core).
     #[arg(long, value_parser = count::<usize>)]
     pub threads: Option<usize>,
@@ -49,15 +51,49 @@ pub struct RuntimeArgs {
     pub cuda_options: Vec<(String, String)>,
 }
 
+/// `--provider` as written: `cuda` without a device is each process's own GPU.
+#[derive(Clone, Copy, Debug)]
+pub struct ProviderArg {
+    provider: Provider,
+    device_given: bool,
+}
+
+impl std::str::FromStr for ProviderArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ProviderArg, String> {
+        Ok(ProviderArg { provider: s.parse()?, device_given: s.contains(':') })
+    }
+}
+
+impl ProviderArg {
+    /// The provider of the process with `local_rank` on its machine.
+    fn for_local_rank(self, local_rank: usize) -> Provider {
+        match self.provider {
+            Provider::Cuda { .. } if !self.device_given => Provider::Cuda { device: local_rank as i32 },
+            other => other,
+        }
+    }
+}
+
 impl RuntimeArgs {
     /// Loads ONNX Runtime (once per process) and says which library.
     pub fn init(&self) -> Result<SessionConfig, Error> {
-        if !self.cuda_options.is_empty() && self.provider == Provider::Cpu {
+        self.init_in(&incc::dist::Single)
+    }
+
+    /// As [`RuntimeArgs::init`], for a process of `world`: it takes the GPU of its local rank
+    /// (unless `--provider cuda:N`), and only process 0 says which library.
+    pub fn init_in(&self, world: &dyn World) -> Result<SessionConfig, Error> {
+        let provider = self.provider.for_local_rank(world.local_rank());
+        if !self.cuda_options.is_empty() && provider == Provider::Cpu {
             return Err(Error::Invalid("--cuda-option configures the CUDA provider; add --provider cuda".into()));
         }
         let lib = ortlib::init(self.ort_lib.as_deref())?;
-        eprintln!("ONNX Runtime: {lib}");
-        Ok(SessionConfig { provider: self.provider, threads: self.threads, cuda_options: self.cuda_options.clone() })
+        if world.rank() == 0 {
+            eprintln!("ONNX Runtime: {lib}");
+        }
+        Ok(SessionConfig { provider, threads: self.threads, cuda_options: self.cuda_options.clone() })
     }
 }
 
@@ -252,7 +288,7 @@ pub fn bench_command(a: &BenchArgs) -> Result<(), Error> {
     if a.json {
         let json = serde_json::json!({
             "model": a.model.common.file.display().to_string(),
-            "provider": a.model.runtime.provider.to_string(),
+            "provider": a.model.runtime.provider.provider.to_string(),
             "providers_used": provider_line,
             "results": ours,
             "baseline": a.baseline.as_ref().map(|p| p.display().to_string()),
@@ -262,7 +298,7 @@ pub fn bench_command(a: &BenchArgs) -> Result<(), Error> {
         println!("{}", serde_json::to_string_pretty(&json).expect("serialisable"));
         return Ok(());
     }
-    println!("{} on {}:", a.model.common.file.display(), a.model.runtime.provider);
+    println!("{} on {}:", a.model.common.file.display(), a.model.runtime.provider.provider);
     println!("{}", render_table(&ours));
     if let (Some(path), Some(base)) = (&a.baseline, &baseline) {
         println!("\nbaseline {}:", path.display());

@@ -1,10 +1,12 @@
 //! `incc train`, `incc eval` and `incc plot`, and the training options `incc compile --train`
-//! shares.
+//! shares. `train` and `eval` run as one process, or as each process of a data-parallel job
+//! started by `mpirun` or `srun` (see `dist`).
 
 use super::exec::RuntimeArgs;
 use super::options::count;
 use clap::ValueEnum;
 use incc::data::DataSpec;
+use incc::dist::World;
 use incc::interrupt::Interrupt;
 use incc::runtime::profile::ProfileFiles;
 use incc::train::Target;
@@ -13,6 +15,7 @@ use incc::trainer::schedule::Schedule;
 use incc::trainer::{RunConfig, Runner, Start};
 use incc::Error;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// How a training step learns (`incc train`, `incc compile --train`). Each option left out keeps
 /// the value it had: the default for a new step, the run's own on `incc train --resume`.
@@ -102,7 +105,8 @@ pub struct TrainArgs {
     /// Epochs (default 10).
     #[arg(long, value_parser = count::<u64>)]
     pub epochs: Option<u64>,
-    /// Examples per step (default 128).
+    /// Examples per step (default 128); with several processes (mpirun, srun), the batch of the
+    /// whole job, split evenly across them.
     #[arg(long, value_parser = count::<usize>)]
     pub batch: Option<usize>,
     /// Base learning rate (default 0.045, the paper's RMSProp).
@@ -156,6 +160,11 @@ pub struct TrainArgs {
     /// that summary as JSON to FILE.json and keep ONNX Runtime's trace as FILE.trace.json.
     #[arg(long, value_name = "FILE.json")]
     pub profile: Option<PathBuf>,
+    /// Run each step as two graphs, the gradients and the update, with the gradients averaged
+    /// between them, as a data-parallel job of several processes does, even in one process
+    /// (to measure the split).
+    #[arg(long)]
+    pub split_step: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Data-loading threads.
@@ -241,11 +250,30 @@ impl TrainArgs {
     }
 }
 
+/// Runs `command` as this process's part of its job (a world of one without a launcher). In a
+/// world of several, a process that fails ends the whole job: the others may be waiting for it
+/// in a collective, which only the launcher can end.
+fn in_world(command: impl FnOnce(&Rc<dyn World>) -> Result<(), Error>) -> Result<(), Error> {
+    let world = incc::dist::init()?;
+    match command(&world) {
+        Err(e) if world.size() > 1 => {
+            eprint!("process {} of {}: ", world.rank(), world.size());
+            super::print_error(&e);
+            world.abort(i32::from(e.exit_code()))
+        }
+        done => done,
+    }
+}
+
 pub fn train_command(a: &TrainArgs) -> Result<(), Error> {
+    in_world(|world| train_in(a, world))
+}
+
+fn train_in(a: &TrainArgs, world: &Rc<dyn World>) -> Result<(), Error> {
     let out = a.resume.clone().or(a.out.clone()).ok_or_else(|| Error::Usage("give --out RUN_DIR for a new run, or --resume RUN_DIR".into()))?;
     let start = a.start()?;
     let files = a.profile.as_ref().map(ProfileFiles::new).transpose()?;
-    let config = a.runtime.init()?;
+    let config = a.runtime.init_in(&**world)?;
     let interrupt = Interrupt::install().map_err(|e| Error::Invalid(format!("cannot handle Ctrl-C: {e}")))?;
     let runner = Runner {
         session: config,
@@ -255,11 +283,16 @@ pub fn train_command(a: &TrainArgs) -> Result<(), Error> {
         profile: a.profile.clone(),
         checkpoint_every: a.checkpoint_every,
         interrupt,
+        world: world.clone(),
+        split: a.split_step,
         ..Runner::new(&out)
     };
     let s = incc::trainer::train(&start, &runner)?;
+    if world.rank() != 0 {
+        return Ok(());
+    }
     println!(
-        "done: {} steps, last loss {:.4}{}; training step {:.1} images/s, loader alone {:.1} images/s; checkpoints in {}",
+        "done: {} steps, last loss {:.4}{}; training step {:.1} images/s{}, loader alone {:.1} images/s; checkpoints in {}",
         s.steps,
         s.last_loss,
         match (s.val_top1, s.val_top5) {
@@ -267,6 +300,13 @@ pub fn train_command(a: &TrainArgs) -> Result<(), Error> {
             _ => String::new(),
         },
         s.step_images_per_s,
+        match s.allreduce {
+            Some((per_step, share)) => {
+                let processes = if s.processes == 1 { "1 process".to_string() } else { format!("{} processes", s.processes) };
+                format!(" ({processes}; all-reduce {:.2} ms per step, {:.1}% of it)", 1e3 * per_step, 100.0 * share)
+            }
+            None => String::new(),
+        },
         s.loader_images_per_s,
         out.display()
     );
@@ -279,9 +319,16 @@ pub fn train_command(a: &TrainArgs) -> Result<(), Error> {
 }
 
 pub fn eval_command(a: &EvalArgs) -> Result<(), Error> {
-    let config = a.runtime.init()?;
-    let runner = Runner { session: config, workers: a.workers, ..Runner::new(Path::new("")) };
+    in_world(|world| eval_in(a, world))
+}
+
+fn eval_in(a: &EvalArgs, world: &Rc<dyn World>) -> Result<(), Error> {
+    let config = a.runtime.init_in(&**world)?;
+    let runner = Runner { session: config, workers: a.workers, world: world.clone(), ..Runner::new(Path::new("")) };
     let report = incc::trainer::eval_checkpoint(&a.checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema, a.limit)?;
+    if world.rank() != 0 {
+        return Ok(());
+    }
     let e = &report.evaluation;
     println!(
         "{} ({} parameters): {} examples, top-1 {:.2}%, top-5 {:.2}%, loss {:.4}",

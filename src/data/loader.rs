@@ -2,7 +2,8 @@
 //! in order. What a batch holds depends only on the source, the transform, the seed, the epoch
 //! and the batch number: the order of an epoch on (seed, epoch), each example's augmentation on
 //! (seed, epoch, example index); never on the number of workers or their timing, so a run
-//! resumed at batch k (`start_batch`) sees exactly the batches of an uninterrupted one.
+//! resumed at batch k (`start_batch`) sees exactly the batches of an uninterrupted one. With a
+//! `shard` (data-parallel training), a process takes its part of each of those batches.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -37,11 +38,45 @@ pub struct LoaderConfig {
     pub limit: Option<usize>,
     /// The first batch to deliver: a run resumed mid-epoch starts at the batch it had reached.
     pub start_batch: usize,
+    /// Which part of each batch to deliver (the whole batch by default).
+    pub shard: Shard,
+}
+
+/// Part `index` of `count` equal, contiguous parts of every batch: the examples of a batch of
+/// `len` at positions `index * len / count .. (index + 1) * len / count` (rounded down). The
+/// parts of the processes of a data-parallel job are disjoint and cover the batch, and which
+/// examples a batch holds does not depend on how it is cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole batch.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// This part's positions in a batch of `len`.
+    #[must_use]
+    pub fn range(&self, len: usize) -> std::ops::Range<usize> {
+        self.index * len / self.count..(self.index + 1) * len / self.count
+    }
 }
 
 impl Default for LoaderConfig {
     fn default() -> LoaderConfig {
-        LoaderConfig { batch: 32, shuffle: false, seed: 0, epoch: 0, workers: 1, drop_last: false, prefetch: 2, limit: None, start_batch: 0 }
+        LoaderConfig {
+            batch: 32,
+            shuffle: false,
+            seed: 0,
+            epoch: 0,
+            workers: 1,
+            drop_last: false,
+            prefetch: 2,
+            limit: None,
+            start_batch: 0,
+            shard: Shard::WHOLE,
+        }
     }
 }
 
@@ -105,7 +140,7 @@ pub fn batches(source: Arc<dyn Source>, transform: Arc<Transform>, cfg: &LoaderC
         return loader;
     }
     loader.end = batch_count(source.len(), cfg);
-    let plan = Arc::new(Plan { order: epoch_order(source.len(), cfg), batch: cfg.batch, seed: cfg.seed, epoch: cfg.epoch });
+    let plan = Arc::new(Plan { order: epoch_order(source.len(), cfg), batch: cfg.batch, shard: cfg.shard, seed: cfg.seed, epoch: cfg.epoch });
     let workers = cfg.workers.max(1).min(loader.end.saturating_sub(cfg.start_batch));
     let depth = cfg.prefetch.div_ceil(workers.max(1));
     for w in 0..workers {
@@ -122,6 +157,7 @@ pub fn batches(source: Arc<dyn Source>, transform: Arc<Transform>, cfg: &LoaderC
 struct Plan {
     order: Vec<usize>,
     batch: usize,
+    shard: Shard,
     seed: u64,
     epoch: u64,
 }
@@ -147,7 +183,8 @@ fn work(
 /// Batch `index`, or `None` when stopped half-way.
 fn make_batch(source: &dyn Source, transform: &Transform, plan: &Plan, stop: &AtomicBool, index: usize) -> Option<Result<Batch, DataError>> {
     let start = index.saturating_mul(plan.batch).min(plan.order.len());
-    let examples = &plan.order[start..start.saturating_add(plan.batch).min(plan.order.len())];
+    let whole = &plan.order[start..start.saturating_add(plan.batch).min(plan.order.len())];
+    let examples = &whole[plan.shard.range(whole.len())];
     let size = transform.example_len();
     let mut images = match crate::runtime::tensor::zeros("a batch of images", &[examples.len(), transform.channels, transform.height, transform.width]) {
         Ok(images) => images,

@@ -10,7 +10,7 @@ mod idx;
 mod loader;
 mod transform;
 
-pub use loader::{batch_count, batches, loader_throughput, Batch, Loader, LoaderConfig};
+pub use loader::{batch_count, batches, loader_throughput, Batch, Loader, LoaderConfig, Shard};
 pub use transform::{TrainCrop, Transform};
 
 use std::fmt;

@@ -43,6 +43,18 @@ impl Target {
         let cpu = self == Target::Cpu;
         GradientForms { flipped_conv_dx: cpu, im2col_dw: cpu }
     }
+
+    /// Elements per row of the packed update vectors (`update::Packed`): each member starts on a
+    /// row. ONNX Runtime's CUDA `Concat` and `Split` build an index of the whole concatenated axis
+    /// on the host at every run (`axis_dimension_input_output_mapping`): over one [1, P] row of
+    /// inception_resnet_v2's 56 M parameters that took 1.65 s of a 2.1 s step on an H200
+    /// (benches/gpu/RESULTS.md). Joined as rows of 1024, the axis is 55 k long.
+    pub fn packing_row(self) -> usize {
+        match self {
+            Target::Cpu => 1,
+            Target::Gpu => 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -107,6 +119,76 @@ impl TrainConfig {
 /// One training step of `graph` as a model: the forward pass in training mode, the loss, the
 /// backward pass, the update; `batch` fixes the batch size (batch-norm counts become constants).
 pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batch: Option<usize>) -> Result<ModelProto, Diagnostic> {
+    let mut pass = backward_pass(graph, cfg, batch)?;
+    let grads = update::pack_gradients(&mut pass.cx, graph, cfg, &pass.grads);
+    let (update_inputs, update_outputs) = update::apply(&mut pass.cx, graph, cfg, &grads);
+    let mut inputs = pass.inputs;
+    inputs.extend(step_scalars(cfg));
+    inputs.extend(update_inputs);
+    let mut outputs = pass.outputs;
+    outputs.extend(update_outputs);
+    Ok(finish(pass.cx, graph, sources, cfg, Part::Step, inputs, outputs, pass.values))
+}
+
+/// The training step as two graphs, for data-parallel training: the gradients of a replica's
+/// batch, then, after they are averaged across replicas, the update. Both are written by the
+/// same code as [`emit_training`]'s single graph, which is the two joined.
+pub struct SplitStep {
+    /// The forward pass in training mode, the loss and the backward pass: outputs `loss`,
+    /// `logits`, each bucket (a group's packed gradient, before weight decay and clipping) and
+    /// `running__new` (the running statistics moved towards this replica's batch statistics).
+    pub gradients: ModelProto,
+    /// Weight decay, clipping by the global norm, the optimizer and the moving average: inputs
+    /// the (averaged) buckets, the parameters, slots, `learning_rate`, `step`, `ema_decay`, `ema`
+    /// and `running__new`; outputs every other state's `__new`.
+    pub update: ModelProto,
+    /// The buckets, in order.
+    pub buckets: Vec<update::Bucket>,
+}
+
+/// [`emit_training`]'s step as its two halves (see [`SplitStep`]).
+pub fn emit_split_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batch: Option<usize>) -> Result<SplitStep, Diagnostic> {
+    let mut pass = backward_pass(graph, cfg, batch)?;
+    let buckets = update::buckets(graph, cfg);
+    let grads = update::pack_gradients(&mut pass.cx, graph, cfg, &pass.grads);
+    let mut outputs = pass.outputs;
+    for (bucket, grad) in buckets.iter().zip(&grads) {
+        if *grad != bucket.name {
+            pass.cx.op("Identity", bucket.name.clone(), &[grad], vec![]);
+        }
+        outputs.push(plain_value_info(&bucket.name, &[1, bucket.len]));
+    }
+    let gradients = finish(pass.cx, graph, sources, cfg, Part::Gradients, pass.inputs, outputs, pass.values);
+
+    let mut cx = Lowering::default();
+    cx.batch = batch;
+    let names: Vec<String> = buckets.iter().map(|b| b.name.clone()).collect();
+    let (update_inputs, update_outputs) = update::apply(&mut cx, graph, cfg, &names);
+    let mut inputs: Vec<ValueInfoProto> = buckets.iter().map(|b| plain_value_info(&b.name, &[1, b.len])).collect();
+    inputs.extend(trainable_inputs(graph));
+    inputs.extend(step_scalars(cfg));
+    if let Some(len) = update::reads_running(graph, cfg) {
+        inputs.push(plain_value_info(update::RUNNING_NEW, &[1, len]));
+    }
+    inputs.extend(update_inputs);
+    let update = finish(cx, graph, sources, cfg, Part::Update, inputs, update_outputs, vec![]);
+    Ok(SplitStep { gradients, update, buckets })
+}
+
+/// What a backward pass leaves to the update: the lowering so far, the graph inputs and outputs
+/// it has (the batch, the parameters, `running`; `loss`, `logits`, `running__new`), every
+/// parameter's gradient by name, and the forward values' shapes.
+struct BackwardPass {
+    cx: Lowering,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    grads: HashMap<String, String>,
+    values: Vec<ValueInfoProto>,
+}
+
+/// The forward pass in training mode, the loss, the backward pass and the running statistics'
+/// update.
+fn backward_pass(graph: &Graph, cfg: &TrainConfig, batch: Option<usize>) -> Result<BackwardPass, Diagnostic> {
     let mut cx = Lowering::default();
     cx.batch = batch;
     let forward = forward::lower(graph, Mode::Training, &mut cx)
@@ -116,34 +198,69 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
     let grads = backward::backward(graph, &forward, &mut cx, dlogits, cfg.target.gradient_forms())?;
     let running: HashMap<String, &RunningStat> =
         forward.order.iter().flat_map(|n| forward.trained[n].running.iter().map(move |stat| (param_name(&graph.node(*n).name, stat.suffix), stat))).collect();
-    let (update_inputs, update_outputs) = update::emit(&mut cx, graph, cfg, &grads, &running);
-
-    let mut inputs = step_inputs(graph, &forward, cfg, batch);
+    let mut inputs = batch_inputs(graph, &forward, batch);
+    inputs.extend(trainable_inputs(graph));
     let mut outputs = vec![plain_value_info("loss", &[]), value_info(LOGITS, &[classes], batch, DataType::Float)];
-    inputs.extend(update_inputs);
-    outputs.extend(update_outputs);
+    if let Some((input, output)) = update::update_running(&mut cx, graph, cfg, &running) {
+        inputs.push(input);
+        outputs.push(output);
+    }
     if cfg.debug_outputs {
         outputs.extend(debug_outputs(&mut cx, graph, &forward, &grads));
     }
+    let values = forward.values.iter().map(|(name, dims)| value_info(name, dims, batch, DataType::Float)).collect();
+    Ok(BackwardPass { cx, inputs, outputs, grads, values })
+}
+
+/// Which graph of a step a model is.
+#[derive(Clone, Copy)]
+enum Part {
+    Step,
+    Gradients,
+    Update,
+}
+
+impl Part {
+    /// The `incc.graph` metadata and the graph's name suffix.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Part::Step => ("training step", "train"),
+            Part::Gradients => ("training step: gradients", "train_gradients"),
+            Part::Update => ("training step: update", "train_update"),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the pieces of one model
+fn finish(
+    cx: Lowering,
+    graph: &Graph,
+    sources: &SourceMap,
+    cfg: &TrainConfig,
+    part: Part,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    values: Vec<ValueInfoProto>,
+) -> ModelProto {
+    let (what, suffix) = part.names();
     let metadata = vec![
-        ("incc.graph".to_string(), "training step".to_string()),
+        ("incc.graph".to_string(), what.to_string()),
         ("incc.network".to_string(), graph.name.clone()),
         ("incc.train".to_string(), serde_json::to_string(cfg).expect("serialisable")),
         ("incc.optimizer.state_init".to_string(), cfg.optimizer.slots().iter().map(|(s, v)| format!("{s}={v}")).collect::<Vec<_>>().join(",")),
     ];
-    let values = forward.values.iter().map(|(name, dims)| value_info(name, dims, batch, DataType::Float)).collect();
     let (nodes, constants) = protos(cx, sources);
     let graph_proto = GraphProto {
-        name: format!("{}_train", graph.name),
+        name: format!("{}_{suffix}", graph.name),
         node: nodes,
         initializer: constants,
         input: inputs,
         output: outputs,
         value_info: values,
-        doc_string: format!("one training step of network {}, compiled by incc", graph.name),
+        doc_string: format!("{what} of network {}, compiled by incc", graph.name),
         ..GraphProto::default()
     };
-    Ok(model(graph_proto, format!("{} (training step)", graph.name), &metadata))
+    model(graph_proto, format!("{} ({what})", graph.name), &metadata)
 }
 
 /// Softmax cross-entropy of `logits` against `labels` with label smoothing, mean over the batch,
@@ -166,23 +283,33 @@ fn loss(cx: &mut Lowering, classes: usize, smoothing: f32) -> String {
     cx.op("Div", "loss/d/logits".into(), &[&diff, &n_f], vec![])
 }
 
-/// The step's inputs but the update's: the batch, the learning rate, the step number (Adam), the
-/// ops' step inputs (dropout masks) and the trainable parameters. Running statistics are inputs
-/// packed (`update.rs`), not one by one.
-fn step_inputs(graph: &Graph, forward: &Forward, cfg: &TrainConfig, batch: Option<usize>) -> Vec<ValueInfoProto> {
+/// The inputs of a replica's batch: `images`, `labels` and the ops' step inputs (dropout masks).
+fn batch_inputs(graph: &Graph, forward: &Forward, batch: Option<usize>) -> Vec<ValueInfoProto> {
     let mut inputs = vec![value_info(IMAGES, &graph.shape(graph.input).0, batch, DataType::Float)];
     inputs.push(value_info("labels", &[], batch, DataType::Int64));
-    inputs.push(plain_value_info("learning_rate", &[]));
-    if cfg.optimizer.needs_step() {
-        inputs.push(plain_value_info("step", &[]));
-    }
     for &n in &forward.order {
         for input in graph.node(n).op.rule().step_inputs(graph.shape(n)) {
             inputs.push(value_info(&param_name(&graph.node(n).name, input.suffix), &input.shape, batch, DataType::Float));
         }
     }
-    for (name, spec) in forward.order.iter().flat_map(|&n| graph.params(n)).filter(|(_, p)| p.role.is_trainable()) {
-        inputs.push(plain_value_info(&name, &spec.shape));
+    inputs
+}
+
+/// The trainable parameters, as inputs. Running statistics are inputs packed (`update.rs`), not
+/// one by one.
+fn trainable_inputs(graph: &Graph) -> Vec<ValueInfoProto> {
+    crate::report::params::param_list(graph)
+        .into_iter()
+        .filter(|(_, p)| p.role.is_trainable())
+        .map(|(name, spec)| plain_value_info(&name, &spec.shape))
+        .collect()
+}
+
+/// The update's scalars: the learning rate and the step number (Adam).
+fn step_scalars(cfg: &TrainConfig) -> Vec<ValueInfoProto> {
+    let mut inputs = vec![plain_value_info("learning_rate", &[])];
+    if cfg.optimizer.needs_step() {
+        inputs.push(plain_value_info("step", &[]));
     }
     inputs
 }

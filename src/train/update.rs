@@ -12,7 +12,9 @@
 //!
 //! Packed values are [1, P], not [P]: ONNX's shape inference treats a 1-D tensor as a possible
 //! shape and tracks its P elements symbolically (out of memory for P = 56 M); a row it leaves
-//! alone.
+//! alone. Compiled for a GPU, each member starts on a row of `Target::packing_row` elements
+//! (zeros fill the rest of its last row; they stay zero through every update), so that joining
+//! and cutting the vector runs along a short axis of rows.
 
 use super::{Optimizer, TrainConfig};
 use crate::ir::lower::{int, Lowering, RunningStat};
@@ -27,6 +29,8 @@ use std::collections::{BTreeMap, HashMap};
 pub struct Packed {
     pub name: String,
     pub members: Vec<(String, Vec<usize>)>,
+    /// Each member starts at a multiple of this many elements (1: no gaps).
+    pub row: usize,
 }
 
 impl Packed {
@@ -34,8 +38,23 @@ impl Packed {
         self.members.iter().map(|(_, shape)| shape.iter().product::<usize>())
     }
 
+    /// The elements a member of `size` takes, with the zeros that fill its last row.
+    fn span(&self, size: usize) -> usize {
+        size.div_ceil(self.row) * self.row
+    }
+
     pub fn len(&self) -> usize {
-        self.sizes().sum()
+        self.sizes().map(|s| self.span(s)).sum()
+    }
+
+    /// A value per element, `f(member)` for each member's elements and 0 for the gaps.
+    fn spread(&self, f: impl Fn(&str) -> f32) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.len());
+        for ((name, _), size) in self.members.iter().zip(self.sizes()) {
+            out.extend(std::iter::repeat_n(f(name), size));
+            out.resize(out.len() + self.span(size) - size, 0.0);
+        }
+        out
     }
 
     pub fn is_empty(&self) -> bool {
@@ -51,6 +70,7 @@ impl Packed {
                 return Err(format!("`{name}` has shape {:?}, the network needs {shape:?}", t.shape));
             }
             data.extend_from_slice(&t.data);
+            data.resize(data.len() + self.span(t.data.len()) - t.data.len(), 0.0);
         }
         Ok(Tensor { shape: vec![1, data.len()], data })
     }
@@ -63,7 +83,7 @@ impl Packed {
             .zip(self.sizes())
             .map(|((name, shape), size)| {
                 let (head, tail) = rest.split_at(size);
-                rest = tail;
+                rest = &tail[self.span(size) - size..];
                 (name.clone(), Tensor { shape: shape.clone(), data: head.to_vec() })
             })
             .collect()
@@ -71,7 +91,7 @@ impl Packed {
 
     /// Renames the members: a group's slot `ms` has members `<param>.ms`.
     fn map_members(&self, name: String, f: impl Fn(&str) -> String) -> Packed {
-        Packed { name, members: self.members.iter().map(|(m, s)| (f(m), s.clone())).collect() }
+        Packed { name, members: self.members.iter().map(|(m, s)| (f(m), s.clone())).collect(), row: self.row }
     }
 }
 
@@ -89,26 +109,27 @@ fn groups(graph: &Graph, cfg: &TrainConfig) -> Vec<Group> {
         if decays(spec.role) { &mut decayed } else { &mut plain }.push((name, spec.shape));
     }
     let names = if decayed.is_empty() || plain.is_empty() { ["opt/all", "opt/all"] } else { ["opt/decayed", "opt/plain"] };
+    let row = cfg.target.packing_row();
     [(names[0], decayed, cfg.weight_decay), (names[1], plain, 0.0)]
         .into_iter()
         .filter(|(_, members, _)| !members.is_empty())
-        .map(|(name, members, decay)| Group { params: Packed { name: name.into(), members }, decay })
+        .map(|(name, members, decay)| Group { params: Packed { name: name.into(), members, row }, decay })
         .collect()
 }
 
 /// Every running statistic (`running`).
-fn running(graph: &Graph) -> Option<Packed> {
+fn running(graph: &Graph, cfg: &TrainConfig) -> Option<Packed> {
     let members: Vec<(String, Vec<usize>)> =
         graph.order().into_iter().flat_map(|n| graph.params(n)).filter(|(_, p)| !p.role.is_trainable()).map(|(name, spec)| (name, spec.shape)).collect();
-    (!members.is_empty()).then(|| Packed { name: "running".into(), members })
+    (!members.is_empty()).then(|| Packed { name: RUNNING.into(), members, row: cfg.target.packing_row() })
 }
 
 /// The moving average (`ema`), when the step keeps one: every group's parameters, then the
 /// running statistics, in the order of their packed new values.
 fn average(graph: &Graph, cfg: &TrainConfig, groups: &[Group]) -> Option<Packed> {
-    let running = running(graph).map(|r| r.members).unwrap_or_default();
+    let running = running(graph, cfg).map(|r| r.members).unwrap_or_default();
     let members = groups.iter().flat_map(|g| g.params.members.iter().cloned()).chain(running).collect();
-    cfg.ema.then(|| Packed { name: "ema".into(), members })
+    cfg.ema.then(|| Packed { name: "ema".into(), members, row: cfg.target.packing_row() })
 }
 
 /// The step's packed state inputs: each group's optimizer slots (members `<param>.<slot>`), the
@@ -119,25 +140,56 @@ pub fn packed_state(graph: &Graph, cfg: &TrainConfig) -> Vec<Packed> {
         .iter()
         .flat_map(|g| cfg.optimizer.slots().iter().map(move |(slot, _)| g.params.map_members(format!("{}.{slot}", g.params.name), |p| format!("{p}.{slot}"))));
     let ema = average(graph, cfg, &groups).map(|a| a.map_members(a.name.clone(), |p| format!("ema/{p}")));
-    slots.chain(running(graph)).chain(ema).collect()
+    slots.chain(running(graph, cfg)).chain(ema).collect()
 }
 
-/// Concatenates the values, flattened, into one row `name`. Several values are joined as [1, 1, K]
-/// pieces, not as [1, K] rows: OpenVINO (2026.4, its EliminateReduceReshape pass) drops a Reshape
-/// that keeps the rank of a ReduceSum without kept dimensions, so a conv weight gradient made a
-/// row reached the Concat as [Cout, Cin*kh*kw] and the step did not compile there
-/// (docs/openvino-repro.md); and not as [K] vectors either, which ONNX's shape inference tracks
-/// element by element (see the module comment).
-fn flatten(cx: &mut Lowering, name: String, values: &[&str]) -> String {
-    if let [one] = values {
-        return cx.op("Flatten", format!("{one}/flat"), &[one], vec![int("axis", 0)]);
+/// Concatenates the values (each with its number of elements), flattened, into one row `name`,
+/// each starting at a multiple of `row` elements (see the module comment).
+fn flatten(cx: &mut Lowering, name: String, values: &[(&str, usize)], row: usize) -> String {
+    if let [(one, size)] = values {
+        let flat = cx.op("Flatten", format!("{one}/flat"), &[one], vec![int("axis", 0)]);
+        return pad_row(cx, &flat, *size, row, format!("{one}/padded"));
     }
+    if row == 1 {
+        return join_pieces(cx, name, values);
+    }
+    let (as_row, as_rows) = (cx.ints(&[1, -1]), cx.ints(&[-1, row as i64]));
+    let rows: Vec<String> = values
+        .iter()
+        .map(|(v, size)| {
+            let flat = cx.op("Reshape", format!("{v}/flat"), &[v, &as_row], vec![]);
+            let padded = pad_row(cx, &flat, *size, row, format!("{v}/padded"));
+            cx.op("Reshape", format!("{v}/rows"), &[&padded, &as_rows], vec![])
+        })
+        .collect();
+    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let joined = cx.op("Concat", format!("{name}/rows"), &refs, vec![int("axis", 0)]);
+    cx.op("Reshape", name, &[&joined, &as_row], vec![])
+}
+
+/// Several values as one row, joined as [1, 1, K] pieces, not as [1, K] rows: OpenVINO (2026.4,
+/// its EliminateReduceReshape pass) drops a Reshape that keeps the rank of a ReduceSum without
+/// kept dimensions, so a conv weight gradient made a row reached the Concat as
+/// [Cout, Cin*kh*kw] and the step did not compile there (docs/openvino-repro.md); and not as [K]
+/// vectors either, which ONNX's shape inference tracks element by element (see the module
+/// comment).
+fn join_pieces(cx: &mut Lowering, name: String, values: &[(&str, usize)]) -> String {
     let piece_shape = cx.ints(&[1, 1, -1]);
-    let pieces: Vec<String> = values.iter().map(|v| cx.op("Reshape", format!("{v}/flat"), &[v, &piece_shape], vec![])).collect();
+    let pieces: Vec<String> = values.iter().map(|(v, _)| cx.op("Reshape", format!("{v}/flat"), &[v, &piece_shape], vec![])).collect();
     let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
     let joined = cx.op("Concat", format!("{name}/pieces"), &refs, vec![int("axis", 2)]);
     let outer = cx.ints(&[0]);
     cx.op("Squeeze", name, &[&joined, &outer], vec![])
+}
+
+/// A [1, size] row with zeros to the next multiple of `row` elements.
+fn pad_row(cx: &mut Lowering, flat: &str, size: usize, row: usize, name: String) -> String {
+    let gap = size.div_ceil(row) * row - size;
+    if gap == 0 {
+        return flat.to_string();
+    }
+    let pads = cx.ints(&[0, 0, 0, gap as i64]);
+    cx.op("Pad", name, &[flat, &pads], vec![])
 }
 
 /// Cuts `flat` into the members' `<member>__new` values.
@@ -145,39 +197,104 @@ fn unflatten(cx: &mut Lowering, flat: &str, members: &Packed) {
     let outputs: Vec<String> = members.members.iter().map(|(m, _)| format!("{m}/new_flat")).collect();
     if let [one] = outputs.as_slice() {
         cx.op("Identity", one.clone(), &[flat], vec![]);
-    } else {
+    } else if members.row == 1 {
         let sizes: Vec<i64> = members.sizes().map(|s| s as i64).collect();
         let sizes = cx.ints(&sizes);
         let refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
         cx.node("Split", format!("{flat}/split"), &[flat, &sizes], &refs, vec![int("axis", 1)]);
+    } else {
+        let (as_row, as_rows) = (cx.ints(&[1, -1]), cx.ints(&[-1, members.row as i64]));
+        let rows = cx.op("Reshape", format!("{flat}/as_rows"), &[flat, &as_rows], vec![]);
+        let counts: Vec<i64> = members.sizes().map(|s| (members.span(s) / members.row) as i64).collect();
+        let counts = cx.ints(&counts);
+        let pieces: Vec<String> = members.members.iter().map(|(m, _)| format!("{m}/new_rows")).collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        cx.node("Split", format!("{flat}/split"), &[&rows, &counts], &refs, vec![int("axis", 0)]);
+        for (piece, output) in pieces.iter().zip(&outputs) {
+            cx.op("Reshape", output.clone(), &[piece, &as_row], vec![]);
+        }
     }
-    for ((member, shape), piece) in members.members.iter().zip(&outputs) {
+    for (((member, shape), piece), size) in members.members.iter().zip(&outputs).zip(members.sizes()) {
+        let cut = if members.span(size) == size {
+            piece.clone()
+        } else {
+            let (start, end, axis) = (cx.ints(&[0]), cx.ints(&[size as i64]), cx.ints(&[1]));
+            cx.op("Slice", format!("{member}/new_cut"), &[piece, &start, &end, &axis], vec![])
+        };
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let dims = cx.ints(&dims);
-        cx.op("Reshape", format!("{member}__new"), &[piece, &dims], vec![]);
+        cx.op("Reshape", format!("{member}__new"), &[&cut, &dims], vec![]);
     }
 }
 
-/// Writes the update of every trainable parameter from its gradient in `grads`, as `<param>__new`,
-/// of every running statistic towards its batch value in `running` (both by parameter name), the
-/// slots' `__new` values and the average's; returns the graph inputs and outputs that adds (the
-/// parameters themselves are inputs already).
-pub(super) fn emit(
+/// A group's packed gradient (before weight decay and clipping): what data-parallel training
+/// averages across processes, one contiguous bucket per group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bucket {
+    /// The graph value: `opt/<group>/grad`.
+    pub name: String,
+    pub len: usize,
+}
+
+/// The buckets of a step, in the order of the update groups.
+pub fn buckets(graph: &Graph, cfg: &TrainConfig) -> Vec<Bucket> {
+    groups(graph, cfg).iter().map(|g| Bucket { name: format!("{}/grad", g.params.name), len: g.params.len() }).collect()
+}
+
+/// Writes each group's packed gradient from the parameters' gradients in `grads` (by name);
+/// returns the values, in the order of [`buckets`] (a group of one tensor is that tensor's
+/// flattened gradient, not yet a value of the bucket's name).
+pub(super) fn pack_gradients(cx: &mut Lowering, graph: &Graph, cfg: &TrainConfig, grads: &HashMap<String, String>) -> Vec<String> {
+    groups(graph, cfg)
+        .iter()
+        .map(|g| {
+            let member_grads: Vec<(&str, usize)> = g.params.members.iter().zip(g.params.sizes()).map(|((p, _), n)| (grads[p].as_str(), n)).collect();
+            flatten(cx, format!("{}/grad", g.params.name), &member_grads, g.params.row)
+        })
+        .collect()
+}
+
+/// Writes every running statistic's move towards its batch value in `running_stats` (by
+/// parameter name) as `running__new`; returns the graph input and output that adds.
+pub(super) fn update_running(
     cx: &mut Lowering,
     graph: &Graph,
     cfg: &TrainConfig,
-    grads: &HashMap<String, String>,
     running_stats: &HashMap<String, &RunningStat>,
-) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
+) -> Option<(ValueInfoProto, ValueInfoProto)> {
+    let stats = running(graph, cfg)?;
+    // running' = running + (batch - running) * momentum, every statistic at once.
+    let stat = |member: &str| running_stats.get(member).unwrap_or_else(|| panic!("the training lowering gives no batch value for `{member}`"));
+    let refs: Vec<(&str, usize)> = stats.members.iter().zip(stats.sizes()).map(|((m, _), n)| (stat(m).batch.as_str(), n)).collect();
+    let momenta = stats.spread(|m| stat(m).momentum);
+    let batch = flatten(cx, "running/batch".into(), &refs, stats.row);
+    let momentum = cx.floats("running/momentum".into(), &[1, stats.len()], momenta);
+    let diff = cx.op("Sub", "running/diff".into(), &[&batch, RUNNING], vec![]);
+    let step = cx.op("Mul", "running/step".into(), &[&diff, &momentum], vec![]);
+    cx.op("Add", RUNNING_NEW.into(), &[RUNNING, &step], vec![]);
+    Some((plain_value_info(RUNNING, &[1, stats.len()]), plain_value_info(RUNNING_NEW, &[1, stats.len()])))
+}
+
+/// Every running statistic, packed (state of the step).
+pub const RUNNING: &str = "running";
+
+/// The running statistics after the step's forward pass.
+pub const RUNNING_NEW: &str = "running__new";
+
+/// Writes the update of every trainable parameter from its group's packed gradient in
+/// `packed_grads` (in the order of [`buckets`]) as `<param>__new`, the slots' `__new` values and
+/// the average's (over the new parameters and `running__new`, the running statistics after this
+/// step); returns the graph inputs and outputs that adds (the parameters themselves, the
+/// learning rate and the step number are inputs already).
+pub(super) fn apply(cx: &mut Lowering, graph: &Graph, cfg: &TrainConfig, packed_grads: &[String]) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
     let groups = groups(graph, cfg);
     let decoupled = matches!(cfg.optimizer, Optimizer::Adam { decoupled: true, .. });
     let mut flat_grads = vec![];
-    for g in &groups {
+    for (g, grad) in groups.iter().zip(packed_grads) {
         let name = &g.params.name;
-        let member_grads: Vec<&str> = g.params.members.iter().map(|(p, _)| grads[p].as_str()).collect();
-        let mut grad = flatten(cx, format!("{name}/grad"), &member_grads);
-        let member_params: Vec<&str> = g.params.members.iter().map(|(p, _)| p.as_str()).collect();
-        let param = flatten(cx, format!("{name}/param"), &member_params);
+        let mut grad = grad.clone();
+        let member_params: Vec<(&str, usize)> = g.params.members.iter().zip(g.params.sizes()).map(|((p, _), n)| (p.as_str(), n)).collect();
+        let param = flatten(cx, format!("{name}/param"), &member_params, g.params.row);
         if g.decay != 0.0 && !decoupled {
             let wd = cx.scalar(format!("const/{:e}", g.decay), g.decay);
             let decay = cx.op("Mul", format!("{name}/decay"), &[&param, &wd], vec![]);
@@ -198,30 +315,25 @@ pub(super) fn emit(
         for (name, shape) in &g.params.members {
             outputs.push(plain_value_info(&format!("{name}__new"), shape));
         }
-        news.push(updated);
+        news.push((updated, g.params.len()));
         for (slot, _) in cfg.optimizer.slots() {
             let slot = format!("{}.{slot}", g.params.name);
             inputs.push(plain_value_info(&slot, &[1, g.params.len()]));
             outputs.push(plain_value_info(&format!("{slot}__new"), &[1, g.params.len()]));
         }
     }
-    if let Some(stats) = running(graph) {
-        // running' = running + (batch - running) * momentum, every statistic at once.
-        let stat = |member: &str| running_stats.get(member).unwrap_or_else(|| panic!("the training lowering gives no batch value for `{member}`"));
-        let refs: Vec<&str> = stats.members.iter().map(|(m, _)| stat(m).batch.as_str()).collect();
-        let momenta = stats.members.iter().flat_map(|(m, shape)| std::iter::repeat_n(stat(m).momentum, shape.iter().product())).collect();
-        let batch = flatten(cx, "running/batch".into(), &refs);
-        let momentum = cx.floats("running/momentum".into(), &[1, stats.len()], momenta);
-        let diff = cx.op("Sub", "running/diff".into(), &[&batch, "running"], vec![]);
-        let step = cx.op("Mul", "running/step".into(), &[&diff, &momentum], vec![]);
-        news.push(cx.op("Add", "running__new".into(), &["running", &step], vec![]));
-        inputs.push(plain_value_info("running", &[1, stats.len()]));
-        outputs.push(plain_value_info("running__new", &[1, stats.len()]));
+    if let Some(stats) = running(graph, cfg) {
+        news.push((RUNNING_NEW.into(), stats.len()));
     }
     if let Some(avg) = average(graph, cfg, &groups) {
         // ema' = ema + (new - ema) * (1 - decay); `ema_decay` is fed each step (it ramps up).
-        let refs: Vec<&str> = news.iter().map(String::as_str).collect();
-        let new = cx.op("Concat", "ema/new".into(), &refs, vec![int("axis", 1)]);
+        let refs: Vec<(&str, usize)> = news.iter().map(|(v, n)| (v.as_str(), *n)).collect();
+        let new = if avg.row == 1 {
+            let rows: Vec<&str> = refs.iter().map(|(v, _)| *v).collect();
+            cx.op("Concat", "ema/new".into(), &rows, vec![int("axis", 1)])
+        } else {
+            flatten(cx, "ema/new".into(), &refs, avg.row)
+        };
         let one = cx.scalar("const/one".into(), 1.0);
         let rate = cx.op("Sub", "ema/rate".into(), &[&one, "ema_decay"], vec![]);
         let diff = cx.op("Sub", "ema/diff".into(), &[&new, "ema"], vec![]);
@@ -232,6 +344,12 @@ pub(super) fn emit(
         outputs.push(plain_value_info("ema__new", &[1, avg.len()]));
     }
     (inputs, outputs)
+}
+
+/// Whether the update reads the running statistics after the step (`running__new`): the moving
+/// average covers them.
+pub(super) fn reads_running(graph: &Graph, cfg: &TrainConfig) -> Option<usize> {
+    running(graph, cfg).filter(|_| cfg.ema).map(|r| r.len())
 }
 
 /// g * clip / max(norm, clip), the norm over every group's gradient.
@@ -277,7 +395,7 @@ mod tests {
     use super::*;
 
     fn packed() -> Packed {
-        Packed { name: "opt/all.ms".into(), members: vec![("a.ms".into(), vec![2, 3]), ("b.ms".into(), vec![4]), ("c.ms".into(), vec![1, 1, 1, 1])] }
+        Packed { name: "opt/all.ms".into(), members: vec![("a.ms".into(), vec![2, 3]), ("b.ms".into(), vec![4]), ("c.ms".into(), vec![1, 1, 1, 1])], row: 1 }
     }
 
     fn tensor(shape: Vec<usize>, start: f32) -> Tensor {
@@ -301,6 +419,22 @@ mod tests {
         let state = [("opt/all.ms".to_string(), flat), ("w".to_string(), tensor(vec![2], 5.0))];
         let all = unpack_all(std::slice::from_ref(&p), state);
         assert_eq!(all.keys().collect::<Vec<_>>(), ["a.ms", "b.ms", "c.ms", "w"]);
+    }
+
+    #[test]
+    fn in_rows_each_member_starts_a_row_and_the_gaps_are_zero() {
+        let p = Packed { row: 4, ..packed() };
+        let tensors: BTreeMap<String, Tensor> = [("a.ms", vec![2, 3], 1.0), ("b.ms", vec![4], 10.0), ("c.ms", vec![1, 1, 1, 1], 20.0)]
+            .into_iter()
+            .map(|(n, s, v)| (n.to_string(), tensor(s, v)))
+            .collect();
+        let flat = p.pack(&tensors).unwrap();
+        assert_eq!(p.len(), 16);
+        assert_eq!(flat.shape, vec![1, 16]);
+        assert_eq!(flat.data, [1., 2., 3., 4., 5., 6., 0., 0., 10., 11., 12., 13., 20., 0., 0., 0.]);
+        assert_eq!(p.spread(|m| m.len() as f32), [4., 4., 4., 4., 4., 4., 0., 0., 4., 4., 4., 4., 4., 0., 0., 0.]);
+        let back: BTreeMap<String, Tensor> = p.unpack(&flat.data).into_iter().collect();
+        assert_eq!(back, tensors);
     }
 
     #[test]

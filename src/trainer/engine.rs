@@ -2,13 +2,21 @@
 //! the session's device between steps: IoBinding with two buffer sets, A and B, swapped each step
 //! (binding one buffer as both input and output is unsafe: ONNX Runtime may write a new value
 //! before an old one is read). Only the batch goes in and the loss and logits come out.
+//!
+//! A step is one graph, or two (data-parallel training, see `train::SplitStep`): the gradients,
+//! then the update, with the gradient buckets handed to the caller in between, where they stay
+//! on the device (the all-reduce). A state value `x` is read as input `x` from the current set and
+//! written as output `x__new` to the other; a graph that takes `x__new` as input (the update
+//! reading the running statistics the gradients graph wrote) reads it from the other set.
 
+use crate::error::Error;
 use crate::runtime::error::RuntimeError;
 use crate::runtime::profile::{Profile, ProfileFiles};
 use crate::runtime::session::{Model, Provider, SessionConfig};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::IoBinding;
 use ort::value::{DynTensor, DynValue, Tensor};
+use std::collections::HashSet;
 use std::path::Path;
 
 /// One step's host inputs besides the state.
@@ -25,9 +33,33 @@ pub struct StepInputs<'a> {
 /// A named host tensor: (name, shape, values).
 pub type NamedValues = (String, Vec<usize>, Vec<f32>);
 
-pub struct StepEngine {
+/// The graphs of a step, serialised.
+pub enum StepModels {
+    /// The whole step in one graph.
+    Single(Vec<u8>),
+    /// The gradients graph, the update graph, and the buckets between them: (name, length).
+    Split { gradients: Vec<u8>, update: Vec<u8>, buckets: Vec<(String, usize)> },
+}
+
+/// The gradient buckets of a split step between its two graphs, where the step keeps them.
+pub enum Buckets<'a> {
+    Host(Vec<&'a mut [f32]>),
+    /// GPU memory: (device pointer, f32 count) of each bucket.
+    Device(Vec<(u64, usize)>),
+}
+
+/// One graph of the step, and the names it takes and gives.
+struct Part {
     model: Model,
     binding: IoBinding,
+    inputs: HashSet<String>,
+    outputs: HashSet<String>,
+}
+
+pub struct StepEngine {
+    parts: Vec<Part>,
+    /// The buckets, written by the first part and read by the second (none with one part).
+    buckets: Vec<(String, DynTensor)>,
     /// Graph inputs that the step also outputs as `<name>__new`, in one fixed order.
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
@@ -36,7 +68,7 @@ pub struct StepEngine {
     buffers: [Vec<DynTensor>; 2],
     /// Which buffer set holds the current state.
     current: usize,
-    on_host: bool,
+    provider: Provider,
     /// Where the steps' profile goes, until it is written.
     profile: Option<ProfileFiles>,
     /// Steps run by this engine.
@@ -48,25 +80,37 @@ fn ort_err(context: &str) -> impl FnOnce(ort::Error) -> RuntimeError + '_ {
 }
 
 impl StepEngine {
-    /// Loads the training graph and puts `state` (every `(name, shape, values)` the graph updates)
+    /// Loads the step's graphs and puts `state` (every `(name, shape, values)` the step updates)
     /// in place. With `profile` (the summary's path, see [`ProfileFiles`]), ONNX Runtime profiles
-    /// every step until [`StepEngine::end_profiling`].
-    pub fn new(
-        model_bytes: Vec<u8>,
-        config: SessionConfig,
-        state: Vec<(String, Vec<usize>, Vec<f32>)>,
-        profile: Option<&Path>,
-    ) -> Result<StepEngine, RuntimeError> {
-        let profile = profile.map(ProfileFiles::new).transpose()?;
+    /// every step until [`StepEngine::end_profiling`]; only a single-graph step is profiled.
+    pub fn new(models: StepModels, config: SessionConfig, state: Vec<(String, Vec<usize>, Vec<f32>)>, profile: Option<&Path>) -> Result<StepEngine, Error> {
         let provider = config.provider;
-        let model = Model::training_step(model_bytes, config, profile.as_ref().map(ProfileFiles::ort_prefix).as_deref())?;
+        let (graphs, bucket_shapes) = match models {
+            StepModels::Single(step) => (vec![step], vec![]),
+            StepModels::Split { .. } if profile.is_some() => {
+                return Err(Error::Invalid("--profile profiles a step that is one graph: profile a run of one process".into()));
+            }
+            StepModels::Split { gradients, update, buckets } => (vec![gradients, update], buckets),
+        };
+        let profile = profile.map(ProfileFiles::new).transpose()?;
+        let mut parts = vec![];
+        for bytes in graphs {
+            let model = Model::training_step(bytes, config.clone(), profile.as_ref().map(ProfileFiles::ort_prefix).as_deref())?;
+            let binding = model.session.create_binding().map_err(ort_err("creating the IoBinding"))?;
+            let inputs = model.info().inputs.iter().map(|i| i.name.clone()).collect();
+            let outputs = model.info().outputs.iter().map(|o| o.name.clone()).collect();
+            parts.push(Part { model, binding, inputs, outputs });
+        }
         let allocator = match provider {
             Provider::Cpu => Allocator::default(),
             Provider::Cuda { device } => {
                 let memory =
                     MemoryInfo::new(AllocationDevice::CUDA, device, AllocatorType::Device, MemoryType::Default).map_err(ort_err("describing device memory"))?;
-                Allocator::new(&model.session, memory).map_err(ort_err("creating the device allocator"))?
+                Allocator::new(&parts[0].model.session, memory).map_err(ort_err("creating the device allocator"))?
             }
+        };
+        let allocate = |shape: Vec<usize>| -> Result<DynTensor, RuntimeError> {
+            Ok(Tensor::<f32>::new(&allocator, shape).map_err(ort_err("allocating state on the device"))?.upcast())
         };
         let mut names = vec![];
         let mut shapes = vec![];
@@ -75,56 +119,93 @@ impl StepEngine {
         for (name, shape, values) in state {
             initial.push(Tensor::from_array((shape.clone(), values)).map_err(ort_err("creating a state tensor"))?.into_dyn());
             for set in &mut buffers {
-                set.push(Tensor::<f32>::new(&allocator, shape.clone()).map_err(ort_err("allocating state on the device"))?.upcast());
+                set.push(allocate(shape.clone())?);
             }
             names.push(name);
             shapes.push(shape);
         }
-        let binding = model.session.create_binding().map_err(ort_err("creating the IoBinding"))?;
-        Ok(StepEngine { model, binding, names, shapes, initial: Some(initial), buffers, current: 0, on_host: provider == Provider::Cpu, profile, steps: 0 })
+        let buckets = bucket_shapes.into_iter().map(|(name, len)| Ok((name, allocate(vec![1, len])?))).collect::<Result<_, RuntimeError>>()?;
+        Ok(StepEngine { parts, buckets, names, shapes, initial: Some(initial), buffers, current: 0, provider, profile, steps: 0 })
     }
 
-    /// One training step: returns the loss and the logits.
-    pub fn step(&mut self, inputs: &StepInputs<'_>) -> Result<(f32, Vec<f32>), RuntimeError> {
-        let bind = |binding: &mut IoBinding, name: &str, value: DynValue| binding.bind_input(name, &value).map_err(ort_err("binding an input"));
+    /// One training step: returns the loss and the logits. Between the graphs of a split step,
+    /// `reduce` is handed the gradient buckets to average in place.
+    pub fn step(&mut self, inputs: &StepInputs<'_>, reduce: &mut dyn FnMut(Buckets<'_>) -> Result<(), Error>) -> Result<(f32, Vec<f32>), Error> {
         let host = |shape: Vec<usize>, data: Vec<f32>| Tensor::from_array((shape, data)).map(Tensor::into_dyn).map_err(ort_err("creating an input tensor"));
-        bind(&mut self.binding, "images", host(inputs.image_shape.to_vec(), inputs.images.to_vec())?)?;
+        let mut feeds: Vec<(String, DynValue)> = vec![(String::from("images"), host(inputs.image_shape.to_vec(), inputs.images.to_vec())?)];
         let labels = Tensor::from_array((vec![inputs.labels.len()], inputs.labels.to_vec())).map_err(ort_err("creating the labels"))?.into_dyn();
-        bind(&mut self.binding, "labels", labels)?;
+        feeds.push(("labels".into(), labels));
         for &(name, value) in &inputs.scalars {
-            bind(&mut self.binding, name, host(vec![], vec![value])?)?;
+            feeds.push((name.into(), host(vec![], vec![value])?));
         }
         for (name, shape, values) in &inputs.masks {
-            bind(&mut self.binding, name, host(shape.clone(), values.clone())?)?;
-        }
-        let next = 1 - self.current;
-        match &self.initial {
-            Some(initial) => {
-                for (name, value) in self.names.iter().zip(initial) {
-                    self.binding.bind_input(name.as_str(), value).map_err(ort_err("binding the state"))?;
-                }
-            }
-            None => {
-                for (name, value) in self.names.iter().zip(&self.buffers[self.current]) {
-                    self.binding.bind_input(name.as_str(), value).map_err(ort_err("binding the state"))?;
-                }
-            }
-        }
-        for (name, value) in self.names.iter().zip(&mut self.buffers[next]) {
-            self.binding.bind_output(format!("{name}__new"), &mut *value).map_err(ort_err("binding the new state"))?;
+            feeds.push((name.clone(), host(shape.clone(), values.clone())?));
         }
         let cpu = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::CPUOutput).map_err(ort_err("describing host memory"))?;
-        for out in ["loss", "logits"] {
-            self.binding.bind_output_to_device(out, &cpu).map_err(ort_err("binding an output"))?;
+        let next = 1 - self.current;
+        let mut result = None;
+        for p in 0..self.parts.len() {
+            if p > 0 {
+                reduce(self.bucket_views()?)?;
+            }
+            let part = &mut self.parts[p];
+            let binding = &mut part.binding;
+            for (name, value) in feeds.iter().filter(|(name, _)| part.inputs.contains(name)) {
+                binding.bind_input(name.as_str(), value).map_err(ort_err("binding an input"))?;
+            }
+            let [set_a, set_b] = &mut self.buffers;
+            let (current, new) = if next == 1 { (&*set_a, set_b) } else { (&*set_b, set_a) };
+            for (i, name) in self.names.iter().enumerate() {
+                let new_name = format!("{name}__new");
+                if part.inputs.contains(name) {
+                    match &self.initial {
+                        Some(initial) => binding.bind_input(name.as_str(), &initial[i]),
+                        None => binding.bind_input(name.as_str(), &current[i]),
+                    }
+                    .map_err(ort_err("binding the state"))?;
+                }
+                if part.inputs.contains(&new_name) {
+                    binding.bind_input(new_name.as_str(), &new[i]).map_err(ort_err("binding the new state"))?;
+                }
+                if part.outputs.contains(&new_name) {
+                    binding.bind_output(new_name, &mut new[i]).map_err(ort_err("binding the new state"))?;
+                }
+            }
+            for (name, bucket) in &mut self.buckets {
+                if part.outputs.contains(name.as_str()) {
+                    binding.bind_output(name.as_str(), &mut *bucket).map_err(ort_err("binding a gradient bucket"))?;
+                } else if part.inputs.contains(name.as_str()) {
+                    binding.bind_input(name.as_str(), &*bucket).map_err(ort_err("binding a gradient bucket"))?;
+                }
+            }
+            let to_host: Vec<&str> = ["loss", "logits"].into_iter().filter(|o| part.outputs.contains(*o)).collect();
+            for out in &to_host {
+                binding.bind_output_to_device(*out, &cpu).map_err(ort_err("binding an output"))?;
+            }
+            let outputs = part.model.session.run_binding(binding).map_err(ort_err("running the training step"))?;
+            if !to_host.is_empty() {
+                let loss = outputs["loss"].try_extract_tensor::<f32>().map_err(ort_err("reading the loss"))?.1[0];
+                let logits = outputs["logits"].try_extract_tensor::<f32>().map_err(ort_err("reading the logits"))?.1.to_vec();
+                result = Some((loss, logits));
+            }
         }
-        let outputs = self.model.session.run_binding(&self.binding).map_err(ort_err("running the training step"))?;
-        let loss = outputs["loss"].try_extract_tensor::<f32>().map_err(ort_err("reading the loss"))?.1[0];
-        let logits = outputs["logits"].try_extract_tensor::<f32>().map_err(ort_err("reading the logits"))?.1.to_vec();
-        drop(outputs);
         self.initial = None;
         self.current = next;
         self.steps += 1;
-        Ok((loss, logits))
+        Ok(result.expect("the first graph of a step outputs the loss and the logits"))
+    }
+
+    /// The gradient buckets, where they are.
+    fn bucket_views(&mut self) -> Result<Buckets<'_>, RuntimeError> {
+        Ok(match self.provider {
+            Provider::Cpu => Buckets::Host(
+                self.buckets
+                    .iter_mut()
+                    .map(|(_, b)| b.try_extract_tensor_mut::<f32>().map(|(_, values)| values).map_err(ort_err("reading a gradient bucket")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Provider::Cuda { .. } => Buckets::Device(self.buckets.iter_mut().map(|(_, b)| (b.data_ptr_mut() as u64, b.shape().num_elements())).collect()),
+        })
     }
 
     /// Ends the profile of the steps run so far, writes its summary and ONNX Runtime's trace (see
@@ -133,7 +214,7 @@ impl StepEngine {
     /// more steps ran.
     pub fn end_profiling(&mut self) -> Result<Option<Profile>, RuntimeError> {
         let Some(files) = self.profile.take() else { return Ok(None) };
-        let written = self.model.end_profiling()?;
+        let written = self.parts[0].model.end_profiling()?;
         files.finish(&written, usize::from(self.steps > 1)).map(Some)
     }
 
@@ -145,7 +226,7 @@ impl StepEngine {
                 Some(initial) => initial[i].try_extract_tensor::<f32>().map_err(ort_err("reading the state"))?.1.to_vec(),
                 None => {
                     let value = &self.buffers[self.current][i];
-                    if self.on_host {
+                    if self.provider == Provider::Cpu {
                         value.try_extract_tensor::<f32>().map_err(ort_err("reading the state"))?.1.to_vec()
                     } else {
                         let host = value.to(AllocationDevice::CPU, 0).map_err(ort_err("copying the state to the host"))?;
@@ -157,6 +238,18 @@ impl StepEngine {
         }
         Ok(out)
     }
+
+    /// Replaces the current value of the state `name` (running statistics averaged across
+    /// processes).
+    pub fn set_state(&mut self, name: &str, values: Vec<f32>) -> Result<(), RuntimeError> {
+        let i = self.names.iter().position(|n| n == name).unwrap_or_else(|| panic!("`{name}` is not state of the step"));
+        let value = Tensor::from_array((self.shapes[i].clone(), values)).map_err(ort_err("creating a state tensor"))?.upcast();
+        match &mut self.initial {
+            Some(initial) => initial[i] = value.into_dyn(),
+            None => value.copy_into(&mut self.buffers[self.current][i]).map_err(ort_err("copying the state to the device"))?,
+        }
+        Ok(())
+    }
 }
 
 impl Drop for StepEngine {
@@ -164,7 +257,7 @@ impl Drop for StepEngine {
     /// would write one when the session is dropped.
     fn drop(&mut self) {
         if self.profile.take().is_some() {
-            if let Ok(written) = self.model.end_profiling() {
+            if let Ok(written) = self.parts[0].model.end_profiling() {
                 let _ = std::fs::remove_file(written);
             }
         }

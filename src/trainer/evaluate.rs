@@ -1,6 +1,7 @@
 //! Top-1, top-5 and the cross-entropy of the evaluation graph over a data split.
 
-use crate::data::{batches, open, DataError, DataSpec, LoaderConfig, Source, Split, Transform};
+use crate::data::{batches, open, DataError, DataSpec, LoaderConfig, Shard, Source, Split, Transform};
+use crate::dist::World;
 use crate::driver::Compiled;
 use crate::error::Error;
 use crate::interrupt::Interrupt;
@@ -71,9 +72,19 @@ impl Evaluator {
         Evaluator { interrupt: interrupt.clone(), ..self }
     }
 
-    /// Evaluates the parameters `weights` (by name) on `examples`, `batch` at a time.
-    pub fn evaluate(&mut self, weights: &BTreeMap<String, Tensor>, examples: &Examples, batch: usize, workers: usize) -> Result<Evaluation, Error> {
-        let cfg = LoaderConfig { batch, shuffle: false, seed: 0, epoch: 0, workers, drop_last: false, prefetch: 4, limit: examples.limit, start_batch: 0 };
+    /// Evaluates the parameters `weights` (by name) on `examples`, `batch` at a time; each
+    /// process of `world` evaluates its part of every batch, and the counts are summed.
+    pub fn evaluate(
+        &mut self,
+        weights: &BTreeMap<String, Tensor>,
+        examples: &Examples,
+        batch: usize,
+        workers: usize,
+        world: &dyn World,
+    ) -> Result<Evaluation, Error> {
+        let shard = Shard { index: world.rank(), count: world.size() };
+        let cfg =
+            LoaderConfig { batch, shuffle: false, seed: 0, epoch: 0, workers, drop_last: false, prefetch: 4, limit: examples.limit, start_batch: 0, shard };
         let params = self
             .params
             .iter()
@@ -91,6 +102,9 @@ impl Evaluator {
                 return Err(Error::Interrupted(None));
             }
             let b = b?;
+            if b.len == 0 {
+                continue; // this process's part of a last batch smaller than the world
+            }
             let outputs = bound.run(vec![("images".to_string(), Feed::F32([vec![b.len], self.input.clone()].concat(), b.images))])?;
             let logits = &outputs.iter().find(|o| o.0 == "logits").ok_or_else(|| Error::Lowering("the evaluation graph has no logits".into()))?.2;
             for (row, label) in rows(logits, &b.labels, classes)? {
@@ -102,6 +116,12 @@ impl Evaluator {
             top5 += top_k_hits(logits, &b.labels, classes, 5.min(classes))?;
             n += b.len;
         }
+        // data parallel: the counts of every process.
+        let mut sum = [loss];
+        world.all_reduce_sum_f64(&mut sum);
+        let mut counts = [top1 as u64, top5 as u64, n as u64];
+        world.all_reduce_sum_u64(&mut counts);
+        let (loss, [top1, top5, n]) = (sum[0], counts.map(|c| c as usize));
         if n == 0 {
             return Err(DataError::Invalid("the validation split is empty".into()).into());
         }

@@ -13,14 +13,17 @@ pub mod checkpoint;
 pub mod engine;
 mod evaluate;
 mod metrics;
+mod parallel;
 mod resume;
 mod run;
 pub mod schedule;
 
 pub use evaluate::{top_k_hits, Evaluation, Evaluator, Examples};
 pub use resume::Change;
+pub use run::initial_tensors;
 
 use crate::data::{DataSpec, Split};
+use crate::dist::{Single, World};
 use crate::driver::Options;
 use crate::error::{Error, Saved};
 use crate::interrupt::Interrupt;
@@ -34,6 +37,7 @@ use schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Everything a run is started with; saved in every checkpoint, so `--resume` needs nothing else.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,10 +78,16 @@ pub struct Runner {
     /// Asked to stop (the first Ctrl-C): the run finishes its step, writes a checkpoint there and
     /// stops with `Error::Interrupted`.
     pub interrupt: Interrupt,
+    /// The processes that train together (data parallelism): `--batch` is split across them.
+    pub world: Rc<dyn World>,
+    /// Run the step as two graphs with the gradients averaged between them even in a world of
+    /// one process (as a world of several does): for benchmarks and tests of the split.
+    pub split: bool,
 }
 
 impl Runner {
-    /// Runs in `out` on the CPU with ONNX Runtime's threads, 2 loader threads, no progress bars.
+    /// Runs in `out` on the CPU with ONNX Runtime's threads, 2 loader threads, no progress bars, as
+    /// one process.
     pub fn new(out: &Path) -> Runner {
         Runner {
             session: SessionConfig::default(),
@@ -88,6 +98,8 @@ impl Runner {
             profile: None,
             checkpoint_every: None,
             interrupt: Interrupt::default(),
+            world: Rc::new(Single),
+            split: false,
         }
     }
 }
@@ -97,8 +109,13 @@ pub struct Summary {
     pub last_loss: f32,
     pub val_top1: Option<f64>,
     pub val_top5: Option<f64>,
+    /// Images per second of the whole job's training steps.
     pub step_images_per_s: f64,
     pub loader_images_per_s: f64,
+    /// The processes that trained, and (when the step was split) the seconds per step spent
+    /// averaging gradients and their share of the steps' time.
+    pub processes: usize,
+    pub allreduce: Option<(f64, f64)>,
     /// Where the steps' time went, with `Runner::profile`.
     pub profile: Option<crate::runtime::profile::Profile>,
 }
@@ -174,7 +191,7 @@ pub enum Start {
 /// validation and a checkpoint, until the run's last epoch, `Runner::max_steps` or an interrupt.
 /// Whatever stops the run after it started keeps its work: a checkpoint at the last good step.
 pub fn train(start: &Start, runner: &Runner) -> Result<Summary, Error> {
-    let mut run = Run::build(begin(start, &runner.out)?, runner)?;
+    let mut run = Run::build(begin(start, runner)?, runner)?;
     while !run.finished() {
         match run.epoch()? {
             Reached::EpochEnd => run.validate_and_checkpoint()?,
@@ -206,13 +223,17 @@ struct Begin {
 /// The checkpoint a run resumes from, in its folder.
 const LAST: &str = "last.safetensors";
 
-/// Starts a run in `out`, or resumes the one there from its last checkpoint.
-fn begin(start: &Start, out: &Path) -> Result<Begin, Error> {
+/// Starts a run in the runner's folder, or resumes the one there from its last checkpoint. Of the
+/// processes of a data-parallel job, process 0 alone prepares (or refuses) the folder.
+fn begin(start: &Start, runner: &Runner) -> Result<Begin, Error> {
+    let out = &runner.out;
     match start {
         Start::New(cfg) | Start::Over(cfg) => {
             cfg.check()?;
             let compiled = cfg.options().compile(&cfg.arch, None)?;
-            resume::new_run_folder(out, matches!(start, Start::Over(_)))?;
+            if runner.world.rank() == 0 {
+                resume::new_run_folder(out, matches!(start, Start::Over(_)))?;
+            }
             let position = Position { step: 0, epoch: 0, batch_in_epoch: 0, seed: cfg.seed, best_top1: None, totals: Default::default() };
             Ok(Begin { cfg: cfg.clone(), compiled, state: None, position, resumed: None })
         }
@@ -263,7 +284,7 @@ pub struct EvalReport {
 
 /// `incc eval`: a checkpoint's evaluation on a split (the EMA parameters when it has them and
 /// `use_ema`), of the network stored in the checkpoint (or the file `arch`), on at most `limit`
-/// examples.
+/// examples; in a world of several processes, each evaluates its part of every batch.
 pub fn eval_checkpoint(path: &Path, arch: Option<&Path>, data: &str, runner: &Runner, use_ema: bool, limit: Option<usize>) -> Result<EvalReport, Error> {
     let c = checkpoint::load(path)?;
     let cfg = settings(&c.settings, path)?;
@@ -279,7 +300,7 @@ pub fn eval_checkpoint(path: &Path, arch: Option<&Path>, data: &str, runner: &Ru
     let spec: DataSpec = data.parse()?;
     let val = Examples::open(&spec, Split::Validation, &compiled.graph, limit)?;
     check_classes(&val, &compiled.graph)?;
-    let evaluation = Evaluator::new(&compiled, runner.session.clone())?.evaluate(&tensors, &val, cfg.batch, runner.workers)?;
+    let evaluation = Evaluator::new(&compiled, runner.session.clone())?.evaluate(&tensors, &val, cfg.batch, runner.workers, &*runner.world)?;
     Ok(EvalReport { evaluation, averaged })
 }
 

@@ -1,11 +1,13 @@
 //! A run in progress, in the phases of the training loop: build the engine (`Run::build`), train
 //! an epoch (`Run::epoch`, a `Run::step` per batch), checkpoint, validate and checkpoint
-//! (`Run::validate_and_checkpoint`), finish (`Run::finish`).
+//! (`Run::validate_and_checkpoint`), finish (`Run::finish`). Where the processes of a
+//! data-parallel job meet is marked `// data parallel:` and done by `parallel::Replicas`.
 
-use super::checkpoint::{self, Checkpoint, Position};
-use super::engine::{StepEngine, StepInputs};
+use super::checkpoint::{self, Checkpoint, EpochTotals, Position};
+use super::engine::{StepEngine, StepInputs, StepModels};
 use super::evaluate::{top_k_hits, Evaluator, Examples};
 use super::metrics::Metrics;
+use super::parallel::Replicas;
 use super::{check_classes, saved_at, use_average, Begin, RunConfig, Runner, Summary};
 use crate::data::{batches, loader_throughput, Batch, DataError, DataSpec, LoaderConfig, Split};
 use crate::driver::{Compiled, Failure, SourceText};
@@ -15,7 +17,7 @@ use crate::runtime::session::Provider;
 use crate::runtime::tensor::checked_len;
 use crate::train::update::{pack_all, packed_state, unpack_all, Packed};
 use crate::train::Target;
-use crate::train::{emit_training, TrainConfig};
+use crate::train::{emit_split_training, emit_training, TrainConfig};
 use crate::weights::Tensor;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,6 +31,8 @@ pub(super) struct Run<'r> {
     val: Examples,
     engine: StepEngine,
     evaluator: Evaluator,
+    /// The processes training together.
+    replicas: Replicas,
     /// How the step packs optimizer slots and averages (checkpoints keep them per parameter).
     packed: Vec<Packed>,
     dropouts: Vec<Dropout>,
@@ -39,7 +43,8 @@ pub(super) struct Run<'r> {
     last: PathBuf,
     settings_json: String,
     sources: Vec<SourceText>,
-    metrics: Metrics,
+    /// Written by process 0 only.
+    metrics: Option<Metrics>,
     clock: Clock,
     last_loss: f32,
     last_val: Option<(f64, f64)>,
@@ -58,7 +63,7 @@ pub(super) enum Reached {
 /// Where the time goes, over the steps run by this process.
 struct Clock {
     started: Instant,
-    /// Seconds inside training steps, and the images they took.
+    /// Seconds inside training steps, and the images they took (in the whole job).
     step_s: f64,
     stepped: usize,
     /// Seconds spent waiting for the loader.
@@ -104,7 +109,7 @@ fn mask(seed: u64, step: u64, which: usize, p: f64, len: usize) -> Vec<f32> {
 
 /// The values a run starts from: seeded parameters, identity running statistics, optimizer slots
 /// at their starting values.
-fn initial_tensors(graph: &Graph, cfg: &RunConfig) -> BTreeMap<String, Tensor> {
+pub fn initial_tensors(graph: &Graph, cfg: &RunConfig) -> BTreeMap<String, Tensor> {
     let weights = crate::weights::init(graph, cfg.seed);
     let mut tensors = weights.tensors;
     for (name, spec) in crate::report::params::param_list(graph) {
@@ -125,18 +130,31 @@ fn target(provider: Provider) -> Target {
     }
 }
 
-/// The step graph, compiled for the device that runs it, in an engine that holds `tensors` (the
-/// start state, per parameter) on that device; and how the step packs them.
+/// The step graph, compiled for the device that runs it and for this process's `batch`, in an
+/// engine that holds `tensors` (the start state, per parameter) on that device; and how the step
+/// packs them. With `split`, the step is two graphs with the gradients averaged between them.
 fn step_engine(
     compiled: Compiled,
     cfg: &RunConfig,
     mut tensors: BTreeMap<String, Tensor>,
     runner: &Runner,
+    batch: usize,
+    split: bool,
 ) -> Result<(Compiled, StepEngine, Vec<Packed>), Error> {
     let graph = &compiled.graph;
     let step_config = TrainConfig { target: target(runner.session.provider), ema: cfg.ema.is_some(), ..cfg.train.clone() };
-    let model = match emit_training(graph, &compiled.sources, &step_config, Some(cfg.batch)) {
-        Ok(model) => model,
+    let encode = |model| prost::Message::encode_to_vec(&model);
+    let emitted = if split {
+        emit_split_training(graph, &compiled.sources, &step_config, Some(batch)).map(|s| StepModels::Split {
+            gradients: encode(s.gradients),
+            update: encode(s.update),
+            buckets: s.buckets.into_iter().map(|b| (b.name, b.len)).collect(),
+        })
+    } else {
+        emit_training(graph, &compiled.sources, &step_config, Some(batch)).map(|m| StepModels::Single(encode(m)))
+    };
+    let models = match emitted {
+        Ok(models) => models,
         Err(diagnostic) => return Err(Failure::of(compiled.sources, diagnostic).into()),
     };
     let packed = packed_state(graph, &step_config);
@@ -148,20 +166,16 @@ fn step_engine(
         }
     }
     pack_all(&packed, &mut tensors).map_err(unfit)?;
-    // The state is every input the step also outputs as `__new`. Moved out, not copied: the
-    // per-parameter tensors left behind are dropped here (the state of inception_resnet_v2 with
-    // its optimizer slots is about 0.7 GB).
-    let state = model
-        .graph
-        .as_ref()
-        .expect("graph")
-        .output
-        .iter()
-        .filter_map(|o| o.name.strip_suffix("__new"))
-        .map(|n| tensors.remove(n).map(|t| (n.to_string(), t.shape, t.data)).ok_or_else(|| unfit(format!("no value for `{n}`"))))
+    // The state is every value the step updates: the packed values and the parameters. Moved
+    // out, not copied: the per-parameter tensors left behind are dropped here (the state of
+    // inception_resnet_v2 with its optimizer slots is about 0.7 GB).
+    let trainable = crate::report::params::param_list(graph).into_iter().filter(|(_, p)| p.role.is_trainable()).map(|(n, _)| n);
+    let state = trainable
+        .chain(packed.iter().map(|p| p.name.clone()))
+        .map(|n| tensors.remove(&n).map(|t| (n.clone(), t.shape, t.data)).ok_or_else(|| unfit(format!("no value for `{n}`"))))
         .collect::<Result<Vec<_>, Error>>()?;
     drop(tensors);
-    let engine = StepEngine::new(prost::Message::encode_to_vec(&model), runner.session.clone(), state, runner.profile.as_deref())?;
+    let engine = StepEngine::new(models, runner.session.clone(), state, runner.profile.as_deref())?;
     Ok((compiled, engine, packed))
 }
 
@@ -192,12 +206,19 @@ impl<'r> Run<'r> {
             return Err(Error::Invalid(format!("the checkpoint is at batch {at} of an epoch, but an epoch of this data has {n} batches")));
         }
         let state = state.unwrap_or_else(|| initial_tensors(&compiled.graph, &cfg));
-        let (compiled, engine, packed) = step_engine(compiled, &cfg, state, runner)?;
+        // data parallel: this process's replica trains on its part of each global batch.
+        let split = runner.world.size() > 1 || runner.split;
+        let replicas = Replicas::new(runner.world.clone(), split, runner.session.provider)?;
+        let local_batch = replicas.local_batch(cfg.batch)?;
+        let (compiled, engine, packed) = step_engine(compiled, &cfg, state, runner, local_batch, split)?;
         let evaluator = Evaluator::new(&compiled, runner.session.clone())?.stopping_on(&runner.interrupt);
+        // data parallel: every process has read the run folder before process 0 writes to it.
+        runner.world.barrier();
         let path = runner.out.join("metrics.jsonl");
-        let metrics = match &resumed {
-            None => Metrics::create(&path)?,
-            Some(_) => Metrics::resume(&path, &position)?,
+        let metrics = match (&resumed, replicas.leads()) {
+            (_, false) => None,
+            (None, true) => Some(Metrics::create(&path)?),
+            (Some(_), true) => Some(Metrics::resume(&path, &position)?),
         };
         let mut run = Run {
             dropouts: dropouts(&compiled.graph),
@@ -208,6 +229,7 @@ impl<'r> Run<'r> {
             val,
             engine,
             evaluator,
+            replicas,
             packed,
             position,
             steps_per_epoch,
@@ -229,13 +251,14 @@ impl<'r> Run<'r> {
     /// Records a resumption in the metrics, with the settings it changed (also said on stderr).
     fn resumed(&mut self, changes: &[super::Change]) -> Result<(), Error> {
         let p = &self.position;
-        if !changes.is_empty() {
+        if !changes.is_empty() && self.replicas.leads() {
             let said: Vec<String> = changes.iter().map(|c| format!("{} {} (was {})", c.option, c.to, c.from)).collect();
             eprintln!("resuming at step {} with {}", p.step, said.join(", "));
         }
         let changed: serde_json::Map<String, serde_json::Value> =
             changes.iter().map(|c| (c.option.to_string(), serde_json::json!({"from": c.from, "to": c.to}))).collect();
-        self.metrics.line(serde_json::json!({"kind": "resume", "epoch": p.epoch, "step": p.step, "batch_in_epoch": p.batch_in_epoch, "changed": changed}))
+        let line = serde_json::json!({"kind": "resume", "epoch": p.epoch, "step": p.step, "batch_in_epoch": p.batch_in_epoch, "changed": changed});
+        self.log(line)
     }
 
     /// Whether the run has trained all its epochs.
@@ -260,33 +283,37 @@ impl<'r> Run<'r> {
             prefetch: 4,
             limit: self.cfg.limit_train,
             start_batch,
+            shard: self.replicas.shard(),
         }
     }
 
     /// Trains the rest of the current epoch, a step per batch (its totals kept in the position);
     /// stops early at `max_steps` or an interrupt, and writes a checkpoint every
     /// `Runner::checkpoint_every` steps. A failure to read the data keeps the steps done: a
-    /// checkpoint is written at the last of them.
+    /// checkpoint is written at the last of them (by one process; a data-parallel job keeps its
+    /// last checkpoint).
     pub(super) fn epoch(&mut self) -> Result<Reached, Error> {
         let loader = self.loader(self.position.epoch, self.position.batch_in_epoch as usize);
-        let bar = progress_bar(self.runner.progress, self.steps_per_epoch, self.position.batch_in_epoch, self.position.epoch, self.cfg.epochs);
+        let bar = progress_bar(
+            self.runner.progress && self.replicas.leads(),
+            self.steps_per_epoch,
+            self.position.batch_in_epoch,
+            self.position.epoch,
+            self.cfg.epochs,
+        );
         let mut waited = Instant::now();
-        if self.runner.interrupt.requested() {
+        // data parallel: every process stops at the same step, when any was asked to.
+        if self.replicas.anyone(self.runner.interrupt.requested()) {
             return Ok(Reached::Interrupt);
         }
         let mut reached = Reached::EpochEnd;
         for batch in batches(self.train.source.clone(), self.train.transform.clone(), &loader) {
             let outcome = batch.map_err(Error::from).and_then(|batch| {
                 self.clock.wait_s += waited.elapsed().as_secs_f64();
-                let (loss, logits) = self.step(&batch)?;
-                let totals = &mut self.position.totals;
-                totals.loss_sum += f64::from(loss) * batch.len as f64;
-                totals.correct += top_k_hits(&logits, &batch.labels, self.classes, 1)?;
-                totals.seen += batch.len;
-                Ok(loss)
+                self.step(&batch)
             });
-            let loss = match outcome {
-                Ok(loss) => loss,
+            let (loss, interrupted) = match outcome {
+                Ok(stepped) => stepped,
                 Err(e @ Error::Data(_)) => {
                     bar.finish_and_clear();
                     return Err(self.kept(e));
@@ -297,10 +324,10 @@ impl<'r> Run<'r> {
                 }
             };
             bar.set_position(self.position.batch_in_epoch);
-            bar.set_message(format!("loss {loss:.4}  {:.0} img/s", self.clock.images_per_s()));
+            bar.set_message(format!("loss {loss:.4}  {:.0} img/s{}", self.clock.images_per_s(), self.reduce_note()));
             if self.at_max_steps() {
                 reached = Reached::MaxSteps;
-            } else if self.runner.interrupt.requested() {
+            } else if interrupted {
                 reached = Reached::Interrupt;
             } else if self.position.batch_in_epoch < self.steps_per_epoch && self.runner.checkpoint_every.is_some_and(|n| self.position.step.is_multiple_of(n))
             {
@@ -316,7 +343,12 @@ impl<'r> Run<'r> {
     }
 
     /// `error`, after a checkpoint of the steps done (when it can be written): the run is kept.
-    fn kept(&self, error: Error) -> Error {
+    /// A process of a data-parallel job fails alone: the others are in a collective that a
+    /// checkpoint would not match, so the job ends and its last checkpoint stays.
+    fn kept(&mut self, error: Error) -> Error {
+        if self.runner.world.size() > 1 {
+            return error;
+        }
         match self.checkpoint() {
             Ok(()) => Error::Kept { source: Box::new(error), at: self.saved() },
             Err(_) => error,
@@ -328,19 +360,23 @@ impl<'r> Run<'r> {
         saved_at(&self.position, &self.runner.out)
     }
 
-    /// One training step on `batch`: returns the loss and the logits. A loss that is not finite
-    /// stops the run, keeping the last checkpoint.
-    fn step(&mut self, batch: &Batch) -> Result<(f32, Vec<f32>), Error> {
+    /// One training step on `batch` (this process's part of the global batch), its totals added
+    /// to the epoch's: returns the loss of the whole batch, and whether the run was asked to stop
+    /// (by any process). A loss that is not finite stops the run, keeping the last checkpoint.
+    fn step(&mut self, batch: &Batch) -> Result<(f32, bool), Error> {
         let (cfg, position, n) = (&self.cfg, &self.position, batch.len);
         let epoch_f = position.epoch as f64 + position.batch_in_epoch as f64 / self.steps_per_epoch as f64;
         let lr = cfg.schedule.lr(cfg.lr, epoch_f, cfg.epochs as f64, cfg.warmup_epochs) as f32;
+        // data parallel: the masks of the whole batch, of which this process takes its examples'.
+        let rows = self.replicas.shard().range(cfg.batch);
         let masks = self
             .dropouts
             .iter()
             .enumerate()
             .map(|(i, d)| {
-                let len = n * d.shape.iter().product::<usize>();
-                (d.input.clone(), [vec![n], d.shape.clone()].concat(), mask(cfg.seed, position.step, i, d.p, len))
+                let per_example = d.shape.iter().product::<usize>();
+                let whole = mask(cfg.seed, position.step, i, d.p, cfg.batch * per_example);
+                (d.input.clone(), [vec![n], d.shape.clone()].concat(), whole[rows.start * per_example..rows.end * per_example].to_vec())
             })
             .collect();
         let mut scalars = vec![("learning_rate", lr)];
@@ -354,10 +390,16 @@ impl<'r> Run<'r> {
         }
         let input = &self.compiled.graph.shape(self.compiled.graph.input).0;
         let started = Instant::now();
-        let (loss, logits) =
-            self.engine.step(&StepInputs { images: &batch.images, image_shape: [n, input[0], input[1], input[2]], labels: &batch.labels, scalars, masks })?;
+        let inputs = StepInputs { images: &batch.images, image_shape: [n, input[0], input[1], input[2]], labels: &batch.labels, scalars, masks };
+        // data parallel: the gradients are averaged between the step's two graphs.
+        let replicas = &mut self.replicas;
+        let (local_loss, logits) = self.engine.step(&inputs, &mut |buckets| replicas.average_gradients(buckets))?;
         self.clock.step_s += started.elapsed().as_secs_f64();
-        self.clock.stepped += n;
+        self.clock.stepped += cfg.batch;
+        let local = EpochTotals { loss_sum: f64::from(local_loss) * n as f64, correct: top_k_hits(&logits, &batch.labels, self.classes, 1)?, seen: n };
+        // data parallel: the step's totals of the whole batch, and whether any process was asked to stop.
+        let (step, interrupted) = self.replicas.tally(local, self.runner.interrupt.requested());
+        let loss = (step.loss_sum / step.seen.max(1) as f64) as f32;
         if !loss.is_finite() {
             return Err(Error::Diverged {
                 loss,
@@ -370,13 +412,30 @@ impl<'r> Run<'r> {
         }
         self.position.step += 1;
         self.position.batch_in_epoch += 1;
+        let totals = &mut self.position.totals;
+        totals.loss_sum += step.loss_sum;
+        totals.correct += step.correct;
+        totals.seen += step.seen;
         self.last_loss = loss;
         let line = serde_json::json!({
             "kind": "step", "epoch": self.position.epoch, "step": self.position.step, "loss": loss, "lr": lr,
             "elapsed_s": self.clock.started.elapsed().as_secs_f64(),
         });
-        self.metrics.line(line)?;
-        Ok((loss, logits))
+        self.log(line)?;
+        Ok((loss, interrupted))
+    }
+
+    /// A line of `metrics.jsonl` (process 0 writes it).
+    fn log(&mut self, line: serde_json::Value) -> Result<(), Error> {
+        self.metrics.as_mut().map_or(Ok(()), |m| m.line(line))
+    }
+
+    /// The time spent averaging gradients per step, when the step does.
+    fn reduce_note(&self) -> String {
+        match self.replicas.reduced {
+            0 => String::new(),
+            _ => format!("  all-reduce {:.1} ms/step", 1e3 * self.replicas.reduce_per_step(self.clock.step_s).0),
+        }
     }
 
     /// Closes the epoch: writes the checkpoint (so that no failure or interrupt in the validation
@@ -389,7 +448,7 @@ impl<'r> Run<'r> {
         if self.cfg.ema.is_some() {
             use_average(&mut weights);
         }
-        let val = match self.evaluator.evaluate(&weights, &self.val, self.cfg.batch, self.runner.workers) {
+        let val = match self.evaluator.evaluate(&weights, &self.val, self.cfg.batch, self.runner.workers, &*self.runner.world) {
             Ok(val) => val,
             Err(Error::Interrupted(_)) => return Err(Error::Interrupted(Some(self.saved()))),
             Err(e) => return Err(Error::Kept { source: Box::new(e), at: self.saved() }),
@@ -399,15 +458,18 @@ impl<'r> Run<'r> {
         self.position.batch_in_epoch = 0;
         let (cfg, position) = (&self.cfg, &self.position);
         let train_loss = totals.loss_sum / totals.seen.max(1) as f64;
-        self.metrics.line(serde_json::json!({
+        let (reduce_s, reduce_share) = self.replicas.reduce_per_step(self.clock.step_s);
+        let line = serde_json::json!({
             "kind": "epoch", "epoch": position.epoch, "step": position.step,
             "train_loss": train_loss, "train_top1": totals.correct as f64 / totals.seen.max(1) as f64,
             "val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5,
             "lr": cfg.schedule.lr(cfg.lr, position.epoch as f64, cfg.epochs as f64, cfg.warmup_epochs),
             "images_per_s": self.clock.images_per_s(),
             "loader_wait_s": self.clock.wait_s,
-        }))?;
-        if self.runner.progress {
+            "processes": self.runner.world.size(),
+            "allreduce_s_per_step": reduce_s, "allreduce_share": reduce_share,
+        });
+        if self.runner.progress && self.replicas.leads() {
             eprintln!(
                 "epoch {}/{}: train loss {train_loss:.4}, val loss {:.4}, top-1 {:.2}%, top-5 {:.2}%",
                 position.epoch,
@@ -417,12 +479,13 @@ impl<'r> Run<'r> {
                 100.0 * val.top5
             );
         }
-        let best = position.best_top1.is_none_or(|b| val.top1 > b);
+        self.log(line)?;
+        let best = self.position.best_top1.is_none_or(|b| val.top1 > b);
         if best {
             self.position.best_top1 = Some(val.top1);
         }
         self.checkpoint()?;
-        if best {
+        if best && self.replicas.leads() {
             let best = self.runner.out.join("best.safetensors");
             crate::fsutil::copy_atomic(&self.last, &best).map_err(Error::file("write", &best))?;
         }
@@ -431,16 +494,23 @@ impl<'r> Run<'r> {
     }
 
     /// The engine's state copied to the host, per parameter (as checkpoints keep it).
-    fn current_state(&self) -> Result<BTreeMap<String, Tensor>, Error> {
-        let state = self.engine.state()?;
+    fn current_state(&mut self) -> Result<BTreeMap<String, Tensor>, Error> {
+        // data parallel: the replicas' running statistics, averaged (and kept by each replica).
+        let state = self.replicas.synced_state(&mut self.engine)?;
         Ok(unpack_all(&self.packed, state.into_iter().map(|(n, shape, data)| (n, Tensor { shape, data }))))
     }
 
-    /// Writes `last.safetensors`: the state, the position, the settings and the source.
-    pub(super) fn checkpoint(&self) -> Result<(), Error> {
-        let c =
-            Checkpoint { tensors: self.current_state()?, position: self.position.clone(), settings: self.settings_json.clone(), sources: self.sources.clone() };
-        checkpoint::save(&self.last, &c).map_err(Error::file("write the checkpoint", &self.last))
+    /// Writes `last.safetensors`: the state, the position, the settings and the source (every
+    /// process takes part; process 0 writes: every process has the same).
+    pub(super) fn checkpoint(&mut self) -> Result<(), Error> {
+        let tensors = self.current_state()?;
+        if self.replicas.leads() {
+            let c = Checkpoint { tensors, position: self.position.clone(), settings: self.settings_json.clone(), sources: self.sources.clone() };
+            checkpoint::save(&self.last, &c).map_err(Error::file("write the checkpoint", &self.last))?;
+        }
+        // data parallel: no process goes on, or ends the job (an interrupt), while process 0 writes.
+        self.runner.world.barrier();
+        Ok(())
     }
 
     /// What the run did: steps, the last loss and validation, and the speed of the step and of
@@ -455,6 +525,8 @@ impl<'r> Run<'r> {
             val_top5: self.last_val.map(|v| v.1),
             step_images_per_s: self.clock.images_per_s(),
             loader_images_per_s,
+            processes: self.runner.world.size(),
+            allreduce: (self.replicas.reduced > 0).then(|| self.replicas.reduce_per_step(self.clock.step_s)),
             profile,
         })
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
-use incc::data::{self, batches, Batch, DataError, DataSpec, LoaderConfig, RawImage, Source, Split, TrainCrop, Transform};
+use incc::data::{self, batches, Batch, DataError, DataSpec, LoaderConfig, RawImage, Shard, Source, Split, TrainCrop, Transform};
 use incc::rng::Rng;
 
 /// A fresh folder under the system temp dir, removed when dropped.
@@ -461,6 +461,28 @@ fn loader_resumes_mid_epoch_with_the_same_batches() {
         let tail = collect(Numbered::new(50), &LoaderConfig { start_batch: start, ..shuffled(3, 3) });
         assert_eq!(tail, whole[start.min(whole.len())..], "start at batch {start}");
     }
+}
+
+/// The processes of a data-parallel job each take a contiguous part of every batch: the parts
+/// are the whole batch, in order, with the same augmented images (an example's augmentation
+/// depends on the example, not on who reads it); a short last batch is cut as evenly as it goes.
+#[test]
+fn the_shards_of_a_batch_are_its_parts_in_order() {
+    let whole = collect(Numbered::new(50), &shuffled(2, 2));
+    for count in [2, 3] {
+        let parts: Vec<Vec<Batch>> =
+            (0..count).map(|index| collect(Numbered::new(50), &LoaderConfig { shard: Shard { index, count }, ..shuffled(2, 3) })).collect();
+        for (b, batch) in whole.iter().enumerate() {
+            let labels: Vec<i64> = parts.iter().flat_map(|p| p[b].labels.clone()).collect();
+            let images: Vec<f32> = parts.iter().flat_map(|p| p[b].images.clone()).collect();
+            assert_eq!(labels, batch.labels, "batch {b} in {count} parts");
+            assert!(images == batch.images, "batch {b} in {count} parts: other images");
+        }
+        let last: Vec<usize> = parts.iter().map(|p| p[6].len).collect();
+        assert_eq!(last, if count == 2 { vec![1, 1] } else { vec![0, 1, 1] });
+    }
+    assert_eq!(Shard { index: 1, count: 3 }.range(8), 2..5);
+    assert_eq!(Shard::WHOLE.range(8), 0..8);
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod architecture;
 mod cli;
 mod common;
 mod data;
+mod distributed;
 mod errors;
 mod language;
 mod mutations;

@@ -101,6 +101,31 @@ fn resuming_continues_exactly() {
     }
 }
 
+/// The step as two graphs (gradients, then update: data-parallel training's) in one process takes
+/// the single graph's steps: every parameter, optimizer slot, running statistic and average
+/// within rounding after 5 steps of the residual network (batch norm, dropout, moving average).
+#[test]
+fn the_step_split_in_two_graphs_trains_as_the_single_graph() {
+    if !ready() {
+        return;
+    }
+    let cfg = config(640, 32, 1);
+    let (single, split) = (fresh("split-single"), fresh("split-two-graphs"));
+    let s = train(&Start::New(cfg.clone()), &runner(&single, Some(5))).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.allreduce.is_none());
+    let s = train(&Start::New(cfg), &Runner { split: true, ..runner(&split, Some(5)) }).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.allreduce.is_some_and(|(per_step, _)| per_step >= 0.0));
+    let load = |dir: &Path| incc::trainer::checkpoint::load(&dir.join("last.safetensors")).expect("checkpoint");
+    let (a, b) = (load(&single), load(&split));
+    assert_eq!(a.position, b.position);
+    assert_eq!(a.tensors.keys().collect::<Vec<_>>(), b.tensors.keys().collect::<Vec<_>>());
+    for (name, t) in &a.tensors {
+        for (x, y) in t.data.iter().zip(&b.tensors[name].data) {
+            assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "`{name}`: {x} in one graph, {y} in two");
+        }
+    }
+}
+
 #[test]
 fn a_corrupt_or_truncated_checkpoint_is_a_clear_error() {
     if !ready() {

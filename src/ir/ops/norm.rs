@@ -52,7 +52,7 @@ impl OpRule for BatchNorm {
         let keep = || vec![int("keepdims", 1)];
         let mean = cx.op("ReduceMean", at.internal("mean"), &[x, &axes], keep());
         let xc = cx.op("Sub", at.internal("xc"), &[x, &mean], vec![]);
-        let sum_sq = cx.op("ReduceSumSquare", at.internal("sum_sq"), &[&xc, &axes], keep());
+        let sum_sq = per_channel_sum(cx, "ReduceSumSquare", &xc, at.internal("sum_sq"));
         let counts = counts(cx, at);
         let var = cx.op("Mul", at.internal("var"), &[&sum_sq, &counts.per_value], vec![]);
         let eps = cx.scalar(at.internal("eps"), self.eps as f32);
@@ -85,12 +85,10 @@ impl OpRule for BatchNorm {
         // Full-size passes: two sums, dY * xc, and the four of dX.
         let dy = g.dy.as_str();
         let BatchStats { xc, invstd, scale, minus_per_value } = g.saved.get::<BatchStats>();
-        let axes = cx.ints(&[0, 2, 3]);
-        let keep = || vec![int("keepdims", 1)];
         let flat = cx.ints(&[-1]);
-        let sum_dy = cx.op("ReduceSum", at.internal("d/sum_dy"), &[dy, &axes], keep());
+        let sum_dy = per_channel_sum(cx, "ReduceSum", dy, at.internal("d/sum_dy"));
         let dy_xc = cx.op("Mul", at.internal("d/dy_xc"), &[dy, xc], vec![]);
-        let s = cx.op("ReduceSum", at.internal("d/sum_dy_xc"), &[&dy_xc, &axes], keep());
+        let s = per_channel_sum(cx, "ReduceSum", &dy_xc, at.internal("d/sum_dy_xc"));
         let s_invstd = cx.op("Mul", at.internal("d/s_invstd"), &[&s, invstd], vec![]);
         let dgamma = cx.op("Reshape", at.internal("dweight"), &[&s_invstd, &flat], vec![]);
         let dbeta = cx.op("Reshape", at.internal("dbias"), &[&sum_dy, &flat], vec![]);
@@ -115,6 +113,19 @@ struct BatchStats {
     invstd: String,
     scale: String,
     minus_per_value: String,
+}
+
+/// The sum (`ReduceSum`) or sum of squares (`ReduceSumSquare`) of each channel of an NCHW map, as
+/// [1, C, 1, 1], in two stages: along each row (W), then over N and H. Over [0, 2, 3] at once,
+/// ONNX Runtime's CPU kernels add long float32 chains: `ReduceSumSquare` a channel's N*H*W values
+/// in one (the batch variance of 8 x 149 x 149 values off by 5e-5, pairwise summation by 1e-7),
+/// `ReduceSum` each H*W plane in a few (batch-norm gradients of a 149 x 149 map off by 2e-5).
+/// Rows, then `ReduceSum`'s vectorised path over [0, 2], are as accurate as pairwise summation.
+fn per_channel_sum(cx: &mut Lowering, op: &'static str, x: &str, name: String) -> String {
+    let (along_w, over_n_h, shape4) = (cx.ints(&[3]), cx.ints(&[0, 2]), cx.ints(&[1, -1, 1, 1]));
+    let rows = cx.op(op, format!("{name}/rows"), &[x, &along_w], vec![int("keepdims", 0)]);
+    let sums = cx.op("ReduceSum", format!("{name}/channels"), &[&rows, &over_n_h], vec![int("keepdims", 0)]);
+    cx.op("Reshape", name, &[&sums, &shape4], vec![])
 }
 
 /// 1/m, 1/(m-1) and -1/m for the m = N*H*W values of each channel.
