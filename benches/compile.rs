@@ -49,7 +49,7 @@ fn main() {
     let mut bytes = 0;
     let whole = time(5, || {
         let a = build_onnx(arch, &Default::default(), &Default::default(), WeightsSource::Seed(0), None).expect("builds");
-        incc::onnx::emit::write(&a.model, &out, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD).expect("writes");
+        incc::onnx::emit::write(&a.model, Some(&a.weights), &out, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD).expect("writes");
         bytes = std::fs::metadata(&out).expect("written").len() as usize;
     });
     let payload = vec![1u8; bytes];

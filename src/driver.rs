@@ -151,6 +151,8 @@ pub struct Artifact {
     pub compiled: Compiled,
     /// The values of the emitted graph (batch norm folded when asked).
     pub weights: crate::weights::Weights,
+    /// The graph; its parameters' initializers hold no values (`onnx::emit::encode` and `write`
+    /// take them from `weights`, so that the weights are never held twice).
     pub model: crate::onnx::proto::ModelProto,
 }
 

@@ -6,6 +6,7 @@ use super::train::TrainingArgs;
 use incc::driver::{build_onnx, Failure, Options, WeightsSource};
 use incc::onnx::emit::{emit_eval, write, EXTERNAL_DATA_THRESHOLD};
 use incc::onnx::proto::ModelProto;
+use incc::weights::Weights;
 use incc::Error;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -72,7 +73,7 @@ pub fn compile_command(a: &CompileArgs) -> Result<(), Error> {
         incc::weights::save(path, &artifact.weights).map_err(Error::file("write", path))?;
     }
     if let Some(path) = &a.output {
-        write_model(&artifact.model, path)?;
+        write_model(&artifact.model, Some(&artifact.weights), path)?;
         eprintln!(
             "wrote {} ({} nodes, {} initializers) in {:.2} s",
             path.display(),
@@ -103,8 +104,8 @@ fn training_graphs(a: &CompileArgs, common: &Common, options: &Options) -> Resul
     let eval = emit_eval(&compiled.graph, &compiled.sources, a.batch).map_err(Error::Lowering)?;
     if let Some(path) = &a.output {
         let eval_path = path.with_extension("eval.onnx");
-        write_model(&model, path)?;
-        write_model(&eval, &eval_path)?;
+        write_model(&model, None, path)?;
+        write_model(&eval, None, &eval_path)?;
         eprintln!(
             "wrote {} (training step, {} nodes) and {} (evaluation) in {:.2} s",
             path.display(),
@@ -132,11 +133,14 @@ fn ensemble(a: &CompileArgs) -> Result<(), Error> {
             .ok_or_else(|| Error::Usage(format!("--ensemble {member}: expected ARCH.inc:WEIGHTS.safetensors")))?;
         let compiled = options.compile(arch, None)?;
         let values = incc::trainer::checkpoint_weights(weights, &compiled.graph)?;
-        members.push(build_onnx(arch, &options.settings(), &options.passes()?, WeightsSource::Values(values), a.batch)?.model);
+        let built = build_onnx(arch, &options.settings(), &options.passes()?, WeightsSource::Values(values), a.batch)?;
+        // The ensemble holds every member's values in its own initializers.
+        let bytes = incc::onnx::emit::encode(&built.model, Some(&built.weights)).map_err(|e| Error::Invalid(format!("{}: {e}", arch.display())))?;
+        members.push(prost::Message::decode(bytes.as_slice()).map_err(|e| Error::Invalid(format!("{}: {e}", arch.display())))?);
     }
     let model = incc::onnx::ensemble::ensemble(&members).map_err(Error::Invalid)?;
     if let Some(path) = &a.output {
-        write_model(&model, path)?;
+        write_model(&model, None, path)?;
         eprintln!(
             "wrote {} (an ensemble of {} networks, {} nodes) in {:.2} s",
             path.display(),
@@ -151,6 +155,6 @@ fn ensemble(a: &CompileArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn write_model(model: &ModelProto, path: &Path) -> Result<(), Error> {
-    write(model, path, EXTERNAL_DATA_THRESHOLD).map_err(Error::file("write", path))
+fn write_model(model: &ModelProto, weights: Option<&Weights>, path: &Path) -> Result<(), Error> {
+    write(model, weights, path, EXTERNAL_DATA_THRESHOLD).map_err(Error::file("write", path))
 }

@@ -166,7 +166,8 @@ fn load(args: &ModelArgs) -> Result<Model, Error> {
             None => WeightsSource::Seed(args.seed),
         };
         let artifact = build_onnx(file, &options.settings(), &passes, weights, None)?;
-        Ok(Model::from_bytes(prost::Message::encode_to_vec(&artifact.model), config)?)
+        let bytes = incc::onnx::emit::encode(&artifact.model, Some(&artifact.weights)).map_err(|e| Error::Lowering(e.to_string()))?;
+        Ok(Model::from_bytes(bytes, config)?)
     } else {
         let c = &args.common;
         if !c.set.is_empty() || c.input.is_some() || c.residualize.is_some() || c.fold_bn || args.weights.is_some() {

@@ -95,7 +95,7 @@ impl StepEngine {
         let profile = profile.map(ProfileFiles::new).transpose()?;
         let mut parts = vec![];
         for bytes in graphs {
-            let model = Model::from_bytes_profiled(bytes, config.clone(), profile.as_ref().map(ProfileFiles::ort_prefix).as_deref())?;
+            let model = Model::training_step(bytes, config.clone(), profile.as_ref().map(ProfileFiles::ort_prefix).as_deref())?;
             let binding = model.session.create_binding().map_err(ort_err("creating the IoBinding"))?;
             let inputs = model.info().inputs.iter().map(|i| i.name.clone()).collect();
             let outputs = model.info().outputs.iter().map(|o| o.name.clone()).collect();

@@ -8,6 +8,7 @@ use incc::driver::{build_onnx, WeightsSource};
 use incc::elab::Settings;
 use incc::ir::ops::{Op, PoolKind};
 use incc::ir::Graph;
+use incc::onnx::emit::encode;
 use incc::passes::PassOptions;
 use incc::runtime::session::{Model, SessionConfig};
 use incc::runtime::tensor::run;
@@ -15,8 +16,8 @@ use incc::weights::{Tensor, Weights};
 use std::collections::HashMap;
 use std::path::Path;
 
-fn run_model(model: &incc::onnx::proto::ModelProto, input: &[f32], shape: [usize; 4]) -> Vec<f32> {
-    let mut m = Model::from_bytes(prost::Message::encode_to_vec(model), SessionConfig::default()).expect("loads");
+fn run_model(model: &incc::onnx::proto::ModelProto, weights: &Weights, input: &[f32], shape: [usize; 4]) -> Vec<f32> {
+    let mut m = Model::from_bytes(encode(model, Some(weights)).expect("encodes"), SessionConfig::default()).expect("loads");
     run(&mut m, input, shape).expect("runs").remove(0).2
 }
 
@@ -37,7 +38,7 @@ fn a_hand_computed_network() {
     let model = incc::onnx::emit::emit(&c.graph, &w, &c.sources, &options).expect("emits");
     let input: Vec<f32> = (0..9).map(|v| v as f32).collect();
     // Windows: 0+4, 1+5, 3+7, 4+8, plus 0.5 -> 4.5, 6.5, 10.5, 12.5; mean 8.5; fc: [8.5, -17 + 1].
-    assert_eq!(run_model(&model, &input, [1, 1, 3, 3]), vec![8.5, -16.0]);
+    assert_eq!(run_model(&model, &w, &input, [1, 1, 3, 3]), vec![8.5, -16.0]);
 }
 
 /// A reference forward pass over the IR: direct loops, f64, one example at a time.
@@ -196,7 +197,7 @@ fn tiny_inception_resnet_matches_the_reference_interpreter_folded_and_not() {
     let n = 3;
     let chw = 3 * 15 * 15;
     let input = batch_input(n, chw);
-    let got = run_model(&model, &input, [n, 3, 15, 15]);
+    let got = run_model(&model, &weights, &input, [n, 3, 15, 15]);
     let mut worst: f64 = 0.0;
     for i in 0..n {
         let expect = reference(&plain.compiled.graph, &weights, &input[i * chw..(i + 1) * chw]);
@@ -214,7 +215,7 @@ fn tiny_inception_resnet_matches_the_reference_interpreter_folded_and_not() {
     incc::passes::fold_bn::fold_weights(&mut folded_weights, &folds).expect("folds");
     let folded = incc::onnx::emit::emit(&folded_graph, &folded_weights, &plain.compiled.sources, &options).expect("emits");
     assert!(folded.graph.as_ref().expect("graph").node.iter().all(|n| n.op_type != "BatchNormalization"));
-    let got_folded = run_model(&folded, &input, [n, 3, 15, 15]);
+    let got_folded = run_model(&folded, &folded_weights, &input, [n, 3, 15, 15]);
     let scale = got.iter().map(|v| v.abs()).fold(1e-6, f32::max);
     let diff = got.iter().zip(&got_folded).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) / scale;
     assert!(diff < 1e-5, "folded vs unfolded: {diff:e}");
@@ -229,7 +230,7 @@ fn every_network_runs_with_the_expected_output_shape() {
     let settings = Settings { input: Some(vec![3, 75, 75]), ..Settings::default() };
     for name in ["inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2", "inception_resnet_v2_paper"] {
         let a = build_onnx(&arch(name), &settings, &PassOptions::default(), WeightsSource::Seed(1), None).unwrap_or_else(|e| panic!("{e}"));
-        let mut m = Model::from_bytes(prost::Message::encode_to_vec(&a.model), SessionConfig::default()).expect("loads");
+        let mut m = Model::from_bytes(encode(&a.model, Some(&a.weights)).expect("encodes"), SessionConfig::default()).expect("loads");
         let out = run(&mut m, &batch_input(2, 3 * 75 * 75), [2, 3, 75, 75]).expect("runs");
         assert_eq!(out[0].0, "logits", "{name}");
         assert_eq!(out[0].1, vec![2, 1000], "{name}");
@@ -241,7 +242,7 @@ fn every_network_runs_with_the_expected_output_shape() {
 fn the_same_seed_gives_the_same_model_and_another_seed_another() {
     let build = |seed| {
         let a = build_onnx(Path::new(TINY_RESIDUAL), &Settings::default(), &PassOptions::default(), WeightsSource::Seed(seed), None).expect("builds");
-        prost::Message::encode_to_vec(&a.model)
+        encode(&a.model, Some(&a.weights)).expect("encodes")
     };
     assert_eq!(build(3), build(3));
     assert_ne!(build(3), build(4));
@@ -253,7 +254,7 @@ fn a_fixed_batch_is_enforced_by_the_runtime() {
         return;
     }
     let a = artifact(Path::new(TINY_RESIDUAL), false, Some(2));
-    let mut m = Model::from_bytes(prost::Message::encode_to_vec(&a.model), SessionConfig::default()).expect("loads");
+    let mut m = Model::from_bytes(encode(&a.model, Some(&a.weights)).expect("encodes"), SessionConfig::default()).expect("loads");
     assert_eq!(run(&mut m, &batch_input(2, 675), [2, 3, 15, 15]).expect("runs")[0].1, vec![2, 5]);
     let err = run(&mut m, &batch_input(3, 675), [3, 3, 15, 15]).expect_err("batch 3 does not fit");
     assert!(err.to_string().contains("must be 2"), "{err}");
@@ -284,7 +285,7 @@ fn compiled_networks_with_timm_weights_reproduce_timm_logits() {
         let reference = read_f32(format!("{name}.calibrated.logits.f32"));
         let images = read_f32(format!("{name}.calibrated.input.f32"));
         let n = reference.len() / 1000;
-        let got = run_model(&a.model, &images, [n, 3, 299, 299]);
+        let got = run_model(&a.model, &a.weights, &images, [n, 3, 299, 299]);
         let scale = reference.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
         let diff = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) / scale;
         eprintln!("{name}{}: max |incc - timm| / max |timm| = {diff:.2e}", if fold { " (batch norm folded)" } else { "" });

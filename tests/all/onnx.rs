@@ -75,7 +75,7 @@ fn every_emitted_model_passes_the_onnx_checker() {
     for (i, (path, fold)) in cases.iter().enumerate() {
         let a = artifact(path, *fold, None);
         let out = dir.join(format!("{i}.onnx"));
-        incc::onnx::emit::write(&a.model, &out, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD).expect("write");
+        incc::onnx::emit::write(&a.model, Some(&a.weights), &out, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD).expect("write");
         paths.push(out);
     }
     let args: Vec<std::ffi::OsString> = paths.iter().map(|p| p.clone().into_os_string()).collect();
@@ -89,7 +89,7 @@ fn large_models_keep_their_weights_in_an_external_data_file() {
     let dir = std::env::temp_dir().join(format!("incc-external-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("tiny.onnx");
-    incc::onnx::emit::write(&a.model, &path, 0).expect("write with external data");
+    incc::onnx::emit::write(&a.model, Some(&a.weights), &path, 0).expect("write with external data");
     let model: incc::onnx::proto::ModelProto = prost::Message::decode(std::fs::read(&path).expect("model").as_slice()).expect("decodes");
     let data = std::fs::read(dir.join("tiny.onnx.data")).expect("side file");
     let g = model.graph.expect("graph");
@@ -106,11 +106,40 @@ fn large_models_keep_their_weights_in_an_external_data_file() {
     left.sort();
     assert_eq!(left, ["tiny.onnx", "tiny.onnx.data"]);
     // A model small enough to hold its weights, written over it, takes the old side file away.
-    incc::onnx::emit::write(&a.model, &path, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD).expect("write inline");
+    incc::onnx::emit::write(&a.model, Some(&a.weights), &path, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD).expect("write inline");
     assert!(!dir.join("tiny.onnx.data").exists(), "the larger model's side file is left behind");
     let model: incc::onnx::proto::ModelProto = prost::Message::decode(std::fs::read(&path).expect("model").as_slice()).expect("decodes");
     assert!(model.graph.expect("graph").initializer.iter().all(|t| t.external_data.is_empty()));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The parameters' values are streamed from the weights as the model is encoded or written: the
+/// bytes equal prost's encoding of the model with every value copied in, and a parameter without
+/// values is an error that names it.
+#[test]
+fn models_are_written_straight_from_the_weights() {
+    use incc::onnx::emit::{encode, write};
+    let a = artifact(Path::new(TINY_RESIDUAL), false, None);
+    let mut filled = a.model.clone();
+    for t in &mut filled.graph.as_mut().expect("graph").initializer {
+        if let Some(w) = a.weights.tensors.get(&t.name) {
+            t.raw_data = incc::weights::bytemuck_f32(&w.data).to_vec();
+        }
+    }
+    let expect = prost::Message::encode_to_vec(&filled);
+    assert_eq!(encode(&a.model, Some(&a.weights)).expect("encodes"), expect);
+    let dir = std::env::temp_dir().join(format!("incc-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("tiny.onnx");
+    write(&a.model, Some(&a.weights), &path, usize::MAX).expect("writes");
+    assert_eq!(std::fs::read(&path).expect("written"), expect);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut missing = a.weights.clone();
+    missing.tensors.remove("stem.conv.weight");
+    let err = encode(&a.model, Some(&missing)).expect_err("a parameter has no values").to_string();
+    assert_eq!(err, "initializer `stem.conv.weight` has no values and the weights have no tensor of that name");
+    assert!(encode(&a.model, None).is_err());
 }
 
 #[test]

@@ -314,7 +314,7 @@ fn profile_of_a_compiled_model_has_the_ops_it_ran() {
     }
     let artifact = build_onnx(Path::new("tests/fixtures/unfused.inc"), &Default::default(), &Default::default(), WeightsSource::Seed(0), None).unwrap();
     let emitted = &artifact.model.graph.as_ref().unwrap().node;
-    let model = Model::from_bytes(artifact.model.encode_to_vec(), cpu()).unwrap();
+    let model = Model::from_bytes(incc::onnx::emit::encode(&artifact.model, Some(&artifact.weights)).unwrap(), cpu()).unwrap();
     let dir = temp_path("profile");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
