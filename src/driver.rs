@@ -156,6 +156,15 @@ pub struct Artifact {
     pub model: crate::onnx::proto::ModelProto,
 }
 
+impl Artifact {
+    /// The model with its parameters' values in its initializers: a model that stands alone, as
+    /// `onnx::ensemble` composes them (it holds the weights twice while it is made).
+    pub fn standalone(&self) -> Result<crate::onnx::proto::ModelProto, Error> {
+        let bytes = crate::onnx::emit::encode(&self.model, Some(&self.weights)).map_err(|e| Error::Lowering(e.to_string()))?;
+        prost::Message::decode(bytes.as_slice()).map_err(|e| Error::Lowering(e.to_string()))
+    }
+}
+
 /// The whole path from a `.inc` file to an ONNX model: compile, take or make the weights, fold
 /// batch norm if asked (IR and values alike), emit.
 pub fn build_onnx(path: &Path, settings: &Settings, passes: &PassOptions, weights: WeightsSource<'_>, batch: Option<usize>) -> Result<Artifact, Error> {

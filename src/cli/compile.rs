@@ -133,10 +133,7 @@ fn ensemble(a: &CompileArgs) -> Result<(), Error> {
             .ok_or_else(|| Error::Usage(format!("--ensemble {member}: expected ARCH.inc:WEIGHTS.safetensors")))?;
         let compiled = options.compile(arch, None)?;
         let values = incc::trainer::checkpoint_weights(weights, &compiled.graph)?;
-        let built = build_onnx(arch, &options.settings(), &options.passes()?, WeightsSource::Values(values), a.batch)?;
-        // The ensemble holds every member's values in its own initializers.
-        let bytes = incc::onnx::emit::encode(&built.model, Some(&built.weights)).map_err(|e| Error::Invalid(format!("{}: {e}", arch.display())))?;
-        members.push(prost::Message::decode(bytes.as_slice()).map_err(|e| Error::Invalid(format!("{}: {e}", arch.display())))?);
+        members.push(build_onnx(arch, &options.settings(), &options.passes()?, WeightsSource::Values(values), a.batch)?.standalone()?);
     }
     let model = incc::onnx::ensemble::ensemble(&members).map_err(Error::Invalid)?;
     if let Some(path) = &a.output {

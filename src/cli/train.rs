@@ -358,14 +358,14 @@ fn eval_in(a: &EvalArgs, world: &Rc<dyn World>) -> Result<(), Error> {
         })
     };
     let line = |e: &Evaluation| format!("{} examples, top-1 {:.2}%, top-5 {:.2}%, loss {:.4}", e.examples, 100.0 * e.top1, 100.0 * e.top5, e.loss);
-    if world.size() > 1 {
-        // Data parallel: one checkpoint, one crop, each process a part of every batch.
-        let [checkpoint] = a.checkpoints.as_slice() else {
-            return Err(Error::Usage("a data-parallel `incc eval` evaluates one checkpoint: run ensembles in one process".into()));
-        };
-        if crops != Crops::One || a.save_probabilities.is_some() {
-            return Err(Error::Usage("--crops and --save-probabilities run in one process (without mpirun)".into()));
-        }
+    let single = a.checkpoints.len() == 1 && crops == Crops::One && a.save_probabilities.is_none();
+    if world.size() > 1 && !single {
+        return Err(Error::Usage(
+            "a data-parallel `incc eval` evaluates one checkpoint on one crop: run ensembles, --crops and --save-probabilities in one process".into(),
+        ));
+    }
+    if let (true, [checkpoint]) = (single, a.checkpoints.as_slice()) {
+        // One checkpoint, one crop: scored from the logits, each process (if several) a part of every batch.
         let report = incc::trainer::eval_checkpoint(checkpoint, a.arch.as_deref(), &a.data, &runner, !a.no_ema, a.limit)?;
         if world.rank() != 0 {
             return Ok(());

@@ -149,12 +149,6 @@ impl Evaluator {
         let mut counts = [top1 as u64, top5 as u64, n as u64];
         world.all_reduce_sum_u64(&mut counts);
         let (loss, [top1, top5, n]) = (sum[0], counts.map(|c| c as usize));
-        // data parallel: the counts of every process.
-        let mut sum = [loss];
-        world.all_reduce_sum_f64(&mut sum);
-        let mut counts = [top1 as u64, top5 as u64, n as u64];
-        world.all_reduce_sum_u64(&mut counts);
-        let (loss, [top1, top5, n]) = (sum[0], counts.map(|c| c as usize));
         if n == 0 {
             return Err(DataError::Invalid("the validation split is empty".into()).into());
         }

@@ -255,7 +255,9 @@ fn onnx_members_of_other_input_sizes_get_their_own_inputs_and_other_class_counts
     use incc::passes::PassOptions;
     let member = |set: &[(&str, &str)], input: Option<Vec<usize>>| {
         let settings = Settings { set: set.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(), input, ..Settings::default() };
-        build_onnx(Path::new("tests/fixtures/tiny_residual.inc"), &settings, &PassOptions::default(), WeightsSource::Seed(1), None).expect("builds").model
+        build_onnx(Path::new("tests/fixtures/tiny_residual.inc"), &settings, &PassOptions::default(), WeightsSource::Seed(1), None)
+            .and_then(|a| a.standalone())
+            .expect("builds")
     };
     let (small, large) = (member(&[], None), member(&[], Some(vec![3, 23, 23])));
     let model = incc::onnx::ensemble::ensemble(&[small.clone(), large]).expect("an ensemble");
@@ -279,13 +281,13 @@ fn incc_run_ranks_an_ensembles_probabilities_as_they_are() {
     let member = |seed| {
         let settings = incc::elab::Settings::default();
         build_onnx(Path::new("tests/fixtures/tiny_residual.inc"), &settings, &incc::passes::PassOptions::default(), WeightsSource::Seed(seed), None)
+            .and_then(|a| a.standalone())
             .unwrap()
-            .model
     };
     let dir = fresh_folder("ensemble-run");
     let (onnx, png) = (dir.join("ensemble.onnx"), dir.join("image.png"));
     let model = incc::onnx::ensemble::ensemble(&[member(1), member(2)]).expect("an ensemble");
-    incc::onnx::emit::write(&model, &onnx, usize::MAX).expect("written");
+    incc::onnx::emit::write(&model, None, &onnx, usize::MAX).expect("written");
     image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 128])).save(&png).expect("saved");
     let (code, out, err) = incc(&["run", &onnx.display().to_string(), "--input", &png.display().to_string(), "--threads", "1"]);
     assert_eq!(code, 0, "{err}");
