@@ -328,12 +328,7 @@ pub(super) fn apply(cx: &mut Lowering, graph: &Graph, cfg: &TrainConfig, packed_
     if let Some(avg) = average(graph, cfg, &groups) {
         // ema' = ema + (new - ema) * (1 - decay); `ema_decay` is fed each step (it ramps up).
         let refs: Vec<(&str, usize)> = news.iter().map(|(v, n)| (v.as_str(), *n)).collect();
-        let new = if avg.row == 1 {
-            let rows: Vec<&str> = refs.iter().map(|(v, _)| *v).collect();
-            cx.op("Concat", "ema/new".into(), &rows, vec![int("axis", 1)])
-        } else {
-            flatten(cx, "ema/new".into(), &refs, avg.row)
-        };
+        let new = flatten(cx, "ema/new".into(), &refs, avg.row);
         let one = cx.scalar("const/one".into(), 1.0);
         let rate = cx.op("Sub", "ema/rate".into(), &[&one, "ema_decay"], vec![]);
         let diff = cx.op("Sub", "ema/diff".into(), &[&new, "ema"], vec![]);
