@@ -236,30 +236,59 @@ fn f16_to_f32(h: u16) -> f32 {
 
 /// Writes the weights as safetensors (F32), atomically, with their checksums.
 pub fn save(path: &Path, weights: &Weights) -> std::io::Result<()> {
-    crate::fsutil::write_atomic(path, &to_safetensors(&weights.tensors, BTreeMap::new())?)
+    let views: Vec<TensorRef<'_>> = weights.tensors.iter().map(TensorRef::of).collect();
+    crate::fsutil::write_atomic_with(path, |w| write_safetensors(w, &views, BTreeMap::new()))
 }
 
 /// The metadata entry of the files incc writes that holds a CRC-32 of each tensor's bytes and of
 /// each other metadata entry (JSON, by name; metadata entries as `__metadata__/KEY`).
 pub const CHECKSUMS: &str = "incc.crc32";
 
-/// `tensors` (F32) and `metadata` as safetensors bytes, with their checksums (`CHECKSUMS`).
-pub fn to_safetensors(tensors: &BTreeMap<String, Tensor>, mut metadata: BTreeMap<String, String>) -> std::io::Result<Vec<u8>> {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, t)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytemuck_f32(&t.data))
-                .map_err(|e| std::io::Error::other(format!("tensor `{name}`: {e}")))?;
-            Ok((name.clone(), view))
-        })
-        .collect::<std::io::Result<_>>()?;
-    let sums: BTreeMap<String, String> = tensors
-        .iter()
-        .map(|(name, t)| (name.clone(), crc(bytemuck_f32(&t.data))))
-        .chain(metadata.iter().map(|(key, value)| (format!("{METADATA}{key}"), crc(value.as_bytes()))))
-        .collect();
+/// A tensor to write, where it already is.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorRef<'a> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub data: &'a [f32],
+}
+
+impl<'a> TensorRef<'a> {
+    pub fn of((name, t): (&'a String, &'a Tensor)) -> Self {
+        TensorRef { name, shape: &t.shape, data: &t.data }
+    }
+}
+
+/// Writes `tensors` (F32, in their order) and `metadata` as a safetensors file, with their
+/// checksums (`CHECKSUMS`), straight from where the tensors are: no copy of their values is made
+/// (a checkpoint of inception_resnet_v2's training state is 670 MB). The checksums go in the
+/// header, so the values are read twice: once for them, once to write.
+pub fn write_safetensors(w: &mut impl std::io::Write, tensors: &[TensorRef<'_>], mut metadata: BTreeMap<String, String>) -> std::io::Result<()> {
+    let mut sums: BTreeMap<String, String> = tensors.iter().map(|t| (t.name.to_string(), crc(bytemuck_f32(t.data)))).collect();
+    sums.extend(metadata.iter().map(|(key, value)| (format!("{METADATA}{key}"), crc(value.as_bytes()))));
     metadata.insert(CHECKSUMS.to_string(), serde_json::to_string(&sums).expect("serialisable"));
-    safetensors::serialize(views, Some(metadata.into_iter().collect())).map_err(|e| std::io::Error::other(e.to_string()))
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::to_value(&metadata).expect("serialisable"));
+    let mut offset = 0usize;
+    for t in tensors {
+        if t.shape.iter().product::<usize>() != t.data.len() {
+            return Err(std::io::Error::other(format!("tensor `{}`: shape {:?} does not hold {} values", t.name, t.shape, t.data.len())));
+        }
+        let end = offset + std::mem::size_of_val(t.data);
+        let entry = serde_json::json!({ "dtype": "F32", "shape": t.shape, "data_offsets": [offset, end] });
+        if header.insert(t.name.to_string(), entry).is_some() {
+            return Err(std::io::Error::other(format!("tensor `{}` is named twice", t.name)));
+        }
+        offset = end;
+    }
+    let mut header = serde_json::to_vec(&header).expect("serialisable");
+    // The data starts 8-byte aligned, as safetensors' own writer pads it.
+    header.resize(header.len().next_multiple_of(8), b' ');
+    w.write_all(&(header.len() as u64).to_le_bytes())?;
+    w.write_all(&header)?;
+    for t in tensors {
+        w.write_all(bytemuck_f32(t.data))?;
+    }
+    Ok(())
 }
 
 /// How a metadata entry is named among the checksums.
@@ -302,6 +331,33 @@ pub fn bytemuck_f32(data: &[f32]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_safetensors_read_back_with_their_checksums() {
+        let (a, b) = (vec![1.0f32, -2.5, 3.0, 0.25, 5.0, 6.0], vec![7.0f32]);
+        let tensors = [TensorRef { name: "b.weight", shape: &[2, 3], data: &a }, TensorRef { name: "a", shape: &[1], data: &b }];
+        let mut bytes = vec![];
+        write_safetensors(&mut bytes, &tensors, BTreeMap::from([("k".to_string(), "v".to_string())])).unwrap();
+        let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!((8 + header) % 8, 0, "the values start 8-byte aligned");
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let fields = meta.metadata().clone().unwrap();
+        assert_eq!(fields["k"], "v");
+        verify(&st, &fields).unwrap();
+        let view = st.tensor("b.weight").unwrap();
+        assert_eq!((view.shape(), view.data()), (&[2, 3][..], bytemuck_f32(&a)));
+        // A flipped bit in a value is caught.
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert!(verify(&st, &fields).unwrap_err().contains("does not match its checksum"));
+        // A shape that does not hold the values, or a name given twice, is refused before writing.
+        let wrong = [TensorRef { name: "x", shape: &[4], data: &b }];
+        assert!(write_safetensors(&mut vec![], &wrong, BTreeMap::new()).unwrap_err().to_string().contains("shape [4] does not hold 1 values"));
+        let twice = [tensors[1], tensors[1]];
+        assert!(write_safetensors(&mut vec![], &twice, BTreeMap::new()).unwrap_err().to_string().contains("named twice"));
+    }
 
     #[test]
     fn truncated_normal_has_the_right_moments_and_bounds() {

@@ -49,6 +49,11 @@ pub struct RuntimeArgs {
     /// `cudnn_conv_algo_search=HEURISTIC`, `use_tf32=0`.
     #[arg(long = "cuda-option", value_name = "KEY=VALUE", value_parser = super::options::parse_key_value)]
     pub cuda_options: Vec<(String, String)>,
+    /// CPU: take memory from the system as values are made and give it back as they are freed,
+    /// instead of keeping it in ONNX Runtime's arena: less memory (inception_resnet_v2's training
+    /// step: 0.8x PyTorch's at batch 8, against 1.2x), about a fifth more time per step.
+    #[arg(long)]
+    pub lean_memory: bool,
 }
 
 /// `--provider` as written: `cuda` without a device is each process's own GPU.
@@ -89,11 +94,14 @@ impl RuntimeArgs {
         if !self.cuda_options.is_empty() && provider == Provider::Cpu {
             return Err(Error::Invalid("--cuda-option configures the CUDA provider; add --provider cuda".into()));
         }
+        if self.lean_memory && provider != Provider::Cpu {
+            return Err(Error::Invalid("--lean-memory concerns the CPU's memory; on CUDA, see --cuda-option arena_extend_strategy=kSameAsRequested".into()));
+        }
         let lib = ortlib::init(self.ort_lib.as_deref())?;
         if world.rank() == 0 {
             eprintln!("ONNX Runtime: {lib}");
         }
-        Ok(SessionConfig { provider, threads: self.threads, cuda_options: self.cuda_options.clone() })
+        Ok(SessionConfig { provider, threads: self.threads, cuda_options: self.cuda_options.clone(), lean_memory: self.lean_memory })
     }
 }
 

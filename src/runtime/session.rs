@@ -67,6 +67,9 @@ pub struct SessionConfig {
     /// `arena_extend_strategy` = `kSameAsRequested`, `cudnn_conv_algo_search` = `HEURISTIC`, ...),
     /// passed through as given; ONNX Runtime rejects unknown ones when the session is created.
     pub cuda_options: Vec<(String, String)>,
+    /// CPU memory is taken from the system as each value is made and given back as it is freed,
+    /// instead of from ONNX Runtime's arena, which keeps what it took (see [`lean_memory`]).
+    pub lean_memory: bool,
 }
 
 /// What a session runs; sessions are set up for it.
@@ -80,13 +83,21 @@ pub(crate) enum Workload {
     TrainingStep,
 }
 
+/// The graph transformer that would undo the order a training step's nodes are written in
+/// (`train::memory`): it replaces each weight gradient's two Reshapes (to the parameter's shape,
+/// then to its piece of the packed row) by a new node, numbered after every other, and ONNX
+/// Runtime's execution order, which follows node numbers, then ran every weight gradient after
+/// the whole backward pass: each layer's input and output gradient stayed alive until then
+/// (inception_resnet_v2 at batch 8: 1.86 instead of 1.46 GiB of values alive at the peak, from
+/// the profile). A Reshape costs nothing on its own: the transformer saves no time.
+pub const REORDERING_ON_TRAINING_STEPS: &str = "ReshapeFusion";
+
 /// ONNX Runtime's CPU graph transformers that change nothing in incc's training steps
 /// (inception_resnet_v2's, at level ALL, ONNX Runtime 1.31): each still walks the 13k-node graph
 /// once or twice, and together they were 80% of the session's creation (51 -> 10 CPU seconds
 /// without them). Those that do change it stay on: constant folding, common subexpressions,
 /// constant sharing, the level-1 rules, MatMul+Transpose fusion, Conv+Add+activation fusion, the
-/// NCHWc layout, and Reshape fusion (a gradient reshaped to its parameter's shape, then to its
-/// `[1, 1, K]` piece of the packed row, becomes one Reshape).
+/// NCHWc layout (Reshape fusion is off for another reason: [`REORDERING_ON_TRAINING_STEPS`]).
 pub const IDLE_ON_TRAINING_STEPS: [&str; 41] = [
     "AttentionFusion",
     "BiasDropoutFusion",
@@ -231,7 +242,8 @@ impl Model {
     }
 
     /// Loads one of incc's training steps. Its session differs from ONNX Runtime's defaults in
-    /// two ways, both measured on inception_resnet_v2 (2-core CPU):
+    /// three ways, each measured on inception_resnet_v2 (2-core CPU): no Reshape fusion
+    /// ([`REORDERING_ON_TRAINING_STEPS`]), and
     /// - no memory pattern: the pattern is planned from the first run and then allocated as one
     ///   more block beside what the first run left in the arena (peak at batch 8 6.1 -> 4.6 GiB,
     ///   at batch 2 4.2 -> 3.0 GiB; the step time does not change measurably);
@@ -333,14 +345,18 @@ pub(crate) fn build_session(source: &Source, config: &SessionConfig, workload: W
     }
     if workload == Workload::TrainingStep {
         builder = builder.with_memory_pattern(false).map_err(builder_err("disabling the memory pattern"))?;
+        let mut disabled = vec![REORDERING_ON_TRAINING_STEPS];
         if config.provider == Provider::Cpu {
-            builder = builder
-                .with_config_entry("optimization.disable_specified_optimizers", IDLE_ON_TRAINING_STEPS.join(";"))
-                .map_err(builder_err("disabling idle graph transformers"))?;
+            disabled.extend(IDLE_ON_TRAINING_STEPS);
         }
+        builder =
+            builder.with_config_entry("optimization.disable_specified_optimizers", disabled.join(";")).map_err(builder_err("disabling graph transformers"))?;
     }
     if let Provider::Cuda { device } = config.provider {
         builder = with_cuda(builder, device, &config.cuda_options)?;
+    }
+    if config.lean_memory {
+        builder = lean_memory(builder)?;
     }
     let committed = match source {
         Source::Bytes(bytes) => builder.commit_from_memory(bytes),
@@ -356,6 +372,22 @@ pub(crate) fn build_session(source: &Source, config: &SessionConfig, workload: W
             RuntimeError::Load { what: source.describe(), reason }
         }
     })
+}
+
+/// The CPU provider without ONNX Runtime's arena, and the C library told to give every block of
+/// 64 KiB or more back to the system when it is freed (glibc keeps freed blocks of up to 32 MiB
+/// otherwise, and its threshold grows with use). The process then holds what is alive, not the
+/// most it ever held in each size: inception_resnet_v2's training step at batch 8 peaks at 2.5
+/// instead of 3.6 GiB (ONNX Runtime 1.31, 2-core CPU), and each step is about a fifth slower, its
+/// memory mapped and faulted in anew.
+fn lean_memory(builder: SessionBuilder) -> Result<SessionBuilder, RuntimeError> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of glibc's allocator; any value is valid.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 10);
+    }
+    let cpu = ort::ep::CPU::default().with_arena_allocator(false).build().error_on_failure();
+    builder.with_execution_providers([cpu]).map_err(|e| RuntimeError::ort("turning ONNX Runtime's CPU arena off")(e.into()))
 }
 
 /// Ends a session's profile and returns the file ONNX Runtime wrote it to.

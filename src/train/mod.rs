@@ -6,10 +6,11 @@
 //! Inputs: `images` [N,C,H,W], `labels` int64 [N], `learning_rate` (scalar), `step` (Adam),
 //! `ema_decay` (with a moving average), each dropout's `<node>.mask`, every parameter and running
 //! statistic, the flat optimizer slots `opt/<group>.<slot>` and average `ema` (`update.rs`).
-//! Outputs: `loss`, `logits`, and `<name>__new` for every state input (two buffer sets swapped
-//! each step; never one buffer as both input and output).
+//! Outputs: `loss`, `logits`, and `<name>__new` for every state input; the metadata
+//! `incc.in_place` lists the state whose new value may be written over the old (`memory.rs`).
 
 mod backward;
+mod memory;
 pub mod optim;
 pub mod update;
 
@@ -24,7 +25,10 @@ use crate::onnx::proto::*;
 use crate::source::SourceMap;
 pub use forward::logits_node;
 pub use optim::Optimizer;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// The metadata key of the state a step may update in place: a JSON list of names.
+pub const IN_PLACE: &str = "incc.in_place";
 
 /// What a training step is compiled for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -127,7 +131,7 @@ pub fn emit_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig, batc
     inputs.extend(update_inputs);
     let mut outputs = pass.outputs;
     outputs.extend(update_outputs);
-    Ok(finish(pass.cx, graph, sources, cfg, Part::Step, inputs, outputs, pass.values))
+    Ok(finish(pass.cx, graph, sources, cfg, Part::Step, inputs, outputs, pass.values, &pass.batch))
 }
 
 /// The training step as two graphs, for data-parallel training: the gradients of a replica's
@@ -158,7 +162,7 @@ pub fn emit_split_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig
         }
         outputs.push(plain_value_info(&bucket.name, &[1, bucket.len]));
     }
-    let gradients = finish(pass.cx, graph, sources, cfg, Part::Gradients, pass.inputs, outputs, pass.values);
+    let gradients = finish(pass.cx, graph, sources, cfg, Part::Gradients, pass.inputs, outputs, pass.values, &pass.batch);
 
     let mut cx = Lowering::default();
     cx.batch = batch;
@@ -171,16 +175,19 @@ pub fn emit_split_training(graph: &Graph, sources: &SourceMap, cfg: &TrainConfig
         inputs.push(plain_value_info(update::RUNNING_NEW, &[1, len]));
     }
     inputs.extend(update_inputs);
-    let update = finish(cx, graph, sources, cfg, Part::Update, inputs, update_outputs, vec![]);
+    let mut arriving = names;
+    arriving.push(update::RUNNING_NEW.into());
+    let update = finish(cx, graph, sources, cfg, Part::Update, inputs, update_outputs, vec![], &arriving);
     Ok(SplitStep { gradients, update, buckets })
 }
 
 /// What a backward pass leaves to the update: the lowering so far, the graph inputs and outputs
-/// it has (the batch, the parameters, `running`; `loss`, `logits`, `running__new`), every
-/// parameter's gradient by name, and the forward values' shapes.
+/// it has (the batch, the parameters, `running`; `loss`, `logits`, `running__new`), the names of
+/// the batch's inputs, every parameter's gradient by name, and the forward values' shapes.
 struct BackwardPass {
     cx: Lowering,
     inputs: Vec<ValueInfoProto>,
+    batch: Vec<String>,
     outputs: Vec<ValueInfoProto>,
     grads: HashMap<String, String>,
     values: Vec<ValueInfoProto>,
@@ -199,6 +206,7 @@ fn backward_pass(graph: &Graph, cfg: &TrainConfig, batch: Option<usize>) -> Resu
     let running: HashMap<String, &RunningStat> =
         forward.order.iter().flat_map(|n| forward.trained[n].running.iter().map(move |stat| (param_name(&graph.node(*n).name, stat.suffix), stat))).collect();
     let mut inputs = batch_inputs(graph, &forward, batch);
+    let batch_names = inputs.iter().map(|i| i.name.clone()).collect();
     inputs.extend(trainable_inputs(graph));
     let mut outputs = vec![plain_value_info("loss", &[]), value_info(LOGITS, &[classes], batch, DataType::Float)];
     if let Some((input, output)) = update::update_running(&mut cx, graph, cfg, &running) {
@@ -209,7 +217,7 @@ fn backward_pass(graph: &Graph, cfg: &TrainConfig, batch: Option<usize>) -> Resu
         outputs.extend(debug_outputs(&mut cx, graph, &forward, &grads));
     }
     let values = forward.values.iter().map(|(name, dims)| value_info(name, dims, batch, DataType::Float)).collect();
-    Ok(BackwardPass { cx, inputs, outputs, grads, values })
+    Ok(BackwardPass { cx, inputs, batch: batch_names, outputs, grads, values })
 }
 
 /// Which graph of a step a model is.
@@ -231,6 +239,8 @@ impl Part {
     }
 }
 
+/// The graph of one part of a step. `arriving` names the inputs that come with each step (the
+/// batch; the update's gradients): the nodes that do not depend on them are written first.
 #[allow(clippy::too_many_arguments)] // the pieces of one model
 fn finish(
     cx: Lowering,
@@ -241,15 +251,21 @@ fn finish(
     inputs: Vec<ValueInfoProto>,
     outputs: Vec<ValueInfoProto>,
     values: Vec<ValueInfoProto>,
+    arriving: &[String],
 ) -> ModelProto {
     let (what, suffix) = part.names();
+    let (nodes, constants) = protos(cx, sources);
+    let nodes = memory::batch_independent_first(nodes, &arriving.iter().map(String::as_str).collect());
+    let outputs_named: HashSet<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+    let state: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).filter(|x| outputs_named.contains(format!("{x}__new").as_str())).collect();
+    let in_place = memory::in_place(&nodes, &state);
     let metadata = vec![
         ("incc.graph".to_string(), what.to_string()),
         ("incc.network".to_string(), graph.name.clone()),
         ("incc.train".to_string(), serde_json::to_string(cfg).expect("serialisable")),
         ("incc.optimizer.state_init".to_string(), cfg.optimizer.slots().iter().map(|(s, v)| format!("{s}={v}")).collect::<Vec<_>>().join(",")),
+        (IN_PLACE.to_string(), serde_json::to_string(&in_place).expect("serialisable")),
     ];
-    let (nodes, constants) = protos(cx, sources);
     let graph_proto = GraphProto {
         name: format!("{}_{suffix}", graph.name),
         node: nodes,

@@ -21,7 +21,7 @@ use crate::ir::lower::{int, Lowering, RunningStat};
 use crate::ir::{Graph, ParamRole};
 use crate::onnx::emit::plain_value_info;
 use crate::onnx::proto::ValueInfoProto;
-use crate::weights::Tensor;
+use crate::weights::{Tensor, TensorRef};
 use std::collections::{BTreeMap, HashMap};
 
 /// A graph value that is the concatenation of named tensors, flattened, in order.
@@ -77,16 +77,17 @@ impl Packed {
 
     /// The members, cut back out of the packed values.
     pub fn unpack(&self, flat: &[f32]) -> Vec<(String, Tensor)> {
+        self.member_views(flat).map(|t| (t.name.to_string(), Tensor { shape: t.shape.to_vec(), data: t.data.to_vec() })).collect()
+    }
+
+    /// Each member's values in `flat` (this packed value), where they are.
+    pub fn member_views<'a>(&'a self, flat: &'a [f32]) -> impl Iterator<Item = TensorRef<'a>> + 'a {
         let mut rest = flat;
-        self.members
-            .iter()
-            .zip(self.sizes())
-            .map(|((name, shape), size)| {
-                let (head, tail) = rest.split_at(size);
-                rest = &tail[self.span(size) - size..];
-                (name.clone(), Tensor { shape: shape.clone(), data: head.to_vec() })
-            })
-            .collect()
+        self.members.iter().zip(self.sizes()).map(move |((name, shape), size)| {
+            let (head, tail) = rest.split_at(size);
+            rest = &tail[self.span(size) - size..];
+            TensorRef { name, shape, data: head }
+        })
     }
 
     /// Renames the members: a group's slot `ms` has members `<param>.ms`.
@@ -383,6 +384,20 @@ pub fn unpack_all(packed: &[Packed], state: impl IntoIterator<Item = (String, Te
         }
     }
     tensors
+}
+
+/// The state as the checkpoint names it (each packed value as its members), where it is, in name
+/// order.
+pub fn unpacked_views<'a>(packed: &'a [Packed], state: &[TensorRef<'a>]) -> Vec<TensorRef<'a>> {
+    let mut views: Vec<TensorRef<'a>> = state
+        .iter()
+        .flat_map(|t| match packed.iter().find(|p| p.name == t.name) {
+            Some(p) => p.member_views(t.data).collect(),
+            None => vec![*t],
+        })
+        .collect();
+    views.sort_by(|a, b| a.name.cmp(b.name));
+    views
 }
 
 #[cfg(test)]

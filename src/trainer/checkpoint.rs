@@ -5,7 +5,7 @@
 
 use crate::driver::SourceText;
 use crate::error::Error;
-use crate::weights::Tensor;
+use crate::weights::{Tensor, TensorRef};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -53,13 +53,19 @@ const SOURCES: &str = "incc.sources";
 const OLD_SOURCE: &str = "incc.source";
 
 pub fn save(path: &Path, c: &Checkpoint) -> std::io::Result<()> {
+    let tensors: Vec<TensorRef<'_>> = c.tensors.iter().map(TensorRef::of).collect();
+    save_views(path, &tensors, &c.position, &c.settings, &c.sources)
+}
+
+/// Writes a checkpoint of `tensors` from where they are (the step's buffers: no copy).
+pub fn save_views(path: &Path, tensors: &[TensorRef<'_>], position: &Position, settings: &str, sources: &[SourceText]) -> std::io::Result<()> {
     let metadata = BTreeMap::from([
-        (POSITION.to_string(), serde_json::to_string(&c.position).expect("serialisable")),
-        (RUN.to_string(), c.settings.clone()),
-        (SOURCES.to_string(), serde_json::to_string(&c.sources).expect("serialisable")),
+        (POSITION.to_string(), serde_json::to_string(position).expect("serialisable")),
+        (RUN.to_string(), settings.to_string()),
+        (SOURCES.to_string(), serde_json::to_string(sources).expect("serialisable")),
         ("incc.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
     ]);
-    crate::fsutil::write_atomic(path, &crate::weights::to_safetensors(&c.tensors, metadata)?)
+    crate::fsutil::write_atomic_with(path, |w| crate::weights::write_safetensors(w, tensors, metadata))
 }
 
 pub fn load(path: &Path) -> Result<Checkpoint, Error> {

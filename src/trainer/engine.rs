@@ -1,7 +1,8 @@
 //! Runs training steps with the state (parameters, optimizer slots, running statistics) kept on
-//! the session's device between steps: IoBinding with two buffer sets, A and B, swapped each step
-//! (binding one buffer as both input and output is unsafe: ONNX Runtime may write a new value
-//! before an old one is read). Only the batch goes in and the loss and logits come out.
+//! the session's device between steps (IoBinding). A state value the compiler found safe to update
+//! in place (`train::IN_PLACE`: every reader of the old value runs before its new value is
+//! written) is read and written in one buffer; any other has two, swapped each step. Only the
+//! batch goes in and the loss and logits come out.
 //!
 //! A step is one graph, or two (data-parallel training, see `train::SplitStep`): the gradients,
 //! then the update, with the gradient buckets handed to the caller in between, where they stay
@@ -13,6 +14,8 @@ use crate::error::Error;
 use crate::runtime::error::RuntimeError;
 use crate::runtime::profile::{Profile, ProfileFiles};
 use crate::runtime::session::{Model, Provider, SessionConfig};
+use crate::train::IN_PLACE;
+use crate::weights::TensorRef;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::IoBinding;
 use ort::value::{DynTensor, DynValue, Tensor};
@@ -30,9 +33,6 @@ pub struct StepInputs<'a> {
     pub masks: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
-/// A named host tensor: (name, shape, values).
-pub type NamedValues = (String, Vec<usize>, Vec<f32>);
-
 /// The graphs of a step, serialised.
 pub enum StepModels {
     /// The whole step in one graph.
@@ -46,6 +46,30 @@ pub enum Buckets<'a> {
     Host(Vec<&'a mut [f32]>),
     /// GPU memory: (device pointer, f32 count) of each bucket.
     Device(Vec<(u64, usize)>),
+}
+
+/// Where one state value lives between steps.
+enum StateBuffer {
+    /// Read and written in one buffer: the step writes the new value over the old.
+    InPlace(DynTensor),
+    /// Read from one, written to the other; which is current alternates with the steps.
+    Swapped([DynTensor; 2]),
+}
+
+impl StateBuffer {
+    fn current(&self, parity: usize) -> &DynTensor {
+        match self {
+            Self::InPlace(value) => value,
+            Self::Swapped(sets) => &sets[parity],
+        }
+    }
+
+    fn current_mut(&mut self, parity: usize) -> &mut DynTensor {
+        match self {
+            Self::InPlace(value) => value,
+            Self::Swapped(sets) => &mut sets[parity],
+        }
+    }
 }
 
 /// One graph of the step, and the names it takes and gives.
@@ -63,11 +87,11 @@ pub struct StepEngine {
     /// Graph inputs that the step also outputs as `<name>__new`, in one fixed order.
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
-    /// The state before the first step (host tensors); afterwards the device buffers.
-    initial: Option<Vec<DynValue>>,
-    buffers: [Vec<DynTensor>; 2],
-    /// Which buffer set holds the current state.
+    buffers: Vec<StateBuffer>,
+    /// Which buffer of a swapped pair holds the current value.
     current: usize,
+    /// A step failed after it may have started writing the state in place.
+    torn: bool,
     provider: Provider,
     /// Where the steps' profile goes, until it is written.
     profile: Option<ProfileFiles>,
@@ -112,20 +136,29 @@ impl StepEngine {
         let allocate = |shape: Vec<usize>| -> Result<DynTensor, RuntimeError> {
             Ok(Tensor::<f32>::new(&allocator, shape).map_err(ort_err("allocating state on the device"))?.upcast())
         };
+        let in_place = in_place(&parts)?;
         let mut names = vec![];
         let mut shapes = vec![];
-        let mut initial = vec![];
-        let mut buffers: [Vec<DynTensor>; 2] = [vec![], vec![]];
+        let mut buffers = vec![];
         for (name, shape, values) in state {
-            initial.push(Tensor::from_array((shape.clone(), values)).map_err(ort_err("creating a state tensor"))?.into_dyn());
-            for set in &mut buffers {
-                set.push(allocate(shape.clone())?);
-            }
+            // Each value goes to its buffer at once: the host copy is never whole beside it.
+            let mut buffer = if in_place.contains(&name) {
+                StateBuffer::InPlace(allocate(shape.clone())?)
+            } else {
+                StateBuffer::Swapped([allocate(shape.clone())?, allocate(shape.clone())?])
+            };
+            put(buffer.current_mut(0), &shape, values)?;
+            buffers.push(buffer);
             names.push(name);
             shapes.push(shape);
         }
         let buckets = bucket_shapes.into_iter().map(|(name, len)| Ok((name, allocate(vec![1, len])?))).collect::<Result<_, RuntimeError>>()?;
-        Ok(StepEngine { parts, buckets, names, shapes, initial: Some(initial), buffers, current: 0, provider, profile, steps: 0 })
+        Ok(StepEngine { parts, buckets, names, shapes, buffers, current: 0, torn: false, provider, profile, steps: 0 })
+    }
+
+    /// How many state values are updated in place (the others have two buffers).
+    pub fn in_place_count(&self) -> usize {
+        self.buffers.iter().filter(|b| matches!(b, StateBuffer::InPlace(_))).count()
     }
 
     /// One training step: returns the loss and the logits. Between the graphs of a split step,
@@ -144,6 +177,7 @@ impl StepEngine {
         let cpu = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::CPUOutput).map_err(ort_err("describing host memory"))?;
         let next = 1 - self.current;
         let mut result = None;
+        self.torn = true;
         for p in 0..self.parts.len() {
             if p > 0 {
                 reduce(self.bucket_views()?)?;
@@ -153,22 +187,16 @@ impl StepEngine {
             for (name, value) in feeds.iter().filter(|(name, _)| part.inputs.contains(name)) {
                 binding.bind_input(name.as_str(), value).map_err(ort_err("binding an input"))?;
             }
-            let [set_a, set_b] = &mut self.buffers;
-            let (current, new) = if next == 1 { (&*set_a, set_b) } else { (&*set_b, set_a) };
-            for (i, name) in self.names.iter().enumerate() {
+            for (name, buffer) in self.names.iter().zip(&mut self.buffers) {
                 let new_name = format!("{name}__new");
                 if part.inputs.contains(name) {
-                    match &self.initial {
-                        Some(initial) => binding.bind_input(name.as_str(), &initial[i]),
-                        None => binding.bind_input(name.as_str(), &current[i]),
-                    }
-                    .map_err(ort_err("binding the state"))?;
+                    binding.bind_input(name.as_str(), buffer.current(self.current)).map_err(ort_err("binding the state"))?;
                 }
                 if part.inputs.contains(&new_name) {
-                    binding.bind_input(new_name.as_str(), &new[i]).map_err(ort_err("binding the new state"))?;
+                    binding.bind_input(new_name.as_str(), buffer.current(next)).map_err(ort_err("binding the new state"))?;
                 }
                 if part.outputs.contains(&new_name) {
-                    binding.bind_output(new_name, &mut new[i]).map_err(ort_err("binding the new state"))?;
+                    binding.bind_output(new_name, buffer.current_mut(next)).map_err(ort_err("binding the new state"))?;
                 }
             }
             for (name, bucket) in &mut self.buckets {
@@ -189,8 +217,8 @@ impl StepEngine {
                 result = Some((loss, logits));
             }
         }
-        self.initial = None;
         self.current = next;
+        self.torn = false;
         self.steps += 1;
         Ok(result.expect("the first graph of a step outputs the loss and the logits"))
     }
@@ -218,38 +246,63 @@ impl StepEngine {
         files.finish(&written, usize::from(self.steps > 1)).map(Some)
     }
 
-    /// The current state, copied to the host, by name.
-    pub fn state(&self) -> Result<Vec<NamedValues>, RuntimeError> {
-        let mut out = Vec::with_capacity(self.names.len());
-        for (i, name) in self.names.iter().enumerate() {
-            let values = match &self.initial {
-                Some(initial) => initial[i].try_extract_tensor::<f32>().map_err(ort_err("reading the state"))?.1.to_vec(),
-                None => {
-                    let value = &self.buffers[self.current][i];
-                    if self.provider == Provider::Cpu {
-                        value.try_extract_tensor::<f32>().map_err(ort_err("reading the state"))?.1.to_vec()
-                    } else {
-                        let host = value.to(AllocationDevice::CPU, 0).map_err(ort_err("copying the state to the host"))?;
-                        host.try_extract_tensor::<f32>().map_err(ort_err("reading the state"))?.1.to_vec()
-                    }
-                }
-            };
-            out.push((name.clone(), self.shapes[i].clone(), values));
+    /// Calls `f` with the current state, by name: on the CPU where the step keeps it (no copy);
+    /// from a GPU, copied to the host.
+    ///
+    /// # Errors
+    /// After a step that failed (its state may be half written), or a failed copy.
+    pub fn with_state<R>(&self, f: impl FnOnce(&[TensorRef<'_>]) -> R) -> Result<R, RuntimeError> {
+        if self.torn {
+            return Err(RuntimeError::Input("the state is unknown after a failed step that updates it in place".into()));
         }
-        Ok(out)
+        let read = ort_err("reading the state");
+        let host: Vec<DynTensor>;
+        let buffers = self.buffers.iter().map(|b| b.current(self.current));
+        let on_host: Vec<&DynTensor> = if self.provider == Provider::Cpu {
+            buffers.collect()
+        } else {
+            host = buffers.map(|b| b.to(AllocationDevice::CPU, 0)).collect::<Result<_, _>>().map_err(ort_err("copying the state to the host"))?;
+            host.iter().collect()
+        };
+        let data: Vec<&[f32]> = on_host.into_iter().map(|v| v.try_extract_tensor::<f32>().map(|(_, d)| d)).collect::<Result<_, _>>().map_err(read)?;
+        let views: Vec<TensorRef<'_>> = self.names.iter().zip(&self.shapes).zip(data).map(|((name, shape), data)| TensorRef { name, shape, data }).collect();
+        Ok(f(&views))
     }
 
     /// Replaces the current value of the state `name` (running statistics averaged across
     /// processes).
     pub fn set_state(&mut self, name: &str, values: Vec<f32>) -> Result<(), RuntimeError> {
         let i = self.names.iter().position(|n| n == name).unwrap_or_else(|| panic!("`{name}` is not state of the step"));
-        let value = Tensor::from_array((self.shapes[i].clone(), values)).map_err(ort_err("creating a state tensor"))?.upcast();
-        match &mut self.initial {
-            Some(initial) => initial[i] = value.into_dyn(),
-            None => value.copy_into(&mut self.buffers[self.current][i]).map_err(ort_err("copying the state to the device"))?,
-        }
-        Ok(())
+        put(self.buffers[i].current_mut(self.current), &self.shapes[i], values)
     }
+}
+
+/// Copies host `values` of `shape` into `buffer` (on the step's device).
+fn put(buffer: &mut DynTensor, shape: &[usize], values: Vec<f32>) -> Result<(), RuntimeError> {
+    let value = Tensor::from_array((shape.to_vec(), values)).map_err(ort_err("creating a state tensor"))?.upcast();
+    value.copy_into(buffer).map_err(ort_err("copying the state to the device"))
+}
+
+/// The state every graph of the step may update in place: each graph that writes `x__new` lists
+/// `x` in its `train::IN_PLACE` metadata, and no later graph reads `x`.
+fn in_place(parts: &[Part]) -> Result<HashSet<String>, RuntimeError> {
+    let listed = parts
+        .iter()
+        .map(|p| match p.model.info().metadata.get(IN_PLACE) {
+            Some(json) => serde_json::from_str::<HashSet<String>>(json).map_err(|e| RuntimeError::Input(format!("the step's `{IN_PLACE}` metadata: {e}"))),
+            None => Ok(HashSet::new()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let written = |p: &Part, x: &str| p.outputs.contains(&format!("{x}__new"));
+    let candidates: HashSet<&String> = listed.iter().flatten().collect();
+    Ok(candidates
+        .into_iter()
+        .filter(|x| {
+            let Some(first) = parts.iter().position(|p| written(p, x)) else { return false };
+            parts.iter().zip(&listed).all(|(p, l)| !written(p, x) || l.contains(*x)) && parts[first + 1..].iter().all(|p| !p.inputs.contains(*x))
+        })
+        .cloned()
+        .collect())
 }
 
 impl Drop for StepEngine {

@@ -14,7 +14,7 @@
 //! global position only, never on the number of processes.
 
 use super::checkpoint::EpochTotals;
-use super::engine::{Buckets, NamedValues, StepEngine};
+use super::engine::{Buckets, StepEngine};
 use crate::data::Shard;
 use crate::dist::World;
 use crate::error::Error;
@@ -111,17 +111,17 @@ impl Replicas {
         count[0] > 0
     }
 
-    /// The engine's state, with the running statistics (packed as `running`) averaged over the
-    /// processes and put back, so that every replica evaluates, saves and goes on with the same.
-    pub fn synced_state(&self, engine: &mut StepEngine) -> Result<Vec<NamedValues>, Error> {
-        let mut state = engine.state()?;
+    /// Averages the engine's running statistics (packed as `running`) over the processes and puts
+    /// them back, so that every replica evaluates, saves and goes on with the same.
+    pub fn sync_running(&self, engine: &mut StepEngine) -> Result<(), Error> {
         if self.world.size() > 1 {
-            if let Some((name, _, values)) = state.iter_mut().find(|(name, _, _)| name == RUNNING) {
-                crate::dist::average(&*self.world, values);
-                engine.set_state(name, values.clone())?;
+            let running = engine.with_state(|state| state.iter().find(|t| t.name == RUNNING).map(|t| t.data.to_vec()))?;
+            if let Some(mut values) = running {
+                crate::dist::average(&*self.world, &mut values);
+                engine.set_state(RUNNING, values)?;
             }
         }
-        Ok(state)
+        Ok(())
     }
 
     /// The share of the job's steps' time spent averaging gradients, per step: (seconds, share).

@@ -3,7 +3,7 @@
 //! (`Run::validate_and_checkpoint`), finish (`Run::finish`). Where the processes of a
 //! data-parallel job meet is marked `// data parallel:` and done by `parallel::Replicas`.
 
-use super::checkpoint::{self, Checkpoint, EpochTotals, Position};
+use super::checkpoint::{self, EpochTotals, Position};
 use super::engine::{StepEngine, StepInputs, StepModels};
 use super::evaluate::{top_k_hits, Evaluator, Examples};
 use super::metrics::Metrics;
@@ -15,7 +15,7 @@ use crate::error::{Error, Saved};
 use crate::ir::Graph;
 use crate::runtime::session::Provider;
 use crate::runtime::tensor::checked_len;
-use crate::train::update::{pack_all, packed_state, unpack_all, Packed};
+use crate::train::update::{pack_all, packed_state, unpacked_views, Packed};
 use crate::train::Target;
 use crate::train::{emit_split_training, emit_training, TrainConfig};
 use crate::weights::Tensor;
@@ -496,17 +496,24 @@ impl<'r> Run<'r> {
     /// The engine's state copied to the host, per parameter (as checkpoints keep it).
     fn current_state(&mut self) -> Result<BTreeMap<String, Tensor>, Error> {
         // data parallel: the replicas' running statistics, averaged (and kept by each replica).
-        let state = self.replicas.synced_state(&mut self.engine)?;
-        Ok(unpack_all(&self.packed, state.into_iter().map(|(n, shape, data)| (n, Tensor { shape, data }))))
+        self.replicas.sync_running(&mut self.engine)?;
+        let packed = &self.packed;
+        let state = self.engine.with_state(|state| {
+            unpacked_views(packed, state).into_iter().map(|t| (t.name.to_string(), Tensor { shape: t.shape.to_vec(), data: t.data.to_vec() })).collect()
+        })?;
+        Ok(state)
     }
 
     /// Writes `last.safetensors`: the state, the position, the settings and the source (every
-    /// process takes part; process 0 writes: every process has the same).
+    /// process takes part; process 0 writes: every process has the same). The state is written
+    /// from the step's buffers, not copied first.
     pub(super) fn checkpoint(&mut self) -> Result<(), Error> {
-        let tensors = self.current_state()?;
+        self.replicas.sync_running(&mut self.engine)?;
         if self.replicas.leads() {
-            let c = Checkpoint { tensors, position: self.position.clone(), settings: self.settings_json.clone(), sources: self.sources.clone() };
-            checkpoint::save(&self.last, &c).map_err(Error::file("write the checkpoint", &self.last))?;
+            let (packed, position, settings, sources) = (&self.packed, &self.position, &self.settings_json, &self.sources);
+            self.engine
+                .with_state(|state| checkpoint::save_views(&self.last, &unpacked_views(packed, state), position, settings, sources))?
+                .map_err(Error::file("write the checkpoint", &self.last))?;
         }
         // data parallel: no process goes on, or ends the job (an interrupt), while process 0 writes.
         self.runner.world.barrier();

@@ -190,3 +190,43 @@ fn a_failure_is_printed_once_with_one_error_prefix() {
         assert_eq!(err.matches("error:").count(), 1, "{args:?}:\n{err}");
     }
 }
+
+/// `--lean-memory` changes where ONNX Runtime takes memory from, not what a step computes: the
+/// same checkpoint, bit for bit. It concerns the CPU only.
+#[test]
+fn lean_memory_trains_the_same_values() {
+    if !ort_ready() {
+        return;
+    }
+    let dir = fresh_folder("lean-memory");
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let out = out.to_str().expect("a path");
+        let args = [
+            &[
+                "train",
+                "tests/fixtures/tiny_residual.inc",
+                "--data",
+                "synthetic:32,15,5",
+                "--batch",
+                "8",
+                "--max-steps",
+                "3",
+                "--threads",
+                "1",
+                "--quiet",
+                "--out",
+                out,
+            ][..],
+            extra,
+        ]
+        .concat();
+        let (code, _, err) = incc(&args);
+        assert_eq!(code, 0, "{err}");
+        incc::trainer::checkpoint::load(&dir.join(name).join("last.safetensors")).expect("a checkpoint").tensors
+    };
+    assert_eq!(run("arena", &[]), run("lean", &["--lean-memory"]));
+    let (code, _, err) = incc(&["run", "tests/fixtures/tiny_residual.inc", "--provider", "cuda", "--lean-memory"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--lean-memory concerns the CPU's memory"), "{err}");
+}

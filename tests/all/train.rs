@@ -5,6 +5,7 @@
 use crate::common::{arch, compile_src, ort_ready, python_check, root, snapshots};
 use incc::driver::Compiled;
 use incc::ir::ops::Op;
+use incc::onnx::proto::{tensor_shape_proto, type_proto, ModelProto};
 use incc::passes::PassOptions;
 use incc::runtime::session::{Model, SessionConfig};
 use incc::runtime::tensor::{run_named, Feed};
@@ -229,6 +230,7 @@ every_op! {
         ("5x5 same and 1x1", net("3x13x13", "  a: conv 5x5 5\n  b: conv 1x1 4")),
         ("3x3 stride 2 TF same (asymmetric padding)", net("3x19x19", "  a: conv 3x3 5 stride 2 same")),
         ("without batch norm, with a bias", net("3x13x13", "  a: conv 3x3 4 nobn bias")),
+        ("fewer positions than window values (dW as one product over the batch)", net("3x4x4", "  a: conv 3x3 20\n  b: conv 1x1 6\n  c: conv 3x3 5")),
     ]),
     BatchNorm => Case::Networks(vec![("after every conv, batch statistics", net("3x13x13", "  a: conv 3x3 5"))]),
     Relu => Case::Networks(vec![("after convs and an fc", headless("3x13x13", "  a: conv 3x3 4\n  flatten\n  f: fc 6 relu\n  classif: fc 5"))]),
@@ -716,5 +718,153 @@ fn a_large_early_feature_map_trains_with_float32_accuracy() {
     eprintln!("relative error against float64: {}", report.join(", "));
     for (what, err, allowed) in &checks {
         assert!(err <= allowed, "{what}: relative error {err:.2e} against float64, more than float32's {allowed:.2e} ({})", report.join(", "));
+    }
+}
+
+/// The state a step's graphs update (`x` with an output `x__new`), seeded, in the graphs' shapes.
+fn seeded_state(models: &[&ModelProto]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut state: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for m in models {
+        let g = m.graph.as_ref().expect("a graph");
+        let news: HashSet<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
+        for input in g.input.iter().filter(|i| news.contains(format!("{}__new", i.name).as_str())) {
+            let Some(type_proto::Value::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else { panic!("{} is a tensor", input.name) };
+            let dims = t.shape.as_ref().expect("a shape").dim.iter().map(|d| match d.value {
+                Some(tensor_shape_proto::dimension::Value::DimValue(v)) => v as usize,
+                _ => panic!("{}: state has a fixed shape", input.name),
+            });
+            state.insert(input.name.clone(), dims.collect());
+        }
+    }
+    // Positive values: RMSProp's mean square must be.
+    state
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape))| (name, shape.clone(), noise(i as u64 + 1, shape.iter().product()).iter().map(|v| v.abs() + 0.01).collect()))
+        .collect()
+}
+
+/// `model` as bytes, without the state it lists as safe to update in place.
+fn without_in_place(model: &ModelProto) -> Vec<u8> {
+    let mut model = model.clone();
+    model.metadata_props.retain(|p| p.key != incc::train::IN_PLACE);
+    prost::Message::encode_to_vec(&model)
+}
+
+/// The step writes each new value over the old (one buffer per state value: half the state's
+/// memory) and trains bit for bit as with two buffer sets swapped each step; the data-parallel
+/// step's two graphs too (the update reads the running statistics the gradients graph wrote).
+#[test]
+fn a_step_updated_in_place_trains_as_with_two_buffer_sets() {
+    use incc::trainer::engine::{StepEngine, StepInputs, StepModels};
+    if !ort_ready() {
+        return;
+    }
+    let c = crate::common::compile_with(&root().join(crate::onnx::TINY_RESIDUAL), &Default::default(), &PassOptions::default(), None).expect("compiles");
+    let cfg = TrainConfig { weight_decay: 1e-3, clip_norm: Some(0.5), ema: true, ..TrainConfig::default() };
+    let batch = 4;
+    let single = emit_training(&c.graph, &c.sources, &cfg, Some(batch)).expect("emits");
+    let split = incc::train::emit_split_training(&c.graph, &c.sources, &cfg, Some(batch)).expect("emits");
+    let encode = |m: &ModelProto| prost::Message::encode_to_vec(m);
+    let buckets: Vec<(String, usize)> = split.buckets.iter().map(|b| (b.name.clone(), b.len)).collect();
+    let input = &c.graph.shape(c.graph.input).0;
+    let images = noise(3, batch * input.iter().product::<usize>());
+    let labels: Vec<i64> = (0..batch as i64).collect();
+    let masks = c
+        .graph
+        .order()
+        .into_iter()
+        .flat_map(|n| c.graph.node(n).op.rule().step_inputs(c.graph.shape(n)).into_iter().map(move |i| (n, i)))
+        .map(|(n, i)| {
+            let per: usize = i.shape.iter().product();
+            (format!("{}.{}", c.graph.node(n).name, i.suffix), vec![batch, per], (0..batch * per).map(|k| if k % 5 == 2 { 0.0 } else { 1.25 }).collect())
+        })
+        .collect();
+    let inputs = StepInputs {
+        images: &images,
+        image_shape: [batch, input[0], input[1], input[2]],
+        labels: &labels,
+        scalars: vec![("learning_rate", 0.045), ("ema_decay", EMA_DECAY)],
+        masks,
+    };
+    let cases = [
+        ("one graph", StepModels::Single(encode(&single)), StepModels::Single(without_in_place(&single)), seeded_state(&[&single])),
+        (
+            "gradients and update",
+            StepModels::Split { gradients: encode(&split.gradients), update: encode(&split.update), buckets: buckets.clone() },
+            StepModels::Split { gradients: without_in_place(&split.gradients), update: without_in_place(&split.update), buckets },
+            seeded_state(&[&split.gradients, &split.update]),
+        ),
+    ];
+    for (what, in_place, swapped, state) in cases {
+        let config = SessionConfig { threads: Some(1), ..SessionConfig::default() };
+        let [mut a, mut b] = [in_place, swapped].map(|models| StepEngine::new(models, config.clone(), state.clone(), None).expect("engine"));
+        assert_eq!((a.in_place_count(), b.in_place_count()), (state.len(), 0), "{what}: every state value in place, or none");
+        for _ in 0..3 {
+            for engine in [&mut a, &mut b] {
+                engine.step(&inputs, &mut |_| Ok(())).expect("a step");
+            }
+        }
+        let values = |e: &StepEngine| e.with_state(|s| s.iter().map(|t| (t.name.to_string(), t.data.to_vec())).collect::<Vec<_>>()).expect("state");
+        let (after, reference) = (values(&a), values(&b));
+        assert_eq!(after.len(), state.len());
+        for ((name, x), (_, y)) in after.iter().zip(&reference) {
+            assert!(x == y, "{what}: `{name}` differs between the in-place and the swapped step");
+        }
+        let moved = after.iter().zip(&state).filter(|((_, x), (_, _, x0))| x != x0).count();
+        assert!(moved > state.len() / 2, "{what}: the steps changed only {moved} of {} state values", state.len());
+    }
+}
+
+/// ONNX Runtime runs a step's nodes in an order that follows their numbers, and its own rewrites
+/// renumber nodes: with its Reshape fusion on, every weight gradient of the mini Inception-ResNet
+/// ran after the whole backward pass (up to 970 of 1,828 nodes after the layer's input gradient),
+/// keeping each layer's input and output gradient alive until then. Read from the profile of
+/// `incc train`: each conv's weight gradient runs beside its input gradient.
+#[test]
+fn onnx_runtime_computes_each_weight_gradient_beside_its_input_gradient() {
+    if !ort_ready() {
+        return;
+    }
+    let dir = crate::common::fresh_folder("gradient-order");
+    let (run, profile) = (dir.join("run"), dir.join("p.json"));
+    let (code, _, err) = crate::common::incc(&[
+        "train",
+        "archs/mini/inception_resnet_fmnist.inc",
+        "--data",
+        "synthetic:16,28,10",
+        "--batch",
+        "8",
+        "--max-steps",
+        "2",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        run.to_str().expect("a path"),
+        "--profile",
+        profile.to_str().expect("a path"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let trace: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(dir.join("p.trace.json")).expect("the trace")).expect("JSON");
+    let last_run = trace.iter().filter(|e| e["cat"] == "Session" && e["name"] == "model_run").filter_map(|e| e["ts"].as_u64()).max().expect("a run");
+    let mut nodes: Vec<(u64, &str)> = trace
+        .iter()
+        .filter(|e| e["cat"] == "Node" && e["ts"].as_u64() > Some(last_run))
+        .filter_map(|e| Some((e["ts"].as_u64()?, e["name"].as_str()?.strip_suffix("_kernel_time")?)))
+        .collect();
+    nodes.sort();
+    let (mut first_dx, mut last_dw) = (HashMap::new(), HashMap::new());
+    for (k, (_, name)) in nodes.iter().enumerate() {
+        if let Some((conv, _)) = name.split_once(".conv/dx") {
+            first_dx.entry(conv).or_insert(k);
+        } else if let Some((conv, _)) = name.split_once(".conv/dw") {
+            last_dw.insert(conv, k);
+        }
+    }
+    assert!(first_dx.len() > 20, "{first_dx:?}");
+    for (conv, dx) in &first_dx {
+        let gap = last_dw[conv] as i64 - *dx as i64;
+        assert!(gap < nodes.len() as i64 / 20, "{conv}: its weight gradient ran {gap} of {} nodes after its input gradient", nodes.len());
     }
 }

@@ -83,6 +83,34 @@ impl Conv {
     }
 }
 
+impl Conv {
+    /// dW from dY [N, Co, P] and the input's windows `windows` [N, P, K] (P output positions, K
+    /// values per window): the sum over the examples of dY(Co x P) . windows(P x K). Either N
+    /// products of Co x K, then their sum, or one product over all N*P positions, which needs dY
+    /// transposed to [Co, N*P] first: whichever holds fewer values at once (P < K: the late
+    /// layers, where inception_resnet_v2's conv2d_7b would make 32 products of 1536 x 2080, 390
+    /// MiB, at batch 32).
+    fn weight_gradient(&self, cx: &mut Lowering, at: &LowerAt, dy: &str, windows: &str, positions: usize, window: usize) -> String {
+        let co = self.out_channels as i64;
+        let shape_dy = cx.ints(&[0, co, -1]);
+        let dy3 = cx.op("Reshape", at.internal("dw/dy3"), &[dy, &shape_dy], vec![]);
+        let sum = if positions < window {
+            let dy_t = cx.op("Transpose", at.internal("dw/dy_t"), &[&dy3], vec![ints("perm", &[1, 0, 2])]);
+            let (as_rows, as_columns) = (cx.ints(&[co, -1]), cx.ints(&[-1, window as i64]));
+            let dy_rows = cx.op("Reshape", at.internal("dw/dy_rows"), &[&dy_t, &as_rows], vec![]);
+            let columns = cx.op("Reshape", at.internal("dw/windows"), &[windows, &as_columns], vec![]);
+            cx.op("MatMul", at.internal("dw/sum"), &[&dy_rows, &columns], vec![])
+        } else {
+            let prod = cx.op("MatMul", at.internal("dw/prod"), &[&dy3, windows], vec![]);
+            let batch_axis = cx.ints(&[0]);
+            cx.op("ReduceSum", at.internal("dw/sum"), &[&prod, &batch_axis], vec![int("keepdims", 0)])
+        };
+        let [kh, kw] = self.kernel;
+        let shape_w = cx.ints(&[co, (window / (kh * kw)) as i64, kh as i64, kw as i64]);
+        cx.op("Reshape", at.internal("dw"), &[&sum, &shape_w], vec![])
+    }
+}
+
 impl OpRule for Conv {
     fn kind(&self) -> &'static str {
         "conv"
@@ -161,21 +189,15 @@ impl OpRule for Conv {
         });
         let dw = if self.kernel == [1, 1] && self.stride == [1, 1] && [t, l, b, r] == [0; 4] {
             // 1x1: dW = sum over the batch of dY(Co x HW) . X(Ci x HW)^T, a batched MatMul.
-            let (co, ci) = (self.out_channels as i64, input.channels() as i64);
-            let shape_dy = cx.ints(&[0, co, -1]);
-            let shape_x = cx.ints(&[0, ci, -1]);
-            let dy3 = cx.op("Reshape", at.internal("dw/dy3"), &[dy, &shape_dy], vec![]);
+            let ci = input.channels();
+            let shape_x = cx.ints(&[0, ci as i64, -1]);
             let x3 = cx.op("Reshape", at.internal("dw/x3"), &[x, &shape_x], vec![]);
             let xt = cx.op("Transpose", at.internal("dw/x3t"), &[&x3], vec![ints("perm", &[0, 2, 1])]);
-            let prod = cx.op("MatMul", at.internal("dw/prod"), &[&dy3, &xt], vec![]);
-            let axes = cx.ints(&[0]);
-            let sum = cx.op("ReduceSum", at.internal("dw/sum"), &[&prod, &axes], vec![int("keepdims", 0)]);
-            let shape_w = cx.ints(&[co, ci, 1, 1]);
-            cx.op("Reshape", at.internal("dw"), &[&sum, &shape_w], vec![])
+            self.weight_gradient(cx, at, dy, &xt, h * w, ci)
         } else if g.forms.im2col_dw && input.channels() * kh * kw > 32 {
             // im2col: the kh x kw strided views of the padded input, stacked, times dY, summed
             // over the batch (the faster form once a window holds more than ~32 values).
-            let (co, ci) = (self.out_channels as i64, input.channels() as i64);
+            let ci = input.channels() as i64;
             let (ho, wo) = (((h + t + b - kh) / sh + 1) as i64, ((w + l + r - kw) / sw + 1) as i64);
             let pad_spec = cx.ints(&[0, 0, t as i64, l as i64, 0, 0, b as i64, r as i64]);
             let padded = cx.op("Pad", at.internal("dw/padded"), &[x, &pad_spec], vec![]);
@@ -196,13 +218,7 @@ impl OpRule for Conv {
             let cols_shape = cx.ints(&[0, ci * (kh * kw) as i64, ho * wo]);
             let cols = cx.op("Reshape", at.internal("dw/cols"), &[&stacked, &cols_shape], vec![]);
             let cols_t = cx.op("Transpose", at.internal("dw/cols_t"), &[&cols], vec![ints("perm", &[0, 2, 1])]);
-            let dy_shape = cx.ints(&[0, co, ho * wo]);
-            let dy3 = cx.op("Reshape", at.internal("dw/dy3"), &[dy, &dy_shape], vec![]);
-            let prod = cx.op("MatMul", at.internal("dw/prod"), &[&dy3, &cols_t], vec![]);
-            let batch_axis = cx.ints(&[0]);
-            let sum = cx.op("ReduceSum", at.internal("dw/sum"), &[&prod, &batch_axis], vec![int("keepdims", 0)]);
-            let w_shape = cx.ints(&[co, ci, kh as i64, kw as i64]);
-            cx.op("Reshape", at.internal("dw"), &[&sum, &w_shape], vec![])
+            self.weight_gradient(cx, at, dy, &cols_t, (ho * wo) as usize, ci as usize * kh * kw)
         } else {
             // Few values per window (the RGB stem), or cuDNN: a conv of X (batch as channels) with
             // dY as the kernel, dilated by the stride; rows no window reaches are cropped first when
@@ -288,8 +304,11 @@ mod tests {
         for (c, input) in [
             // Stride 1 (dX as a conv on the CPU), im2col dW (4 * 3 * 3 > 32 values per window).
             (conv(5, [3, 3], [1, 1], Padding::Same, true), [4, 7, 7]),
-            // 1x1: dW as one batched MatMul.
+            // 1x1: dW as one batched MatMul, or (fewer positions than channels) one MatMul.
             (conv(5, [1, 1], [1, 1], Padding::Valid, false), [4, 7, 7]),
+            (conv(5, [1, 1], [1, 1], Padding::Valid, false), [20, 3, 3]),
+            // im2col with fewer positions than window values.
+            (conv(5, [3, 3], [1, 1], Padding::Same, false), [8, 3, 3]),
             // The RGB stem, stride 2 with rows no window reaches: the dilated-conv dW, cropped.
             (conv(5, [3, 3], [2, 2], Padding::Valid, false), [3, 8, 8]),
             // Asymmetric TF padding, 1x7.
