@@ -6,14 +6,15 @@ their ratios, and where incc's start-up and tail go.
 
     cargo build --release
     python3 benches/train_vs_torch.py [--batch 8,32] [--steps 4] [--rounds 2] [--threads 2] \
-        [--baseline OLD_INCC] [--lean] [--lock /tmp/incc-heavy.lock]
+        [--baseline OLD_INCC] [--lean] [--accumulate K] [--lock /tmp/incc-heavy.lock]
 
 Needs torch and timm (PyTorch side). It takes minutes: a round is one PyTorch run and one incc run (and one of
-`--baseline`, and one of `incc train --lean-memory` with `--lean`) per batch size.
+`--baseline`, one of `incc train --lean-memory` with `--lean`, one of `incc train --accumulate K` with
+`--accumulate K`) per batch size.
 
 PyTorch: timm's `inception_resnet_v2` (1000 classes) in training mode, cross-entropy with label
 smoothing 0.1, `torch.optim.RMSprop(lr=0.045, alpha=0.9, eps=1.0, momentum=0.9)`, a fixed random
-batch (no loader). incc: `incc train ARCH --data synthetic:64,299,1000 --batch B --max-steps K
+batch (no loader). incc: `incc train ARCH --data synthetic:B*(K+1),299,1000 --batch B --max-steps K
 --threads T --quiet`: the paper's RMSProp, label smoothing 0.1, its loader producing the synthetic
 batches. `--max-steps` ends the run before the end of the first epoch, so no evaluation runs; the
 run writes its checkpoint and measures the loader alone before it exits (the "tail").
@@ -161,7 +162,8 @@ def run_incc(a, batch, incc, extra=()):
                 if r.get("kind") == "step" and r["step"] not in seen:
                     seen[r["step"]] = (now, r["elapsed_s"])
 
-    cmd = [incc, "train", a.arch, "--data", "synthetic:64,299,1000", "--batch", str(batch), "--max-steps", str(a.steps),
+    # One batch more than the run takes: it stops before the epoch's end (no validation).
+    cmd = [incc, "train", a.arch, "--data", f"synthetic:{batch * (a.steps + 1)},299,1000", "--batch", str(batch), "--max-steps", str(a.steps),
            "--threads", str(a.threads), "--quiet", "--out", str(out_dir), *extra]
     try:
         start, end, out, peak, cpu, timeline = run_child(cmd, poll, max_rss=a.max_rss)
@@ -214,6 +216,7 @@ def main():
     ap.add_argument("--incc", default=str(ROOT / "target/release/incc"))
     ap.add_argument("--baseline", default=None, help="an earlier incc binary, run alternately with the others (before/after)")
     ap.add_argument("--lean", action="store_true", help="also run `incc train --lean-memory`, alternately with the others")
+    ap.add_argument("--accumulate", type=int, default=None, help="also run `incc train --accumulate K`, alternately with the others")
     ap.add_argument("--arch", default=str(ROOT / "archs/inception_resnet_v2.inc"))
     ap.add_argument("--lock", default=None, help="hold this file locked (flock) during each heavy run")
     ap.add_argument("--no-side", action="store_true", help="skip timing `incc compile --train` for the start-up breakdown")
@@ -225,14 +228,14 @@ def main():
     results = {}
     stopped = {}
     for batch in batches:
-        runs = {"torch": [], "incc": []} | ({"baseline": []} if a.baseline else {}) | ({"lean": []} if a.lean else {})
+        runs = {"torch": [], "incc": []} | ({"baseline": []} if a.baseline else {}) | ({"lean": []} if a.lean else {}) | ({"accumulate": []} if a.accumulate else {})
         for r in range(a.rounds):
             order = list(runs) if r % 2 == 0 else list(runs)[::-1]
             for who in order:
                 try:
                     with Lock(a.lock):
                         res = (run_torch(a, batch) if who == "torch" else run_incc(a, batch, a.baseline) if who == "baseline"
-                               else run_incc(a, batch, a.incc, ["--lean-memory"] if who == "lean" else []))
+                               else run_incc(a, batch, a.incc, {"lean": ["--lean-memory"], "accumulate": ["--accumulate", str(a.accumulate)]}.get(who, [])))
                 except TooBig as e:
                     print(f"batch {batch} round {r + 1} {who}: stopped past {gib(e.args[0])} resident (--max-rss)", file=sys.stderr, flush=True)
                     stopped.setdefault(batch, set()).add(who)
@@ -251,7 +254,7 @@ def main():
     for batch in batches:
         runs, _ = results[batch]
         t = runs["torch"]
-        labels = [("PyTorch", "torch"), ("incc (baseline)", "baseline"), ("incc", "incc"), ("incc --lean-memory", "lean")]
+        labels = [("PyTorch", "torch"), ("incc (baseline)", "baseline"), ("incc", "incc"), ("incc --lean-memory", "lean"), (f"incc --accumulate {a.accumulate}", "accumulate")]
         for who, key in [(w, k) for w, k in labels if k in runs]:
             rs = runs[key]
             if not rs:

@@ -51,7 +51,7 @@ pub struct RuntimeArgs {
     pub cuda_options: Vec<(String, String)>,
     /// CPU: take memory from the system as values are made and give it back as they are freed,
     /// instead of keeping it in ONNX Runtime's arena: less memory (inception_resnet_v2's training
-    /// step: 0.8x PyTorch's at batch 8, against 1.2x), about a fifth more time per step.
+    /// step: 0.8x PyTorch's at batch 8, against 1.2x), about a third more time per step.
     #[arg(long)]
     pub lean_memory: bool,
 }

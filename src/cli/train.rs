@@ -165,6 +165,12 @@ pub struct TrainArgs {
     /// (to measure the split).
     #[arg(long)]
     pub split_step: bool,
+    /// Gradient accumulation: run each process's batch as K micro-batches, one after another,
+    /// through the forward and backward pass, and update once with their averaged gradients: a
+    /// batch that does not fit in memory trains in the activations of 1/K of it (batch norm's
+    /// statistics are per micro-batch). CPU provider.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = super::options::count::<usize>)]
+    pub accumulate: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Data-loading threads.
@@ -302,6 +308,7 @@ fn train_in(a: &TrainArgs, world: &Rc<dyn World>) -> Result<(), Error> {
         interrupt,
         world: world.clone(),
         split: a.split_step,
+        accumulate: a.accumulate,
         ..Runner::new(&out)
     };
     let s = incc::trainer::train(&start, &runner)?;

@@ -378,7 +378,7 @@ pub(crate) fn build_session(source: &Source, config: &SessionConfig, workload: W
 /// 64 KiB or more back to the system when it is freed (glibc keeps freed blocks of up to 32 MiB
 /// otherwise, and its threshold grows with use). The process then holds what is alive, not the
 /// most it ever held in each size: inception_resnet_v2's training step at batch 8 peaks at 2.5
-/// instead of 3.6 GiB (ONNX Runtime 1.31, 2-core CPU), and each step is about a fifth slower, its
+/// instead of 3.7 GiB (ONNX Runtime 1.31, 2-core CPU), and each step is about a third slower, its
 /// memory mapped and faulted in anew.
 fn lean_memory(builder: SessionBuilder) -> Result<SessionBuilder, RuntimeError> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

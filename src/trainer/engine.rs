@@ -22,6 +22,9 @@ use ort::value::{DynTensor, DynValue, Tensor};
 use std::collections::HashSet;
 use std::path::Path;
 
+/// Why gradient accumulation is refused on a GPU: the buckets are summed on the host.
+pub const ACCUMULATE_ON_CPU: &str = "--accumulate sums the micro-batches' gradients on the host: it runs on the CPU provider";
+
 /// One step's host inputs besides the state.
 pub struct StepInputs<'a> {
     pub images: &'a [f32],
@@ -161,13 +164,49 @@ impl StepEngine {
         self.buffers.iter().filter(|b| matches!(b, StateBuffer::InPlace(_))).count()
     }
 
-    /// One training step: returns the loss and the logits. Between the graphs of a split step,
-    /// `reduce` is handed the gradient buckets to average in place.
-    pub fn step(&mut self, inputs: &StepInputs<'_>, reduce: &mut dyn FnMut(Buckets<'_>) -> Result<(), Error>) -> Result<(f32, Vec<f32>), Error> {
+    /// One training step: returns the loss and the logits. `micro` is the step's batch, whole or
+    /// in micro-batches (gradient accumulation: each runs through the gradients graph in turn,
+    /// their gradient buckets are averaged, and the update runs once). Between the graphs of a
+    /// split step, `reduce` is handed the gradient buckets to average in place.
+    pub fn step(&mut self, micro: &[StepInputs<'_>], reduce: &mut dyn FnMut(Buckets<'_>) -> Result<(), Error>) -> Result<(f32, Vec<f32>), Error> {
+        assert!(!micro.is_empty() && (micro.len() == 1 || self.parts.len() == 2), "micro-batches need a split step");
+        let next = 1 - self.current;
+        self.torn = true;
+        let (mut loss, mut logits) = (0.0, vec![]);
+        let mut sums: Vec<Vec<f32>> = vec![];
+        for (k, inputs) in micro.iter().enumerate() {
+            let (micro_loss, micro_logits) = self.run_part(0, inputs, next, k > 0)?.expect("the first graph of a step outputs the loss and the logits");
+            loss += micro_loss / micro.len() as f32;
+            logits.extend(micro_logits);
+            if micro.len() > 1 {
+                self.add_buckets(&mut sums)?;
+            }
+        }
+        if self.parts.len() > 1 {
+            if !sums.is_empty() {
+                self.set_buckets(&sums, 1.0 / micro.len() as f32)?;
+            }
+            reduce(self.bucket_views()?)?;
+            self.run_part(1, &micro[micro.len() - 1], next, false)?;
+        }
+        self.current = next;
+        self.torn = false;
+        self.steps += 1;
+        Ok((loss, logits))
+    }
+
+    /// Runs graph `p` of the step on `inputs`, writing new state to the buffers of parity `next`
+    /// (after the first micro-batch, the gradients graph reads the state it wrote: the running
+    /// statistics move once per micro-batch); returns the loss and logits when the graph gives them.
+    fn run_part(&mut self, p: usize, inputs: &StepInputs<'_>, next: usize, after_first: bool) -> Result<Option<(f32, Vec<f32>)>, RuntimeError> {
         let host = |shape: Vec<usize>, data: Vec<f32>| Tensor::from_array((shape, data)).map(Tensor::into_dyn).map_err(ort_err("creating an input tensor"));
-        let mut feeds: Vec<(String, DynValue)> = vec![(String::from("images"), host(inputs.image_shape.to_vec(), inputs.images.to_vec())?)];
-        let labels = Tensor::from_array((vec![inputs.labels.len()], inputs.labels.to_vec())).map_err(ort_err("creating the labels"))?.into_dyn();
-        feeds.push(("labels".into(), labels));
+        let part = &mut self.parts[p];
+        let mut feeds: Vec<(String, DynValue)> = vec![];
+        if part.inputs.contains("images") {
+            feeds.push(("images".into(), host(inputs.image_shape.to_vec(), inputs.images.to_vec())?));
+            let labels = Tensor::from_array((vec![inputs.labels.len()], inputs.labels.to_vec())).map_err(ort_err("creating the labels"))?.into_dyn();
+            feeds.push(("labels".into(), labels));
+        }
         for &(name, value) in &inputs.scalars {
             feeds.push((name.into(), host(vec![], vec![value])?));
         }
@@ -175,52 +214,65 @@ impl StepEngine {
             feeds.push((name.clone(), host(shape.clone(), values.clone())?));
         }
         let cpu = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::CPUOutput).map_err(ort_err("describing host memory"))?;
-        let next = 1 - self.current;
-        let mut result = None;
-        self.torn = true;
-        for p in 0..self.parts.len() {
-            if p > 0 {
-                reduce(self.bucket_views()?)?;
+        let binding = &mut part.binding;
+        for (name, value) in feeds.iter().filter(|(name, _)| part.inputs.contains(name)) {
+            binding.bind_input(name.as_str(), value).map_err(ort_err("binding an input"))?;
+        }
+        for (name, buffer) in self.names.iter().zip(&mut self.buffers) {
+            let new_name = format!("{name}__new");
+            let writes = part.outputs.contains(&new_name);
+            if part.inputs.contains(name) {
+                let from = if after_first && writes { next } else { self.current };
+                binding.bind_input(name.as_str(), buffer.current(from)).map_err(ort_err("binding the state"))?;
             }
-            let part = &mut self.parts[p];
-            let binding = &mut part.binding;
-            for (name, value) in feeds.iter().filter(|(name, _)| part.inputs.contains(name)) {
-                binding.bind_input(name.as_str(), value).map_err(ort_err("binding an input"))?;
+            if part.inputs.contains(&new_name) {
+                binding.bind_input(new_name.as_str(), buffer.current(next)).map_err(ort_err("binding the new state"))?;
             }
-            for (name, buffer) in self.names.iter().zip(&mut self.buffers) {
-                let new_name = format!("{name}__new");
-                if part.inputs.contains(name) {
-                    binding.bind_input(name.as_str(), buffer.current(self.current)).map_err(ort_err("binding the state"))?;
-                }
-                if part.inputs.contains(&new_name) {
-                    binding.bind_input(new_name.as_str(), buffer.current(next)).map_err(ort_err("binding the new state"))?;
-                }
-                if part.outputs.contains(&new_name) {
-                    binding.bind_output(new_name, buffer.current_mut(next)).map_err(ort_err("binding the new state"))?;
-                }
-            }
-            for (name, bucket) in &mut self.buckets {
-                if part.outputs.contains(name.as_str()) {
-                    binding.bind_output(name.as_str(), &mut *bucket).map_err(ort_err("binding a gradient bucket"))?;
-                } else if part.inputs.contains(name.as_str()) {
-                    binding.bind_input(name.as_str(), &*bucket).map_err(ort_err("binding a gradient bucket"))?;
-                }
-            }
-            let to_host: Vec<&str> = ["loss", "logits"].into_iter().filter(|o| part.outputs.contains(*o)).collect();
-            for out in &to_host {
-                binding.bind_output_to_device(*out, &cpu).map_err(ort_err("binding an output"))?;
-            }
-            let outputs = part.model.session.run_binding(binding).map_err(ort_err("running the training step"))?;
-            if !to_host.is_empty() {
-                let loss = outputs["loss"].try_extract_tensor::<f32>().map_err(ort_err("reading the loss"))?.1[0];
-                let logits = outputs["logits"].try_extract_tensor::<f32>().map_err(ort_err("reading the logits"))?.1.to_vec();
-                result = Some((loss, logits));
+            if writes {
+                binding.bind_output(new_name, buffer.current_mut(next)).map_err(ort_err("binding the new state"))?;
             }
         }
-        self.current = next;
-        self.torn = false;
-        self.steps += 1;
-        Ok(result.expect("the first graph of a step outputs the loss and the logits"))
+        for (name, bucket) in &mut self.buckets {
+            if part.outputs.contains(name.as_str()) {
+                binding.bind_output(name.as_str(), &mut *bucket).map_err(ort_err("binding a gradient bucket"))?;
+            } else if part.inputs.contains(name.as_str()) {
+                binding.bind_input(name.as_str(), &*bucket).map_err(ort_err("binding a gradient bucket"))?;
+            }
+        }
+        let to_host: Vec<&str> = ["loss", "logits"].into_iter().filter(|o| part.outputs.contains(*o)).collect();
+        for out in &to_host {
+            binding.bind_output_to_device(*out, &cpu).map_err(ort_err("binding an output"))?;
+        }
+        let outputs = part.model.session.run_binding(binding).map_err(ort_err("running the training step"))?;
+        if to_host.is_empty() {
+            return Ok(None);
+        }
+        let loss = outputs["loss"].try_extract_tensor::<f32>().map_err(ort_err("reading the loss"))?.1[0];
+        let logits = outputs["logits"].try_extract_tensor::<f32>().map_err(ort_err("reading the logits"))?.1.to_vec();
+        Ok(Some((loss, logits)))
+    }
+
+    /// Adds the gradient buckets to `sums` (the first micro-batch's become them). Host buckets
+    /// only: accumulation runs on the CPU provider.
+    fn add_buckets(&mut self, sums: &mut Vec<Vec<f32>>) -> Result<(), RuntimeError> {
+        let Buckets::Host(buckets) = self.bucket_views()? else { return Err(RuntimeError::Input(ACCUMULATE_ON_CPU.into())) };
+        if sums.is_empty() {
+            *sums = buckets.iter().map(|b| b.to_vec()).collect();
+        } else {
+            for (sum, bucket) in sums.iter_mut().zip(buckets) {
+                sum.iter_mut().zip(bucket.iter()).for_each(|(s, g)| *s += g);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `sums` times `scale` into the gradient buckets.
+    fn set_buckets(&mut self, sums: &[Vec<f32>], scale: f32) -> Result<(), RuntimeError> {
+        let Buckets::Host(buckets) = self.bucket_views()? else { return Err(RuntimeError::Input(ACCUMULATE_ON_CPU.into())) };
+        for (bucket, sum) in buckets.into_iter().zip(sums) {
+            bucket.iter_mut().zip(sum).for_each(|(b, s)| *b = s * scale);
+        }
+        Ok(())
     }
 
     /// The gradient buckets, where they are.

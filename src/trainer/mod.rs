@@ -85,6 +85,10 @@ pub struct Runner {
     /// Run the step as two graphs with the gradients averaged between them even in a world of
     /// one process (as a world of several does): for benchmarks and tests of the split.
     pub split: bool,
+    /// Run each process's batch as this many micro-batches through the gradients graph, their
+    /// gradients averaged before one update (gradient accumulation: the activations of one
+    /// micro-batch at a time). Batch norm's statistics are per micro-batch, as per process.
+    pub accumulate: usize,
 }
 
 impl Runner {
@@ -102,6 +106,7 @@ impl Runner {
             interrupt: Interrupt::default(),
             world: Rc::new(Single),
             split: false,
+            accumulate: 1,
         }
     }
 }

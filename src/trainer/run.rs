@@ -122,6 +122,15 @@ pub fn initial_tensors(graph: &Graph, cfg: &RunConfig) -> BTreeMap<String, Tenso
     tensors
 }
 
+/// The examples each micro-batch of a process's `batch` takes (`--accumulate k`).
+fn micro_batch(batch: usize, k: usize) -> Result<usize, Error> {
+    match k {
+        0 => Err(Error::Invalid("--accumulate must be at least 1".into())),
+        _ if !batch.is_multiple_of(k) => Err(Error::Invalid(format!("--accumulate {k} must divide each process's batch of {batch} examples"))),
+        _ => Ok(batch / k),
+    }
+}
+
 /// The device's kernels the step is compiled for.
 fn target(provider: Provider) -> Target {
     match provider {
@@ -207,10 +216,14 @@ impl<'r> Run<'r> {
         }
         let state = state.unwrap_or_else(|| initial_tensors(&compiled.graph, &cfg));
         // data parallel: this process's replica trains on its part of each global batch.
-        let split = runner.world.size() > 1 || runner.split;
+        let split = runner.world.size() > 1 || runner.split || runner.accumulate > 1;
+        if runner.accumulate > 1 && runner.session.provider != Provider::Cpu {
+            return Err(Error::Invalid(crate::trainer::engine::ACCUMULATE_ON_CPU.into()));
+        }
         let replicas = Replicas::new(runner.world.clone(), split, runner.session.provider)?;
         let local_batch = replicas.local_batch(cfg.batch)?;
-        let (compiled, engine, packed) = step_engine(compiled, &cfg, state, runner, local_batch, split)?;
+        let micro_batch = micro_batch(local_batch, runner.accumulate)?;
+        let (compiled, engine, packed) = step_engine(compiled, &cfg, state, runner, micro_batch, split)?;
         let evaluator = Evaluator::new(&compiled, runner.session.clone())?.stopping_on(&runner.interrupt);
         // data parallel: every process has read the run folder before process 0 writes to it.
         runner.world.barrier();
@@ -369,7 +382,7 @@ impl<'r> Run<'r> {
         let lr = cfg.schedule.lr(cfg.lr, epoch_f, cfg.epochs as f64, cfg.warmup_epochs) as f32;
         // data parallel: the masks of the whole batch, of which this process takes its examples'.
         let rows = self.replicas.shard().range(cfg.batch);
-        let masks = self
+        let masks: Vec<(String, Vec<usize>, Vec<f32>)> = self
             .dropouts
             .iter()
             .enumerate()
@@ -390,10 +403,27 @@ impl<'r> Run<'r> {
         }
         let input = &self.compiled.graph.shape(self.compiled.graph.input).0;
         let started = Instant::now();
-        let inputs = StepInputs { images: &batch.images, image_shape: [n, input[0], input[1], input[2]], labels: &batch.labels, scalars, masks };
+        // --accumulate: the process's batch in micro-batches of consecutive examples.
+        let k = self.runner.accumulate;
+        let (m, pixels) = (n / k, input.iter().product::<usize>());
+        let micro: Vec<StepInputs<'_>> = (0..k)
+            .map(|i| StepInputs {
+                images: &batch.images[i * m * pixels..(i + 1) * m * pixels],
+                image_shape: [m, input[0], input[1], input[2]],
+                labels: &batch.labels[i * m..(i + 1) * m],
+                scalars: scalars.clone(),
+                masks: masks
+                    .iter()
+                    .map(|(name, shape, values)| {
+                        let per = values.len() / n;
+                        (name.clone(), [&[m], &shape[1..]].concat(), values[i * m * per..(i + 1) * m * per].to_vec())
+                    })
+                    .collect(),
+            })
+            .collect();
         // data parallel: the gradients are averaged between the step's two graphs.
         let replicas = &mut self.replicas;
-        let (local_loss, logits) = self.engine.step(&inputs, &mut |buckets| replicas.average_gradients(buckets))?;
+        let (local_loss, logits) = self.engine.step(&micro, &mut |buckets| replicas.average_gradients(buckets))?;
         self.clock.step_s += started.elapsed().as_secs_f64();
         self.clock.stepped += cfg.batch;
         let local = EpochTotals { loss_sum: f64::from(local_loss) * n as f64, correct: top_k_hits(&logits, &batch.labels, self.classes, 1)?, seen: n };

@@ -802,7 +802,7 @@ fn a_step_updated_in_place_trains_as_with_two_buffer_sets() {
         assert_eq!((a.in_place_count(), b.in_place_count()), (state.len(), 0), "{what}: every state value in place, or none");
         for _ in 0..3 {
             for engine in [&mut a, &mut b] {
-                engine.step(&inputs, &mut |_| Ok(())).expect("a step");
+                engine.step(std::slice::from_ref(&inputs), &mut |_| Ok(())).expect("a step");
             }
         }
         let values = |e: &StepEngine| e.with_state(|s| s.iter().map(|t| (t.name.to_string(), t.data.to_vec())).collect::<Vec<_>>()).expect("state");
@@ -867,4 +867,51 @@ fn onnx_runtime_computes_each_weight_gradient_beside_its_input_gradient() {
         let gap = last_dw[conv] as i64 - *dx as i64;
         assert!(gap < nodes.len() as i64 / 20, "{conv}: its weight gradient ran {gap} of {} nodes after its input gradient", nodes.len());
     }
+}
+
+/// `--accumulate K`: K micro-batches through the gradients graph, their gradients averaged, one
+/// update. Without batch norm that is the whole batch's step (SGD with weight decay; RMSProp with
+/// a moving average and clipping by the averaged gradient's norm); with batch norm and dropout it
+/// trains (statistics per micro-batch, each its rows of the masks). K must divide the batch.
+#[test]
+fn accumulating_micro_batches_trains_as_the_whole_batch() {
+    if !ort_ready() {
+        return;
+    }
+    let dir = crate::common::fresh_folder("accumulate");
+    let train = |arch: &str, name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let out = out.to_str().expect("a path").to_string();
+        let base =
+            ["train", arch, "--data", "synthetic:96,12,5", "--batch", "32", "--max-steps", "5", "--seed", "3", "--threads", "1", "--workers", "1", "--quiet"];
+        let (code, _, err) = crate::common::incc(&[&base[..], extra, &["--out", &out]].concat());
+        (code, err, out)
+    };
+    let load = |out: &str| incc::trainer::checkpoint::load(&std::path::Path::new(out).join("last.safetensors")).expect("a checkpoint");
+    let sgd = ["--optimizer", "sgd", "--lr", "0.1", "--weight-decay", "0.001"];
+    let rmsprop = ["--optimizer", "rmsprop", "--ema", "0.9", "--clip-norm", "0.05"];
+    for (name, optimizer) in [("sgd", &sgd[..]), ("rmsprop", &rmsprop[..])] {
+        let (code, err, whole) = train("tests/fixtures/dp_plain.inc", &format!("{name}-whole"), optimizer);
+        assert_eq!(code, 0, "{err}");
+        let (code, err, micro) = train("tests/fixtures/dp_plain.inc", &format!("{name}-micro"), &[optimizer, &["--accumulate", "4"]].concat());
+        assert_eq!(code, 0, "{err}");
+        let (a, b) = (load(&whole), load(&micro));
+        assert_eq!(a.position.step, b.position.step);
+        assert_eq!(a.tensors.keys().collect::<Vec<_>>(), b.tensors.keys().collect::<Vec<_>>());
+        for (tensor, t) in &a.tensors {
+            for (x, y) in t.data.iter().zip(&b.tensors[tensor].data) {
+                assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{name}: `{tensor}` is {x} whole and {y} accumulated");
+            }
+        }
+    }
+    let (code, err, out) = train(crate::onnx::TINY_RESIDUAL, "batch-norm", &["--accumulate", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let c = load(&out);
+    assert!(
+        c.tensors.iter().filter(|(n, _)| n.ends_with("running_var")).all(|(_, t)| t.data.iter().all(|v| v.is_finite() && *v != 1.0)),
+        "running statistics moved"
+    );
+    let (code, err, _) = train("tests/fixtures/dp_plain.inc", "indivisible", &["--accumulate", "3"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--accumulate 3 must divide each process's batch of 32 examples"), "{err}");
 }
