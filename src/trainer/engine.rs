@@ -115,7 +115,9 @@ impl StepEngine {
         let (graphs, bucket_shapes) = match models {
             StepModels::Single(step) => (vec![step], vec![]),
             StepModels::Split { .. } if profile.is_some() => {
-                return Err(Error::Invalid("--profile profiles a step that is one graph: profile a run of one process".into()));
+                return Err(Error::Invalid(
+                    "--profile profiles a step that is one graph: profile a run of one process, without --accumulate or --split-step".into(),
+                ));
             }
             StepModels::Split { gradients, update, buckets } => (vec![gradients, update], buckets),
         };
