@@ -914,4 +914,12 @@ fn accumulating_micro_batches_trains_as_the_whole_batch() {
     let (code, err, _) = train("tests/fixtures/dp_plain.inc", "indivisible", &["--accumulate", "3"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--accumulate 3 must divide each process's batch of 32 examples"), "{err}");
+    // The micro-batches' gradients are summed on the host; a profile is of a one-graph step.
+    let (code, err, _) = train("tests/fixtures/dp_plain.inc", "on-cuda", &["--accumulate", "2", "--provider", "cuda"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--accumulate sums the micro-batches' gradients on the host: it runs on the CPU provider"), "{err}");
+    let profile = dir.join("p.json");
+    let (code, err, _) = train("tests/fixtures/dp_plain.inc", "profiled", &["--accumulate", "2", "--profile", profile.to_str().expect("a path")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--profile profiles a step that is one graph: profile a run of one process, without --accumulate"), "{err}");
 }
