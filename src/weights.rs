@@ -256,6 +256,11 @@ impl<'a> TensorRef<'a> {
     pub fn of((name, t): (&'a String, &'a Tensor)) -> Self {
         TensorRef { name, shape: &t.shape, data: &t.data }
     }
+
+    /// A copy, by name.
+    pub fn to_owned(&self) -> (String, Tensor) {
+        (self.name.to_string(), Tensor { shape: self.shape.to_vec(), data: self.data.to_vec() })
+    }
 }
 
 /// Writes `tensors` (F32, in their order) and `metadata` as a safetensors file, with their

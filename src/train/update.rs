@@ -77,7 +77,7 @@ impl Packed {
 
     /// The members, cut back out of the packed values.
     pub fn unpack(&self, flat: &[f32]) -> Vec<(String, Tensor)> {
-        self.member_views(flat).map(|t| (t.name.to_string(), Tensor { shape: t.shape.to_vec(), data: t.data.to_vec() })).collect()
+        self.member_views(flat).map(|t| t.to_owned()).collect()
     }
 
     /// Each member's values in `flat` (this packed value), where they are.
@@ -377,13 +377,9 @@ pub fn pack_all(packed: &[Packed], tensors: &mut BTreeMap<String, Tensor>) -> Re
 
 /// The step's state by name, with each packed value replaced by its members.
 pub fn unpack_all(packed: &[Packed], state: impl IntoIterator<Item = (String, Tensor)>) -> BTreeMap<String, Tensor> {
-    let mut tensors: BTreeMap<String, Tensor> = state.into_iter().collect();
-    for p in packed {
-        if let Some(flat) = tensors.remove(&p.name) {
-            tensors.extend(p.unpack(&flat.data));
-        }
-    }
-    tensors
+    let state: Vec<(String, Tensor)> = state.into_iter().collect();
+    let views: Vec<TensorRef<'_>> = state.iter().map(|(name, t)| TensorRef::of((name, t))).collect();
+    unpacked_views(packed, &views).iter().map(TensorRef::to_owned).collect()
 }
 
 /// The state as the checkpoint names it (each packed value as its members), where it is, in name

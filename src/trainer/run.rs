@@ -18,7 +18,7 @@ use crate::runtime::tensor::checked_len;
 use crate::train::update::{pack_all, packed_state, unpacked_views, Packed};
 use crate::train::Target;
 use crate::train::{emit_split_training, emit_training, TrainConfig};
-use crate::weights::Tensor;
+use crate::weights::{Tensor, TensorRef};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -523,15 +523,10 @@ impl<'r> Run<'r> {
         Ok(())
     }
 
-    /// The engine's state copied to the host, per parameter (as checkpoints keep it).
-    fn current_state(&mut self) -> Result<BTreeMap<String, Tensor>, Error> {
-        // data parallel: the replicas' running statistics, averaged (and kept by each replica).
-        self.replicas.sync_running(&mut self.engine)?;
-        let packed = &self.packed;
-        let state = self.engine.with_state(|state| {
-            unpacked_views(packed, state).into_iter().map(|t| (t.name.to_string(), Tensor { shape: t.shape.to_vec(), data: t.data.to_vec() })).collect()
-        })?;
-        Ok(state)
+    /// The engine's state copied to the host, per parameter (as checkpoints keep it). Data
+    /// parallel: read after [`Run::checkpoint`], which averaged the replicas' running statistics.
+    fn current_state(&self) -> Result<BTreeMap<String, Tensor>, Error> {
+        Ok(self.engine.with_state(|state| unpacked_views(&self.packed, state).iter().map(TensorRef::to_owned).collect())?)
     }
 
     /// Writes `last.safetensors`: the state, the position, the settings and the source (every

@@ -386,6 +386,13 @@ fn cpu_and_gpu_gradient_forms_agree_element_by_element() {
     }
 }
 
+/// The tiny Inception-ResNet with a step that keeps every kind of state: RMSProp's slots in two
+/// weight-decay groups, running statistics, the moving average (clipping too).
+fn tiny_with_every_kind_of_state() -> (Compiled, TrainConfig) {
+    let c = crate::common::compile_with(&root().join(crate::onnx::TINY_RESIDUAL), &Default::default(), &PassOptions::default(), None).expect("compiles");
+    (c, TrainConfig { weight_decay: 1e-3, clip_norm: Some(0.5), ema: true, ..TrainConfig::default() })
+}
+
 /// Compiled for a GPU, the packed update lays each parameter out on rows of `packing_row`
 /// elements; three steps of RMSProp with weight decay (two groups), clipping and the moving
 /// average give what the CPU's single-row layout gives: every parameter, slot, running statistic
@@ -395,8 +402,7 @@ fn the_gpu_row_layout_updates_as_the_cpu_layout() {
     if !ort_ready() {
         return;
     }
-    let c = crate::common::compile_with(&root().join(crate::onnx::TINY_RESIDUAL), &Default::default(), &PassOptions::default(), None).expect("compiles");
-    let cfg = TrainConfig { weight_decay: 1e-3, clip_norm: Some(0.5), ema: true, ..TrainConfig::default() };
+    let (c, cfg) = tiny_with_every_kind_of_state();
     let [cpu, gpu] = [Target::Cpu, Target::Gpu].map(|target| {
         let cfg = TrainConfig { target, ..cfg.clone() };
         let mut step = Step::new(&c, &cfg, 3);
@@ -760,8 +766,7 @@ fn a_step_updated_in_place_trains_as_with_two_buffer_sets() {
     if !ort_ready() {
         return;
     }
-    let c = crate::common::compile_with(&root().join(crate::onnx::TINY_RESIDUAL), &Default::default(), &PassOptions::default(), None).expect("compiles");
-    let cfg = TrainConfig { weight_decay: 1e-3, clip_norm: Some(0.5), ema: true, ..TrainConfig::default() };
+    let (c, cfg) = tiny_with_every_kind_of_state();
     let batch = 4;
     let single = emit_training(&c.graph, &c.sources, &cfg, Some(batch)).expect("emits");
     let split = incc::train::emit_split_training(&c.graph, &c.sources, &cfg, Some(batch)).expect("emits");
