@@ -156,9 +156,9 @@ pub struct GradientForms {
     /// A stride-1 conv's input gradient as a conv with flipped weights (ONNX Runtime's CPU Conv is
     /// several times faster than its ConvTranspose) rather than a transposed conv.
     pub flipped_conv_dx: bool,
-    /// A conv's weight gradient by im2col + MatMul once a window holds more than ~32 values,
-    /// rather than one dilated conv (cuDNN's fast form, no im2col tensors in memory).
-    pub im2col_dw: bool,
+    /// A conv's weight gradient as products per kernel offset once a window holds more than ~32
+    /// values, rather than one dilated conv (cuDNN's fast form).
+    pub dw_by_offset: bool,
 }
 
 /// What a gradient rule writes: a gradient per input (None where not wanted) and one per

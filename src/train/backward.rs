@@ -22,12 +22,7 @@ pub(super) fn backward(
         let Some(dy) = pieces.remove(&n) else { continue };
         let node = graph.node(n);
         let rule = node.op.rule();
-        let dy = if dy.len() == 1 {
-            dy.into_iter().next().expect("one piece")
-        } else {
-            let refs: Vec<&str> = dy.iter().map(String::as_str).collect();
-            cx.op("Sum", format!("{}/grad", node.name), &refs, vec![])
-        };
+        let dy = sum_pieces(cx, &node.name, dy);
         let ins = graph.inputs(n);
         let wants = ins.iter().map(|&i| i != graph.input).collect();
         let g = GradAt { dy, wants, forms, saved: &forward.trained[&n].saved };
@@ -46,4 +41,17 @@ pub(super) fn backward(
         }
     }
     Ok(grads)
+}
+
+/// The gradient of `node`'s output from its pieces (one per reader), added in order: a chain of
+/// Adds, not one Sum, which ONNX Runtime's CPU runs on one thread (12.8 against 3.8 ms for three
+/// 8x64x147x147 pieces, 2 threads).
+fn sum_pieces(cx: &mut Lowering, node: &str, pieces: Vec<String>) -> String {
+    let last = pieces.len() - 1;
+    let mut pieces = pieces.into_iter();
+    let first = pieces.next().expect("a value with a gradient has a piece");
+    pieces.enumerate().fold(first, |total, (i, piece)| {
+        let name = if i + 1 == last { format!("{node}/grad") } else { format!("{node}/grad{}", i + 1) };
+        cx.op("Add", name, &[&total, &piece], vec![])
+    })
 }

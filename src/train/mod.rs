@@ -34,10 +34,10 @@ pub const IN_PLACE: &str = "incc.in_place";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
-    /// ONNX Runtime's CPU kernels: im2col + MatMul weight gradients beat a strided conv.
+    /// ONNX Runtime's CPU kernels: weight gradients as products per kernel offset beat a strided conv.
     #[default]
     Cpu,
-    /// cuDNN: a weight gradient as one (dilated) convolution, no im2col tensors in memory.
+    /// cuDNN: a weight gradient as one (dilated) convolution.
     Gpu,
 }
 
@@ -45,7 +45,7 @@ impl Target {
     /// The gradient forms that are fast on this device.
     pub fn gradient_forms(self) -> GradientForms {
         let cpu = self == Target::Cpu;
-        GradientForms { flipped_conv_dx: cpu, im2col_dw: cpu }
+        GradientForms { flipped_conv_dx: cpu, dw_by_offset: cpu }
     }
 
     /// Elements per row of the packed update vectors (`update::Packed`): each member starts on a

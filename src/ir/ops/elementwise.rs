@@ -24,8 +24,11 @@ impl OpRule for Relu {
 
     fn gradient(&self, cx: &mut Lowering, at: &LowerAt, g: &GradAt) -> Option<Grads> {
         let zero = cx.scalar("const/zero".into(), 0.0);
+        // dY times (y > 0) as 0/1: ONNX Runtime's Mul runs on every thread, its Where on one
+        // (9.7 against 23 ms at 8x64x147x147, 2 threads).
         let positive = cx.op("Greater", at.internal("d/positive"), &[&at.output, &zero], vec![]);
-        let dx = cx.op("Where", at.internal("dx"), &[&positive, &g.dy, &zero], vec![]);
+        let mask = cx.op("Cast", at.internal("d/mask"), &[&positive], vec![int("to", 1)]);
+        let dx = cx.op("Mul", at.internal("dx"), &[&g.dy, &mask], vec![]);
         Some(Grads { inputs: vec![Some(dx)], params: vec![] })
     }
 }

@@ -235,7 +235,7 @@ pub(crate) mod testing {
         graph_values.extend(op.step_inputs(&output).iter().map(|s| at.param(s.suffix)));
         let mut gradient = None;
         for (batch, forms) in
-            [(Some(2), GradientForms { flipped_conv_dx: true, im2col_dw: true }), (None, GradientForms { flipped_conv_dx: false, im2col_dw: false })]
+            [(Some(2), GradientForms { flipped_conv_dx: true, dw_by_offset: true }), (None, GradientForms { flipped_conv_dx: false, dw_by_offset: false })]
         {
             let mut cx = Lowering::default();
             cx.batch = batch;
