@@ -16,6 +16,7 @@ use incc::trainer::{EnsembleReport, Evaluation, Probabilities, RunConfig, Runner
 use incc::Error;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 /// How a training step learns (`incc train`, `incc compile --train`). Each option left out keeps
 /// the value it had: the default for a new step, the run's own on `incc train --resume`.
@@ -273,15 +274,25 @@ impl TrainArgs {
     }
 }
 
+/// How long a process other than 0, stopped by an interrupt, leaves process 0 to say where the
+/// run is kept and end the job before it ends the job itself (process 0 may be waiting for it in
+/// a collective, if they did not stop at the same point).
+const INTERRUPTED_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs `command` as this process's part of its job (a world of one without a launcher). In a
 /// world of several, a process that fails ends the whole job: the others may be waiting for it
-/// in a collective, which only the launcher can end.
+/// in a collective, which only the launcher can end. An interrupt stops every process at the same
+/// step, and the first to end the job would end the others before they say so: process 0, which
+/// says where the run is kept, ends it (it went unsaid in one of three runs of a loaded machine).
 fn in_world(command: impl FnOnce(&Rc<dyn World>) -> Result<(), Error>) -> Result<(), Error> {
     let world = incc::dist::init()?;
     match command(&world) {
         Err(e) if world.size() > 1 => {
             eprint!("process {} of {}: ", world.rank(), world.size());
             super::print_error(&e);
+            if matches!(e, Error::Interrupted(_)) && world.rank() != 0 {
+                std::thread::sleep(INTERRUPTED_GRACE);
+            }
             world.abort(i32::from(e.exit_code()))
         }
         done => done,
