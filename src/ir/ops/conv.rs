@@ -119,6 +119,8 @@ impl Conv {
             cx.op("Pad", at.internal("dw/padded"), &[&source, &pad_spec], vec![])
         };
         let whole = (ho, wo) == (h + t + b, w + l + r);
+        let (axes, steps) = (cx.ints(&[2, 3]), cx.ints(&[sh as i64, sw as i64]));
+        let (as_columns, shape_x, batch_axis) = (cx.ints(&[ci, -1]), cx.ints(&[0, ci, -1]), cx.ints(&[0]));
         let mut per_offset = vec![];
         for i in 0..kh {
             for j in 0..kw {
@@ -127,22 +129,17 @@ impl Conv {
                 } else {
                     let starts = cx.ints(&[i as i64, j as i64]);
                     let ends = cx.ints(&[(i + sh * (ho - 1) + 1) as i64, (j + sw * (wo - 1) + 1) as i64]);
-                    let axes = cx.ints(&[2, 3]);
-                    let steps = cx.ints(&[sh as i64, sw as i64]);
                     cx.op("Slice", at.internal(&format!("dw/view{i}_{j}")), &[&padded, &starts, &ends, &axes, &steps], vec![])
                 };
                 let part = match &dy_rows {
                     Some(dy_rows) => {
-                        let as_columns = cx.ints(&[ci, -1]);
                         let columns = cx.op("Reshape", at.internal(&format!("dw/columns{i}_{j}")), &[&view, &as_columns], vec![]);
                         cx.op("Gemm", at.internal(&format!("dw/offset{i}_{j}")), &[dy_rows, &columns], vec![int("transB", 1)])
                     }
                     None => {
-                        let shape_x = cx.ints(&[0, ci, -1]);
                         let x3 = cx.op("Reshape", at.internal(&format!("dw/x3_{i}_{j}")), &[&view, &shape_x], vec![]);
                         let x3t = cx.op("Transpose", at.internal(&format!("dw/x3t{i}_{j}")), &[&x3], vec![ints("perm", &[0, 2, 1])]);
                         let prod = cx.op("MatMul", at.internal(&format!("dw/prod{i}_{j}")), &[&dy3, &x3t], vec![]);
-                        let batch_axis = cx.ints(&[0]);
                         cx.op("ReduceSum", at.internal(&format!("dw/offset{i}_{j}")), &[&prod, &batch_axis], vec![int("keepdims", 0)])
                     }
                 };
