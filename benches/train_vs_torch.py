@@ -6,11 +6,12 @@ their ratios, and where incc's start-up and tail go.
 
     cargo build --release
     python3 benches/train_vs_torch.py [--batch 8,32] [--steps 4] [--rounds 2] [--threads 2] \
-        [--baseline OLD_INCC] [--lean] [--accumulate K] [--lock /tmp/incc-heavy.lock]
+        [--baseline OLD_INCC] [--lean] [--accumulate K] [--recompute] [--lock /tmp/incc-heavy.lock]
 
 Needs torch and timm (PyTorch side). It takes minutes: a round is one PyTorch run and one incc run (and one of
 `--baseline`, one of `incc train --lean-memory` with `--lean`, one of `incc train --accumulate K` with
-`--accumulate K`) per batch size.
+`--accumulate K`, one of `incc train --recompute blocks` with `--recompute`, and with both `--lean` and
+`--recompute` one of the two options together) per batch size.
 
 PyTorch: timm's `inception_resnet_v2` (1000 classes) in training mode, cross-entropy with label
 smoothing 0.1, `torch.optim.RMSprop(lr=0.045, alpha=0.9, eps=1.0, momentum=0.9)`, a fixed random
@@ -207,6 +208,12 @@ def gib(b):
     return f"{b / 2**30:.2f} GiB"
 
 
+def variant_flags(a):
+    """The options of each incc variant besides the plain run."""
+    return {"lean": ["--lean-memory"], "accumulate": ["--accumulate", str(a.accumulate)], "recompute": ["--recompute", "blocks"],
+            "lean_recompute": ["--lean-memory", "--recompute", "blocks"]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", default="8,32", help="comma-separated batch sizes")
@@ -217,6 +224,7 @@ def main():
     ap.add_argument("--baseline", default=None, help="an earlier incc binary, run alternately with the others (before/after)")
     ap.add_argument("--lean", action="store_true", help="also run `incc train --lean-memory`, alternately with the others")
     ap.add_argument("--accumulate", type=int, default=None, help="also run `incc train --accumulate K`, alternately with the others")
+    ap.add_argument("--recompute", action="store_true", help="also run `incc train --recompute blocks` (and with --lean, both options), alternately with the others")
     ap.add_argument("--arch", default=str(ROOT / "archs/inception_resnet_v2.inc"))
     ap.add_argument("--lock", default=None, help="hold this file locked (flock) during each heavy run")
     ap.add_argument("--no-side", action="store_true", help="skip timing `incc compile --train` for the start-up breakdown")
@@ -228,14 +236,14 @@ def main():
     results = {}
     stopped = {}
     for batch in batches:
-        runs = {"torch": [], "incc": []} | ({"baseline": []} if a.baseline else {}) | ({"lean": []} if a.lean else {}) | ({"accumulate": []} if a.accumulate else {})
+        runs = {"torch": [], "incc": []} | ({"baseline": []} if a.baseline else {}) | ({"lean": []} if a.lean else {}) | ({"accumulate": []} if a.accumulate else {}) | ({"recompute": []} if a.recompute else {}) | ({"lean_recompute": []} if a.lean and a.recompute else {})
         for r in range(a.rounds):
             order = list(runs) if r % 2 == 0 else list(runs)[::-1]
             for who in order:
                 try:
                     with Lock(a.lock):
                         res = (run_torch(a, batch) if who == "torch" else run_incc(a, batch, a.baseline) if who == "baseline"
-                               else run_incc(a, batch, a.incc, {"lean": ["--lean-memory"], "accumulate": ["--accumulate", str(a.accumulate)]}.get(who, [])))
+                               else run_incc(a, batch, a.incc, variant_flags(a).get(who, [])))
                 except TooBig as e:
                     print(f"batch {batch} round {r + 1} {who}: stopped past {gib(e.args[0])} resident (--max-rss)", file=sys.stderr, flush=True)
                     stopped.setdefault(batch, set()).add(who)
@@ -254,7 +262,8 @@ def main():
     for batch in batches:
         runs, _ = results[batch]
         t = runs["torch"]
-        labels = [("PyTorch", "torch"), ("incc (baseline)", "baseline"), ("incc", "incc"), ("incc --lean-memory", "lean"), (f"incc --accumulate {a.accumulate}", "accumulate")]
+        labels = [("PyTorch", "torch"), ("incc (baseline)", "baseline"), ("incc", "incc"), ("incc --lean-memory", "lean"), (f"incc --accumulate {a.accumulate}", "accumulate"),
+                  ("incc --recompute blocks", "recompute"), ("incc --lean-memory --recompute blocks", "lean_recompute")]
         for who, key in [(w, k) for w, k in labels if k in runs]:
             rs = runs[key]
             if not rs:

@@ -5,7 +5,8 @@
 # built with --features cuda, carried as .gpubin/incc-before.xz) is measured in the same run.
 # inception_resnet_v2, synthetic 299x299 data, 1000 classes, batch 32, state on the GPU:
 #   1. steady-state images/s and peak GPU memory of: the baseline binary; this binary; this binary
-#      with --cuda-option prefer_nhwc=1; with --cuda-option arena_extend_strategy=kSameAsRequested;
+#      with --recompute blocks; with --cuda-option prefer_nhwc=1; with --cuda-option
+#      arena_extend_strategy=kSameAsRequested;
 #      each as a ratio to this binary's default run;
 #   2. ONNX Runtime's profile of PROFILE_STEPS steps: time per op type and the slowest nodes;
 #   3. PyTorch (timm's inception_resnet_v2, RMSprop as the paper), same batch, in the same run;
@@ -100,6 +101,7 @@ rm -rf /tmp/step-check-profile
   --epochs 1 --max-steps "$PROFILE_STEPS" --workers 8 --quiet --out /tmp/step-check-profile --profile "$WORK/profile.json" 2>&1 \
   | tee "$WORK/profile.txt" | head -60
 rm -f "$WORK/profile.trace.json"  # hundreds of MB for this network; the summary is what comes back
+run recompute "$BIN" --recompute blocks
 
 if [ "$PROVIDER" = cuda ]; then
   BATCH=$BATCH2 run "incc_b$BATCH2" "$BIN"

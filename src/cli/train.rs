@@ -10,7 +10,7 @@ use incc::dist::World;
 use incc::interrupt::Interrupt;
 use incc::runtime::profile::ProfileFiles;
 use incc::train::Target;
-use incc::train::{Optimizer, TrainConfig};
+use incc::train::{Optimizer, Recompute, TrainConfig};
 use incc::trainer::schedule::Schedule;
 use incc::trainer::{EnsembleReport, Evaluation, Probabilities, RunConfig, Runner, Start};
 use incc::Error;
@@ -46,6 +46,10 @@ pub struct TrainingArgs {
     /// Compile the step for this device's kernels (cpu or gpu); `incc train` sets it from --provider.
     #[arg(long, value_enum, default_value_t = TargetArg::Cpu)]
     target: TargetArg,
+    /// Compute each block's values again in the backward pass instead of keeping them from the
+    /// forward pass (blocks): less memory, more time (the blocks' forward pass runs twice).
+    #[arg(long, value_enum, default_value_t = RecomputeArg::None)]
+    recompute: RecomputeArg,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -63,6 +67,14 @@ enum OptimizerArg {
 enum TargetArg {
     Cpu,
     Gpu,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RecomputeArg {
+    /// Keep every value the backward pass reads.
+    None,
+    /// Keep each block instance's input; compute its inside again before its gradients.
+    Blocks,
 }
 
 impl TrainingArgs {
@@ -90,6 +102,10 @@ impl TrainingArgs {
             target: match self.target {
                 TargetArg::Cpu => Target::Cpu,
                 TargetArg::Gpu => Target::Gpu,
+            },
+            recompute: match self.recompute {
+                RecomputeArg::None => Recompute::None,
+                RecomputeArg::Blocks => Recompute::Blocks,
             },
             ..base
         }

@@ -54,9 +54,14 @@ pub enum ConstantValues {
     Int64(Vec<i64>),
 }
 
-/// One IR node being lowered: its name, the values it reads and the value it must define.
+/// One IR node being lowered: the names of what it writes, its parameters, the values it reads
+/// and the value it must define.
 pub struct LowerAt<'a> {
+    /// The name of its ONNX nodes and the prefix of its private values: the IR node's name, or
+    /// another when the node is lowered a second time (a recomputed block, `train/recompute.rs`).
     pub name: &'a str,
+    /// The IR node's name, which its parameters and step inputs are named after.
+    pub node: &'a str,
     pub inputs: Vec<String>,
     pub output: String,
     pub input_shapes: Vec<&'a Shape>,
@@ -66,7 +71,7 @@ impl LowerAt<'_> {
     /// The initializer or graph input holding one of this node's parameters or step inputs
     /// (`features.0.conv.weight`, `ir::param_name`).
     pub fn param(&self, suffix: &str) -> String {
-        super::param_name(self.name, suffix)
+        super::param_name(self.node, suffix)
     }
 
     /// The inputs of a linear op: its input, `weight`, and `bias` if it has one.

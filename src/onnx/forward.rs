@@ -68,8 +68,10 @@ impl Forward {
 }
 
 fn lower_at<'g>(graph: &'g Graph, names: &HashMap<NodeIndex, String>, n: NodeIndex) -> LowerAt<'g> {
+    let name = &graph.node(n).name;
     LowerAt {
-        name: &graph.node(n).name,
+        name,
+        node: name,
         inputs: graph.inputs(n).into_iter().map(|i| names[&i].clone()).collect(),
         output: names[&n].clone(),
         input_shapes: graph.input_shapes(n),

@@ -1,6 +1,8 @@
 //! Reverse-mode autodiff over the IR: each lowered node's gradient rule (`OpRule::gradient`), in
 //! reverse order, from the gradient of the logits; the pieces of one value's gradient are summed.
+//! A node of a recomputed block reads its block's second forward pass (`recompute.rs`).
 
+use super::recompute::{Recompute, Replay, Segments};
 use crate::diag::Diagnostic;
 use crate::ir::lower::{GradAt, GradientForms, Lowering};
 use crate::ir::{param_name, Graph};
@@ -15,18 +17,31 @@ pub(super) fn backward(
     cx: &mut Lowering,
     dlogits: String,
     forms: GradientForms,
+    recompute: Recompute,
 ) -> Result<HashMap<String, String>, Diagnostic> {
     let mut pieces: HashMap<NodeIndex, Vec<String>> = HashMap::from([(forward.outputs.logits, vec![dlogits])]);
     let mut grads = HashMap::new();
+    let segments = Segments::of(graph, forward, recompute);
+    if recompute == Recompute::Blocks && segments.is_empty() {
+        return Err(Diagnostic::error(format!("--recompute blocks: network `{}` has no block instance, so nothing would be recomputed", graph.name))
+            .at(graph.node(graph.input).span, "the network's input")
+            .note("write its repeated parts as `block`s (as archs/inception_resnet_v2.inc does), or train without --recompute"));
+    }
+    let mut replays: HashMap<usize, Replay> = HashMap::new();
     for &n in forward.order.iter().rev() {
         let Some(dy) = pieces.remove(&n) else { continue };
         let node = graph.node(n);
         let rule = node.op.rule();
         let dy = sum_pieces(cx, &node.name, dy);
+        let replay = segments.segment(n).map(|s| &*replays.entry(s).or_insert_with(|| Replay::write(graph, forward, &segments, s, n, &dy, cx)));
+        let (at, saved) = match replay {
+            Some(replay) => (replay.at(graph, n), replay.saved(n)),
+            None => (forward.at(graph, n), &forward.trained[&n].saved),
+        };
         let ins = graph.inputs(n);
         let wants = ins.iter().map(|&i| i != graph.input).collect();
-        let g = GradAt { dy, wants, forms, saved: &forward.trained[&n].saved };
-        let grad = cx.located(node.span, |cx| rule.gradient(cx, &forward.at(graph, n), &g)).ok_or_else(|| {
+        let g = GradAt { dy, wants, forms, saved };
+        let grad = cx.located(node.span, |cx| rule.gradient(cx, &at, &g)).ok_or_else(|| {
             Diagnostic::error(format!("`{}` has no gradient rule, so `{}` cannot be trained", rule.kind(), node.name))
                 .at(node.span, format!("a {} here", rule.kind()))
                 .note("replace it with an op that has one (e.g. `global avgpool` for `global maxpool`), or compile without --train")

@@ -12,6 +12,7 @@
 mod backward;
 mod memory;
 pub mod optim;
+mod recompute;
 pub mod update;
 
 use crate::diag::Diagnostic;
@@ -25,6 +26,7 @@ use crate::onnx::proto::*;
 use crate::source::SourceMap;
 pub use forward::logits_node;
 pub use optim::Optimizer;
+pub use recompute::Recompute;
 use std::collections::{HashMap, HashSet};
 
 /// The metadata key of the state a step may update in place: a JSON list of names.
@@ -79,6 +81,9 @@ pub struct TrainConfig {
     /// `ema_decay`, state `ema`), so that it never leaves the device.
     #[serde(default)]
     pub ema: bool,
+    /// What the backward pass computes again rather than keep from the forward pass.
+    #[serde(default)]
+    pub recompute: Recompute,
     /// Also output every parameter's gradient (before weight decay and clipping) as
     /// `<param>__grad`, and each batch norm's batch mean and (biased) variance as `<node>/mean_c`,
     /// `<node>/var_c` (for checks and debugging).
@@ -95,6 +100,7 @@ impl Default for TrainConfig {
             clip_norm: None,
             target: Target::Cpu,
             ema: false,
+            recompute: Recompute::None,
             debug_outputs: false,
         }
     }
@@ -202,7 +208,7 @@ fn backward_pass(graph: &Graph, cfg: &TrainConfig, batch: Option<usize>) -> Resu
         .map_err(|e| Diagnostic::error(e).at(graph.node(graph.input).span, "the input is the network's output"))?;
     let classes = graph.shape(forward.outputs.logits).0[0];
     let dlogits = loss(&mut cx, classes, cfg.label_smoothing);
-    let grads = backward::backward(graph, &forward, &mut cx, dlogits, cfg.target.gradient_forms())?;
+    let grads = backward::backward(graph, &forward, &mut cx, dlogits, cfg.target.gradient_forms(), cfg.recompute)?;
     let running: HashMap<String, &RunningStat> =
         forward.order.iter().flat_map(|n| forward.trained[n].running.iter().map(move |stat| (param_name(&graph.node(*n).name, stat.suffix), stat))).collect();
     let mut inputs = batch_inputs(graph, &forward, batch);

@@ -90,8 +90,9 @@ pub(super) fn changes(saved: &RunConfig, wanted: &RunConfig, position: &Position
     use When::*;
     // Destructured, so that a new setting cannot be left out here.
     let RunConfig { arch, set, input, residualize, data, epochs, batch, train, lr, schedule, warmup_epochs, ema, seed, limit_train, limit_val } = wanted;
-    // `target` and `ema` are set by each process (from --provider and --ema).
-    let TrainConfig { optimizer, label_smoothing, weight_decay, decay_all, clip_norm, target: _, ema: _, debug_outputs } = train;
+    // `target`, `ema` and `recompute` are set by each process (from --provider, --ema and
+    // --recompute); recomputing changes what a step keeps in memory, not what it computes.
+    let TrainConfig { optimizer, label_smoothing, weight_decay, decay_all, clip_norm, target: _, ema: _, recompute: _, debug_outputs } = train;
     let same_optimizer = std::mem::discriminant(&saved.train.optimizer) == std::mem::discriminant(optimizer);
     let compared = [
         ("the network file", Never, value(&saved.arch), value(arch)),

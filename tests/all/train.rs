@@ -929,3 +929,76 @@ fn accumulating_micro_batches_trains_as_the_whole_batch() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--profile profiles a step that is one graph: profile a run of one process, without --accumulate"), "{err}");
 }
+
+/// `--recompute blocks`: each block's values are computed a second time right before its
+/// gradients. The step computes the same values (the second pass runs the same kernels on the
+/// same inputs; here bit for bit), and its backward pass reads nothing the forward pass made inside
+/// a block but the block's output (the next block's input, which its replay starts from).
+#[test]
+fn recomputing_blocks_trains_as_keeping_their_values() {
+    use incc::ir::FrameKind;
+    use incc::train::Recompute;
+    let c = crate::common::compile_arch("mini/inception_resnet_fmnist");
+    let g = &c.graph;
+    let cfg = TrainConfig { recompute: Recompute::Blocks, ..TrainConfig::default() };
+    let model = emit_training(g, &c.sources, &cfg, Some(4)).expect("emits");
+    let nodes = &model.graph.as_ref().expect("a graph").node;
+    let producer: HashMap<&str, usize> = nodes.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for v in &n.input {
+            readers.entry(v.as_str()).or_default().push(i);
+        }
+    }
+    // The backward pass: every node that depends on the gradient of the logits.
+    let mut backward = HashSet::new();
+    let mut stack = vec![producer["loss/d/logits"]];
+    while let Some(i) = stack.pop() {
+        if backward.insert(i) {
+            stack.extend(nodes[i].output.iter().flat_map(|o| readers.get(o.as_str()).into_iter().flatten()));
+        }
+    }
+    let in_block = |n: NodeIndex| g.frame_chain(g.node(n).frame).iter().any(|&f| matches!(g.frame(f).kind, FrameKind::Block { .. }));
+    let block_outputs: HashSet<&str> = g.frames.iter().filter_map(|f| f.io).map(|(_, last)| g.node(last).name.as_str()).collect();
+    let block_nodes: Vec<&str> = g.order().into_iter().filter(|&n| in_block(n)).map(|n| g.node(n).name.as_str()).collect();
+    assert!(block_nodes.len() > 50, "{block_nodes:?}");
+    let of_block_node = |value: &str| block_nodes.iter().any(|b| value == *b || value.starts_with(&format!("{b}/")));
+    let mut replayed = 0;
+    for &i in &backward {
+        let node = &nodes[i];
+        replayed += usize::from(node.name.starts_with("recompute/"));
+        for value in &node.input {
+            let made_before = producer.get(value.as_str()).is_some_and(|p| !backward.contains(p));
+            assert!(
+                !(made_before && of_block_node(value)) || block_outputs.contains(value.as_str()),
+                "`{}` ({}) in the backward pass reads `{value}`, which the forward pass made inside a block",
+                node.name,
+                node.op_type
+            );
+        }
+    }
+    assert!(replayed > block_nodes.len(), "{replayed} nodes replay {} block nodes", block_nodes.len());
+    let flat = compile_src("network flat {\n  input 1x8x8\n  c: conv 3x3 4\n  global avgpool\n  fc 3\n}\n", &PassOptions::default(), None).expect("compiles");
+    let err = emit_training(&flat.graph, &flat.sources, &cfg, None).expect_err("no block to recompute");
+    snapshots(|| insta::assert_snapshot!("train__recompute_without_blocks", err.render(&flat.sources)));
+
+    if !ort_ready() {
+        return;
+    }
+    let dir = crate::common::fresh_folder("recompute");
+    let train = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let base = ["train", "archs/mini/inception_resnet_fmnist.inc", "--data", "synthetic:48,28,10", "--batch", "16", "--max-steps", "3", "--seed", "5"];
+        let (code, _, err) =
+            crate::common::incc(&[&base[..], &["--threads", "1", "--workers", "1", "--quiet", "--out", out.to_str().expect("a path")], extra].concat());
+        assert_eq!(code, 0, "{name}: {err}");
+        incc::trainer::checkpoint::load(&out.join("last.safetensors")).expect("a checkpoint")
+    };
+    let (kept, recomputed) = (train("kept", &[]), train("recomputed", &["--recompute", "blocks"]));
+    assert_eq!(kept.tensors.keys().collect::<Vec<_>>(), recomputed.tensors.keys().collect::<Vec<_>>());
+    for (tensor, t) in &kept.tensors {
+        for (x, y) in t.data.iter().zip(&recomputed.tensors[tensor].data) {
+            assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "`{tensor}` is {x} kept and {y} recomputed");
+        }
+    }
+}

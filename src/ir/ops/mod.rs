@@ -219,6 +219,7 @@ pub(crate) mod testing {
         let params = op.params(&input_shapes, &output);
         let at = LowerAt {
             name: "n",
+            node: "n",
             inputs: (0..inputs.len()).map(|i| format!("x{i}")).collect(),
             // The input op stands for the graph input itself.
             output: if inputs.is_empty() { IMAGES.to_string() } else { "y".to_string() },

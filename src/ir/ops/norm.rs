@@ -65,8 +65,8 @@ impl OpRule for BatchNorm {
         let scale = cx.op("Mul", at.internal("scale"), &[&gamma4, &invstd], vec![]);
         let scaled = cx.op("Mul", at.internal("scaled"), &[&xc, &scale], vec![]);
         cx.node("Add", at.name, &[&scaled, &beta4], &[&at.output], vec![]);
-        let batch_mean = cx.op("Identity", format!("{}/batch", at.param("running_mean")), &[&mean], vec![]);
-        let batch_var = cx.op("Mul", format!("{}/batch", at.param("running_var")), &[&sum_sq, &counts.per_value_unbiased], vec![]);
+        let batch_mean = cx.op("Identity", at.internal("batch_mean"), &[&mean], vec![]);
+        let batch_var = cx.op("Mul", at.internal("batch_var"), &[&sum_sq, &counts.per_value_unbiased], vec![]);
         let momentum = self.momentum as f32;
         Trained {
             running: vec![
@@ -193,11 +193,11 @@ mod tests {
     #[test]
     fn the_training_form_hands_over_its_batch_statistics() {
         let shape = Shape(vec![4, 5, 6]);
-        let at = LowerAt { name: "bn", inputs: vec!["x".into()], output: "y".into(), input_shapes: vec![&shape] };
+        let at = LowerAt { name: "bn", node: "bn", inputs: vec!["x".into()], output: "y".into(), input_shapes: vec![&shape] };
         let mut cx = Lowering::default();
         let trained = BN.lower_train(&mut cx, &at);
         let running: Vec<(&str, &str, f32)> = trained.running.iter().map(|r| (r.suffix, r.batch.as_str(), r.momentum)).collect();
-        assert_eq!(running, [("running_mean", "bn.running_mean/batch", 0.1), ("running_var", "bn.running_var/batch", 0.1)]);
+        assert_eq!(running, [("running_mean", "bn/batch_mean", 0.1), ("running_var", "bn/batch_var", 0.1)]);
         assert_eq!(trained.channel_stats, [("mean_c", "bn/mean".to_string()), ("var_c", "bn/var".to_string())]);
         assert!(check_lowerings(&BN, &[&[4, 5, 6]]).is_some());
     }
