@@ -508,6 +508,7 @@ fn every_network_compiles_a_training_step_that_validates_and_runs() {
                 clip_norm: Some(1.0),
                 ema: true,
                 target: Target::Gpu,
+                recompute: incc::train::Recompute::Blocks,
                 ..TrainConfig::default()
             },
         ]
@@ -515,6 +516,10 @@ fn every_network_compiles_a_training_step_that_validates_and_runs() {
         .enumerate()
         {
             let model = emit_training(&c.graph, &c.sources, cfg, None).unwrap_or_else(|d| panic!("{}", d.render(&c.sources)));
+            let graph = model.graph.as_ref().expect("a graph");
+            let read: HashSet<&str> = graph.node.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
+            let unread: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).filter(|t| !read.contains(t)).collect();
+            assert!(unread.is_empty(), "{name}: constants no node reads: {unread:?}");
             let path = dir.join(format!("{name}-{i}.onnx"));
             incc::onnx::emit::write(&model, None, &path, incc::onnx::emit::EXTERNAL_DATA_THRESHOLD).expect("write");
             paths[i].push(path.into_os_string());

@@ -103,14 +103,16 @@ impl Conv {
         let (ho, wo) = ((h + t + b - kh) / sh + 1, (w + l + r - kw) / sw + 1);
         let shape_dy = cx.ints(&[0, co, -1]);
         let dy3 = cx.op("Reshape", at.internal("dw/dy3"), &[dy, &shape_dy], vec![]);
-        let over_all_examples = ho * wo < self.out_channels;
-        let (source, dy_rows) = if over_all_examples {
+        // Each offset's view is [Ci, N*Ho*Wo] for one product over all positions (X transposed to
+        // [C, N, H, W] first), or [N, Ci, Ho*Wo] for products per example summed over the batch.
+        let (source, product, view_shape) = if ho * wo < self.out_channels {
             let xt = cx.op("Transpose", at.internal("dw/xt"), &[x], vec![ints("perm", &[1, 0, 2, 3])]);
             let dy_t = cx.op("Transpose", at.internal("dw/dy_t"), &[&dy3], vec![ints("perm", &[1, 0, 2])]);
             let as_rows = cx.ints(&[co, -1]);
-            (xt, Some(cx.op("Reshape", at.internal("dw/dy_rows"), &[&dy_t, &as_rows], vec![])))
+            let dy_rows = cx.op("Reshape", at.internal("dw/dy_rows"), &[&dy_t, &as_rows], vec![]);
+            (xt, Product::AllPositions { dy_rows }, cx.ints(&[ci, -1]))
         } else {
-            (x.to_string(), None)
+            (x.to_string(), Product::PerExample { batch_axis: cx.ints(&[0]) }, cx.ints(&[0, ci, -1]))
         };
         let padded = if [t, l, b, r] == [0; 4] {
             source
@@ -118,29 +120,30 @@ impl Conv {
             let pad_spec = cx.ints(&[0, 0, t as i64, l as i64, 0, 0, b as i64, r as i64]);
             cx.op("Pad", at.internal("dw/padded"), &[&source, &pad_spec], vec![])
         };
+        // The axes and steps of the strided views; none where each view is the whole input.
         let whole = (ho, wo) == (h + t + b, w + l + r);
-        let (axes, steps) = (cx.ints(&[2, 3]), cx.ints(&[sh as i64, sw as i64]));
-        let (as_columns, shape_x, batch_axis) = (cx.ints(&[ci, -1]), cx.ints(&[0, ci, -1]), cx.ints(&[0]));
+        let strided = (!whole).then(|| (cx.ints(&[2, 3]), cx.ints(&[sh as i64, sw as i64])));
         let mut per_offset = vec![];
         for i in 0..kh {
             for j in 0..kw {
-                let view = if whole {
-                    padded.clone()
-                } else {
-                    let starts = cx.ints(&[i as i64, j as i64]);
-                    let ends = cx.ints(&[(i + sh * (ho - 1) + 1) as i64, (j + sw * (wo - 1) + 1) as i64]);
-                    cx.op("Slice", at.internal(&format!("dw/view{i}_{j}")), &[&padded, &starts, &ends, &axes, &steps], vec![])
+                let view = match &strided {
+                    None => padded.clone(),
+                    Some((axes, steps)) => {
+                        let starts = cx.ints(&[i as i64, j as i64]);
+                        let ends = cx.ints(&[(i + sh * (ho - 1) + 1) as i64, (j + sw * (wo - 1) + 1) as i64]);
+                        cx.op("Slice", at.internal(&format!("dw/view{i}_{j}")), &[&padded, &starts, &ends, axes, steps], vec![])
+                    }
                 };
-                let part = match &dy_rows {
-                    Some(dy_rows) => {
-                        let columns = cx.op("Reshape", at.internal(&format!("dw/columns{i}_{j}")), &[&view, &as_columns], vec![]);
+                let part = match &product {
+                    Product::AllPositions { dy_rows } => {
+                        let columns = cx.op("Reshape", at.internal(&format!("dw/columns{i}_{j}")), &[&view, &view_shape], vec![]);
                         cx.op("Gemm", at.internal(&format!("dw/offset{i}_{j}")), &[dy_rows, &columns], vec![int("transB", 1)])
                     }
-                    None => {
-                        let x3 = cx.op("Reshape", at.internal(&format!("dw/x3_{i}_{j}")), &[&view, &shape_x], vec![]);
+                    Product::PerExample { batch_axis } => {
+                        let x3 = cx.op("Reshape", at.internal(&format!("dw/x3_{i}_{j}")), &[&view, &view_shape], vec![]);
                         let x3t = cx.op("Transpose", at.internal(&format!("dw/x3t{i}_{j}")), &[&x3], vec![ints("perm", &[0, 2, 1])]);
                         let prod = cx.op("MatMul", at.internal(&format!("dw/prod{i}_{j}")), &[&dy3, &x3t], vec![]);
-                        cx.op("ReduceSum", at.internal(&format!("dw/offset{i}_{j}")), &[&prod, &batch_axis], vec![int("keepdims", 0)])
+                        cx.op("ReduceSum", at.internal(&format!("dw/offset{i}_{j}")), &[&prod, batch_axis], vec![int("keepdims", 0)])
                     }
                 };
                 per_offset.push(part);
@@ -158,6 +161,14 @@ impl Conv {
         let by_channel = cx.op("Transpose", at.internal("dw/by_channel"), &[&grouped], vec![ints("perm", &[0, 2, 1])]);
         cx.op("Reshape", at.internal("dw"), &[&by_channel, &shape_w], vec![])
     }
+}
+
+/// How a conv's weight gradient multiplies dY by one kernel offset's view of the input.
+enum Product {
+    /// One product over all N*Ho*Wo positions: dY as [Co, N*Ho*Wo] rows.
+    AllPositions { dy_rows: String },
+    /// A product per example, then their sum over the batch axis.
+    PerExample { batch_axis: String },
 }
 
 impl OpRule for Conv {

@@ -230,6 +230,7 @@ pub(crate) mod testing {
 
         let mut cx = Lowering::default();
         op.lower(&mut cx, &at);
+        check_constants_read(op, &cx);
         let defined = check_defined(&cx, graph_values.clone(), 0);
         assert!(defined.contains(&at.output), "{}: the inference form does not define its output", op.kind());
 
@@ -258,6 +259,7 @@ pub(crate) mod testing {
             for (suffix, dp) in &grads.params {
                 assert!(defined.contains(dp), "{}: gradient of `{suffix}` ({dp}) is not defined", op.kind());
             }
+            check_constants_read(op, &cx);
             gradient = Some(grads);
         }
         gradient
@@ -275,6 +277,14 @@ pub(crate) mod testing {
             }
         }
         defined
+    }
+
+    /// Every constant a lowering made is read by one of its nodes (a constant nothing reads is
+    /// left in the model; ONNX Runtime warns about each).
+    fn check_constants_read(op: &dyn OpRule, cx: &Lowering) {
+        let read: HashSet<&str> = cx.nodes.iter().flat_map(|n| n.inputs.iter().map(String::as_str)).collect();
+        let unread: Vec<&str> = cx.constants.iter().map(|c| c.name.as_str()).filter(|c| !read.contains(c)).collect();
+        assert!(unread.is_empty(), "{}: constants no node reads: {unread:?}", op.kind());
     }
 
     fn check_trained(op: &dyn OpRule, trained: &Trained, params: &[crate::ir::ParamSpec], defined: &HashSet<String>) {
